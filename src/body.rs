@@ -1,0 +1,135 @@
+//! Body types: what the proxy sends either way, and a streaming wrapper that
+//! counts bytes and reports when a body has finished (or was abandoned).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every body vaultgate hands to hyper, in either direction.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub fn boxed<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// A body passed through frame by frame (never buffered), counting the data
+/// bytes and calling `on_end` once: when the last frame has gone, on error, or
+/// when the body is dropped unfinished.
+pub struct Metered<B> {
+    inner: B,
+    bytes: Arc<AtomicU64>,
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<B: Body + Unpin> Metered<B> {
+    pub fn new(inner: B, bytes: Arc<AtomicU64>, on_end: impl FnOnce() + Send + 'static) -> Self {
+        Metered {
+            inner,
+            bytes,
+            on_end: Some(Box::new(on_end)),
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if self.inner.is_end_stream() {
+                    self.end();
+                }
+            }
+            Poll::Ready(_) => self.end(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Metered<B> {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[tokio::test]
+    async fn counts_bytes_and_ends_once() {
+        let count = Arc::new(AtomicU64::new(0));
+        let ended = Arc::new(AtomicU64::new(0));
+        let e = ended.clone();
+        let body = Metered::new(
+            Full::new(Bytes::from_static(b"hello")),
+            count.clone(),
+            move || {
+                e.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello");
+        assert_eq!(count.load(Ordering::SeqCst), 5);
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn dropping_unfinished_body_still_reports_the_end() {
+        let ended = Arc::new(AtomicBool::new(false));
+        let e = ended.clone();
+        let body = Metered::new(Full::new(Bytes::from_static(b"x")), Arc::default(), move || {
+            e.store(true, Ordering::SeqCst)
+        });
+        drop(body);
+        assert!(ended.load(Ordering::SeqCst));
+    }
+}

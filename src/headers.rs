@@ -1,0 +1,201 @@
+//! Pure header rewriting: hop-by-hop removal and the forwarding headers that
+//! tell Vaultwarden who the client is. No I/O here.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the de-facto ones) that describe one
+/// connection and must never be forwarded to the next hop.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Splits every value of a comma-list header into trimmed, non-empty tokens.
+fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// True when a comma-list header carries `token`, compared case-insensitively and
+/// token by token (`Connection: keep-alive, Upgrade` has `upgrade`;
+/// `Connection: upgraded` does not).
+pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: first every header named in `Connection`, then
+/// the fixed list. Call this before adding any header of the proxy's own, so
+/// that `Connection: X-Real-IP` cannot delete what the proxy sets.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Joins HTTP/2's split `cookie` fields into the single field HTTP/1.1 expects
+/// (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Sets the headers that tell Vaultwarden the real client and the public URL.
+/// Whatever the client sent under these names is replaced, never appended to:
+/// Vaultwarden's fail2ban lines and rate limits key on `X-Real-IP`.
+pub fn set_forwarding(headers: &mut HeaderMap, client: IpAddr, host: &HeaderValue) {
+    let ip = HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value");
+    headers.remove(header::FORWARDED);
+    headers.insert(X_REAL_IP, ip.clone());
+    headers.insert(X_FORWARDED_FOR, ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.insert(X_FORWARDED_HOST, host.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn connection_tokens_are_matched_token_wise_and_case_insensitively() {
+        let h = map(&[("connection", "keep-alive, Upgrade")]);
+        assert!(has_token(&h, &header::CONNECTION, "upgrade"));
+        let h = map(&[("connection", "keep-alive"), ("connection", "UPGRADE")]);
+        assert!(has_token(&h, &header::CONNECTION, "upgrade"));
+        let h = map(&[("connection", "upgraded, notupgrade")]);
+        assert!(!has_token(&h, &header::CONNECTION, "upgrade"));
+        assert!(!has_token(&HeaderMap::new(), &header::CONNECTION, "upgrade"));
+    }
+
+    #[test]
+    fn strips_fixed_hop_by_hop_list() {
+        let mut h = map(&[
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("content-type", "text/plain"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn strips_headers_named_in_connection_in_any_case() {
+        let mut h = map(&[
+            ("connection", "X-Secret , x-other"),
+            ("connection", "X-Third"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-third", "3"),
+            ("x-kept", "4"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_naming_x_real_ip_cannot_remove_the_proxys_header() {
+        let mut h = map(&[
+            ("connection", "X-Real-IP, X-Forwarded-For"),
+            ("x-real-ip", "6.6.6.6"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        set_forwarding(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            &HeaderValue::from_static("vault.example"),
+        );
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    }
+
+    #[test]
+    fn spoofed_forwarding_headers_are_replaced_not_appended() {
+        let mut h = map(&[
+            ("x-real-ip", "6.6.6.6"),
+            ("x-real-ip", "7.7.7.7"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        set_forwarding(
+            &mut h,
+            "2001:db8::1".parse().unwrap(),
+            &HeaderValue::from_static("vault.example:8443"),
+        );
+        assert_eq!(h.get_all("x-real-ip").iter().count(), 1);
+        assert_eq!(h["x-real-ip"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "vault.example:8443");
+        assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn invalid_names_in_connection_are_ignored_not_fatal() {
+        let mut h = map(&[("connection", "bad name, (x), ,,"), ("x", "1")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key("x"));
+    }
+
+    #[test]
+    fn cookies_split_by_http2_are_joined() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+        let mut single = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut single);
+        assert_eq!(single["cookie"], "a=1; b=2");
+    }
+}

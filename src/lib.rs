@@ -1,0 +1,16 @@
+//! vaultgate: a TLS-terminating, WebSocket-aware reverse proxy for Vaultwarden.
+//!
+//! The library API is small on purpose: load a [`Config`], [`Server::start`]
+//! it, read [`Server::local_addr`], and [`Server::shutdown`] it.
+
+pub mod access_log;
+pub mod body;
+pub mod config;
+pub mod headers;
+pub mod proxy;
+pub mod server;
+pub mod tls;
+pub mod websocket;
+
+pub use config::{Config, ConfigError};
+pub use server::{Server, StartError};

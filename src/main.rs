@@ -1,0 +1,164 @@
+//! The `vaultgate` command: argument parsing, logging, signals, exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use vaultgate::{Config, Server};
+
+const USAGE: &str = "\
+vaultgate — a TLS front door for Vaultwarden
+
+Usage:
+  vaultgate [--config PATH]         run the proxy (default config: ./proxy.toml)
+  vaultgate check [--config PATH]   validate the config and certificates, then exit
+  vaultgate --help | --version
+
+Logging: the [log] level in the config, or RUST_LOG (e.g. RUST_LOG=debug).";
+
+enum Command {
+    Run(PathBuf),
+    Check(PathBuf),
+    Help,
+    Version,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut check = false;
+    let mut config = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" | "help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "check" if !check && config.is_none() => check = true,
+            "-c" | "--config" => match args.next() {
+                Some(path) => config = Some(PathBuf::from(path)),
+                None => return Err("--config needs a path, e.g. --config /etc/vaultgate/proxy.toml".into()),
+            },
+            other => match other.strip_prefix("--config=") {
+                Some(path) => config = Some(PathBuf::from(path)),
+                None => return Err(format!("unexpected argument `{other}`")),
+            },
+        }
+    }
+    let config = config.unwrap_or_else(|| PathBuf::from("proxy.toml"));
+    Ok(if check {
+        Command::Check(config)
+    } else {
+        Command::Run(config)
+    })
+}
+
+fn main() -> ExitCode {
+    let command = match parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("vaultgate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check(path) => check(&path),
+        Command::Run(path) => run(&path),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = vaultgate::tls::load(&config.tls) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{}: ok (listen {}, upstream {}, hub paths {})",
+        path.display(),
+        config.listen,
+        config.upstream.url,
+        config.hub_paths.join(", ")
+    );
+    ExitCode::SUCCESS
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn arguments() {
+        assert!(matches!(parse(&[]), Ok(Command::Run(p)) if p == std::path::Path::new("proxy.toml")));
+        assert!(
+            matches!(parse(&["--config", "/x.toml"]), Ok(Command::Run(p)) if p == std::path::Path::new("/x.toml"))
+        );
+        assert!(
+            matches!(parse(&["check", "--config=/y"]), Ok(Command::Check(p)) if p == std::path::Path::new("/y"))
+        );
+        assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
+        assert!(matches!(parse(&["--version"]), Ok(Command::Version)));
+        assert!(parse(&["--config"]).is_err());
+        assert!(parse(&["bogus"]).is_err());
+        assert!(parse(&["check", "check"]).is_err());
+    }
+}

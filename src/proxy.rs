@@ -1,0 +1,328 @@
+//! One request: classify it, forward it to Vaultwarden, and map what went
+//! wrong upstream to a status the client can read.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::access_log::Entry;
+use crate::body::{self, Metered, ProxyBody};
+use crate::config::Config;
+use crate::headers;
+use crate::server::Tracker;
+use crate::websocket;
+
+/// Everything a request needs, shared by all connections.
+pub struct Proxy {
+    upstream_url: String,
+    upstream_authority: http::uri::Authority,
+    hub_paths: Vec<String>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    hub_idle: Duration,
+    client: Client<HttpConnector, ProxyBody>,
+    stop: watch::Receiver<bool>,
+    tracker: Tracker,
+}
+
+/// Why a request got an answer of the proxy's own instead of Vaultwarden's.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the request has no Host header")]
+    MissingHost,
+    #[error("the request target is not a path")]
+    BadTarget,
+    #[error("{0} is not supported")]
+    MethodNotAllowed(Method),
+    #[error("Vaultwarden at {url} is not answering ({detail})")]
+    UpstreamUnreachable { url: String, detail: String },
+    #[error("Vaultwarden at {url} did not answer within {secs} s")]
+    UpstreamTimeout { url: String, secs: u64 },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingHost | ProxyError::BadTarget => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The short page the client sees.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {}\n\nvaultgate: {self}.\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut resp = Response::new(body::full(text));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+impl Proxy {
+    pub fn new(config: &Config, stop: watch::Receiver<bool>, tracker: Tracker) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build(connector);
+        Proxy {
+            upstream_url: config.upstream.url.clone(),
+            upstream_authority: config.upstream.authority.clone(),
+            hub_paths: config.hub_paths.clone(),
+            connect_timeout: config.timeouts.upstream_connect,
+            response_timeout: config.timeouts.upstream_response,
+            hub_idle: config.timeouts.hub_idle,
+            client,
+            stop,
+            tracker,
+        }
+    }
+
+    /// Serves one request from a client at `peer`. Never fails: every problem
+    /// becomes a response, and every response gets an access-log line.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let log = Entry::new(peer.ip(), req.method().clone(), path_and_query, req.version());
+        let resp = match self.route(req, peer, &log).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::warn!(client = %peer.ip(), path = %log.path, "{e}");
+                e.into_response()
+            }
+        };
+        logged(resp, log)
+    }
+
+    async fn route(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        log: &Entry,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+        }
+        let host = request_host(&req).ok_or(ProxyError::MissingHost)?;
+        let is_hub = req.version() == Version::HTTP_11
+            && websocket::wants_websocket(req.headers())
+            && websocket::is_hub_path(req.uri().path(), &self.hub_paths);
+        if is_hub {
+            // Taken before the request is handed on: it resolves to the client's
+            // upgraded connection once hyper has sent our 101.
+            let client_upgrade = hyper::upgrade::on(&mut req);
+            let (mut parts, _) = req.into_parts();
+            rewrite_request_head(&mut parts, peer, host);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            parts
+                .headers
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            self.open_hub(parts, client_upgrade, log).await
+        } else {
+            let (mut parts, body) = req.into_parts();
+            rewrite_request_head(&mut parts, peer, host);
+            parts.uri = self.upstream_uri(&parts.uri)?;
+            self.forward(parts, body, log).await
+        }
+    }
+
+    /// An ordinary request: through the pooled client, bodies streamed both ways.
+    async fn forward(
+        &self,
+        parts: http::request::Parts,
+        body: Incoming,
+        log: &Entry,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        // The response clock starts when the request body has been sent, so a
+        // 500 MB upload over a slow line is not mistaken for a slow upstream.
+        let (sent_tx, mut sent_rx) = watch::channel(http_body::Body::is_end_stream(&body));
+        let body = Metered::new(body, log.bytes_in.clone(), move || {
+            sent_tx.send_replace(true);
+        });
+        let req = Request::from_parts(parts, body::boxed(body));
+        let timeout = self.response_timeout;
+        let deadline = async move {
+            let _ = sent_rx.wait_for(|sent| *sent).await;
+            tokio::time::sleep(timeout).await;
+        };
+        let resp = tokio::select! {
+            r = self.client.request(req) => r.map_err(|e| self.unreachable(&e))?,
+            _ = deadline => return Err(self.timed_out()),
+        };
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+
+    /// A WebSocket upgrade on a hub path: a dedicated upstream connection, and
+    /// a splice only if Vaultwarden answers 101.
+    async fn open_hub(
+        &self,
+        mut parts: http::request::Parts,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+        log: &Entry,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        parts.uri = origin_form(&parts.uri);
+        let addr = self.upstream_authority.as_str();
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(self.unreachable(&e)),
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                return Err(self.unreachable(&e));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("hub upstream connection: {e}");
+            }
+        });
+        let send = sender.send_request(Request::from_parts(parts, body::empty()));
+        let mut resp = match tokio::time::timeout(self.response_timeout, send).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return Err(self.unreachable(&e)),
+            Err(_) => return Err(self.timed_out()),
+        };
+
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // Relayed as an ordinary answer; the client's connection is closed
+            // afterwards so nothing it sends next can be mistaken for tunnel bytes.
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(Response::from_parts(parts, body::boxed(body)));
+        }
+
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let idle = self.hub_idle;
+        let stop = self.stop.clone();
+        let token = self.tracker.token();
+        let (client, path) = (log.client, log.path.clone());
+        tokio::spawn(async move {
+            let _token = token;
+            let (client_io, upstream_io) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(%client, "hub upgrade did not complete: {e}");
+                    return;
+                }
+            };
+            let started = std::time::Instant::now();
+            let stats =
+                websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop).await;
+            tracing::info!(
+                target: "vaultgate::access",
+                %client,
+                path = %path,
+                end = ?stats.end,
+                bytes_in = stats.up,
+                bytes_out = stats.down,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "hub closed"
+            );
+        });
+        // The 101 goes back exactly as Vaultwarden sent it: nothing added.
+        let (parts, _) = resp.into_parts();
+        Ok(Response::from_parts(parts, body::empty()))
+    }
+
+    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Uri::builder()
+            .scheme("http")
+            .authority(self.upstream_authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|_| ProxyError::BadTarget)
+    }
+
+    /// A 502 naming the root cause (e.g. "Connection refused"), not hyper's wrappers.
+    fn unreachable(&self, e: &(dyn std::error::Error + 'static)) -> ProxyError {
+        let mut root = e;
+        while let Some(source) = root.source() {
+            root = source;
+        }
+        ProxyError::UpstreamUnreachable { url: self.upstream_url.clone(), detail: root.to_string() }
+    }
+
+    fn timed_out(&self) -> ProxyError {
+        ProxyError::UpstreamTimeout {
+            url: self.upstream_url.clone(),
+            secs: self.response_timeout.as_secs(),
+        }
+    }
+}
+
+/// The host the client addressed: HTTP/2's `:authority`, else the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() == Version::HTTP_2 {
+        if let Some(authority) = req.uri().authority() {
+            return HeaderValue::from_str(authority.as_str()).ok();
+        }
+    }
+    req.headers().get(header::HOST).cloned()
+}
+
+/// Turns a client's request head into the one Vaultwarden receives: hop-by-hop
+/// headers out first, then ours in; HTTP/2 translated to HTTP/1.1.
+fn rewrite_request_head(parts: &mut http::request::Parts, peer: SocketAddr, host: HeaderValue) {
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(&mut parts.headers);
+    }
+    parts.version = Version::HTTP_11;
+    headers::set_forwarding(&mut parts.headers, peer.ip(), &host);
+    parts.headers.insert(header::HOST, host);
+}
+
+/// `/path?query`, byte for byte as the client sent it.
+fn origin_form(uri: &Uri) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .or_else(|| Some("/".parse().expect("/ is a path")));
+    Uri::from_parts(parts).expect("a path alone is a valid URI")
+}
+
+/// Attaches the access-log line to the end of the response body.
+fn logged(resp: Response<ProxyBody>, log: Entry) -> Response<ProxyBody> {
+    let status = resp.status();
+    let bytes_out = Arc::new(AtomicU64::new(0));
+    let counted = bytes_out.clone();
+    resp.map(move |b| {
+        body::boxed(Metered::new(b, counted, move || {
+            log.finish(status, bytes_out.load(std::sync::atomic::Ordering::Relaxed))
+        }))
+    })
+}

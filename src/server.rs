@@ -1,0 +1,267 @@
+//! Listeners, the accept loop, per-connection TLS and HTTP, and graceful
+//! shutdown. Requests themselves are `proxy.rs`'s business.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::tls;
+
+/// Counts live tasks (connections, hub tunnels) so shutdown can wait for them.
+/// Each task holds a token; when the last token and the tracker itself are
+/// gone, [`Tracker::wait`] returns.
+#[derive(Clone)]
+pub struct Tracker(mpsc::Sender<()>);
+
+pub struct TrackerToken(#[allow(dead_code)] mpsc::Sender<()>);
+
+impl Tracker {
+    fn new() -> (Tracker, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel(1);
+        (Tracker(tx), rx)
+    }
+
+    pub fn token(&self) -> TrackerToken {
+        TrackerToken(self.0.clone())
+    }
+}
+
+/// Resolves once shutdown has begun. (Drops the watch guard before returning,
+/// so it can sit in a `select!` of a task that must be `Send`.)
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+}
+
+/// A running proxy.
+pub struct Server {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Loads the certificate, binds the listener and starts accepting.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let tls = tls::load(&config.tls)?;
+        if let Some(fp) = &tls.self_signed_fingerprint {
+            tracing::warn!(
+                "no [tls] cert/key configured: serving a self-signed certificate for localhost, SHA-256 fingerprint {fp}"
+            );
+        }
+        let listener = TcpListener::bind(config.listen).await.map_err(|source| {
+            let hint = match source.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE; see examples/vaultgate.service)"
+                }
+                std::io::ErrorKind::AddrInUse => " (another program, perhaps nginx, is listening there)",
+                _ => "",
+            };
+            StartError::Bind {
+                addr: config.listen,
+                source,
+                hint,
+            }
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+            hint: "",
+        })?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (tracker, done) = Tracker::new();
+        let proxy = Arc::new(Proxy::new(&config, stop_rx.clone(), tracker.clone()));
+        let accept = Accept {
+            listener,
+            acceptor: TlsAcceptor::from(tls.config),
+            http: Arc::new(http_builder(&config)),
+            proxy,
+            handshake_timeout: config.timeouts.tls_handshake,
+            stop: stop_rx,
+            tracker,
+        };
+        tracing::info!(
+            listen = %local_addr,
+            upstream = %config.upstream.url,
+            config = %config.source.display(),
+            "vaultgate is listening"
+        );
+        let task = tokio::spawn(accept.run(done, config.timeouts.drain));
+        Ok(Server {
+            local_addr,
+            stop: stop_tx,
+            task,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish, closes hub tunnels and
+    /// returns once all are done or the drain deadline has passed.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Spawns hyper's per-stream tasks (HTTP/2) inside the connection's span, so
+/// their log lines carry the peer and protocol.
+#[derive(Clone, Copy)]
+struct SpanExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpanExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut.in_current_span());
+    }
+}
+
+fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
+    let mut builder = auto::Builder::new(SpanExecutor);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.request_header)
+        // Vaultwarden sends its own Date; a 101 must reach the client unchanged.
+        .auto_date_header(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(64 * 1024)
+        .auto_date_header(false);
+    builder
+}
+
+struct Accept {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    http: Arc<auto::Builder<SpanExecutor>>,
+    proxy: Arc<Proxy>,
+    handshake_timeout: Duration,
+    stop: watch::Receiver<bool>,
+    tracker: Tracker,
+}
+
+impl Accept {
+    async fn run(self, mut done: mpsc::Receiver<()>, drain: Duration) {
+        let mut stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                _ = stopped(&mut stop) => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let conn = Connection {
+                            acceptor: self.acceptor.clone(),
+                            http: self.http.clone(),
+                            proxy: self.proxy.clone(),
+                            handshake_timeout: self.handshake_timeout,
+                            stop: self.stop.clone(),
+                        };
+                        let token = self.tracker.token();
+                        let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
+                        tokio::spawn(
+                            async move {
+                                conn.serve(tcp, peer).await;
+                                drop(token);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: the loop must survive them. Back
+                        // off so a full descriptor table is not spun on.
+                        tracing::error!("accept failed: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(self.listener);
+        tracing::info!("stopped accepting; draining for up to {drain:?}");
+        drop(self.tracker);
+        drop(self.proxy);
+        if tokio::time::timeout(drain, done.recv()).await.is_err() {
+            tracing::warn!("drain deadline passed with connections still open");
+        }
+    }
+}
+
+struct Connection {
+    acceptor: TlsAcceptor,
+    http: Arc<auto::Builder<SpanExecutor>>,
+    proxy: Arc<Proxy>,
+    handshake_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn serve(mut self, tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        };
+        let protocol = match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => "h2",
+            _ => "http/1.1",
+        };
+        tracing::Span::current().record("protocol", protocol);
+        let proxy = self.proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        let conn = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stopped(&mut self.stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("connection ended: {e}");
+        }
+    }
+}

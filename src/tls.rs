@@ -1,0 +1,155 @@
+//! TLS: PEM loading, the rustls server configuration, and the self-signed
+//! fallback. Knows nothing about HTTP.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::config::TlsSource;
+
+/// Why the certificate or key could not be used. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read the file: {source}", file.display())]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{}: no certificate found; expected PEM blocks starting with -----BEGIN CERTIFICATE----- (use fullchain.pem, not cert.pem alone)", file.display())]
+    NoCertificate { file: PathBuf },
+    #[error("{}: no private key found; expected a PEM block BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY (use privkey.pem)", file.display())]
+    NoKey { file: PathBuf },
+    #[error("{}: not valid PEM: {detail}", file.display())]
+    BadPem { file: PathBuf, detail: String },
+    #[error("{}: the private key cannot be used: {detail}", file.display())]
+    BadKey { file: PathBuf, detail: String },
+    #[error("{} does not belong to the certificate in {}: check that cert and key come from the same issuance", key.display(), cert.display())]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(String),
+    #[error("cannot generate a self-signed certificate: {0}")]
+    SelfSigned(String),
+}
+
+/// A ready TLS server configuration and, for a generated certificate, its
+/// SHA-256 fingerprint (so the user can compare what the browser shows).
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    pub self_signed_fingerprint: Option<String>,
+}
+
+/// ALPN protocols offered to clients, most preferred first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+pub fn provider() -> Arc<CryptoProvider> {
+    // ring's suites are all AEAD (rustls has no CBC); TLS 1.2 and 1.3 only.
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load(source: &TlsSource) -> Result<Tls, TlsError> {
+    let provider = provider();
+    let (certified, fingerprint) = match source {
+        TlsSource::Files { cert, key } => {
+            let certs = load_certs(cert)?;
+            let key_der = load_key(key)?;
+            let signing = provider
+                .key_provider
+                .load_private_key(key_der)
+                .map_err(|e| TlsError::BadKey {
+                    file: key.clone(),
+                    detail: e.to_string(),
+                })?;
+            let certified = CertifiedKey::new(certs, signing);
+            certified.keys_match().map_err(|_| TlsError::Mismatch {
+                cert: cert.clone(),
+                key: key.clone(),
+            })?;
+            (certified, None)
+        }
+        TlsSource::SelfSigned => {
+            let (cert, key) = self_signed()?;
+            let fingerprint = sha256_fingerprint(&cert);
+            let signing = provider
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+            (CertifiedKey::new(vec![cert], signing), Some(fingerprint))
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(OneCertificate(Arc::new(certified))));
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Tls {
+        config: Arc::new(config),
+        self_signed_fingerprint: fingerprint,
+    })
+}
+
+/// Serves the one configured chain to every client. (A resolver of our own,
+/// rather than `with_single_cert`, so that reloading can swap it later.)
+#[derive(Debug)]
+struct OneCertificate(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for OneCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(file)
+        .map_err(|e| pem_error(file, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(file, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            file: file.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(file).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            file: file.to_path_buf(),
+        },
+        e => pem_error(file, e),
+    })
+}
+
+fn pem_error(file: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
+    let file = file.to_path_buf();
+    match e {
+        rustls_pki_types::pem::Error::Io(source) => TlsError::Read { file, source },
+        e => TlsError::BadPem {
+            file,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// A certificate for localhost, made fresh at each start.
+fn self_signed() -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let made = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
+    Ok((made.cert.der().clone(), key))
+}
+
+/// `AB:CD:…` SHA-256 of a DER certificate, as browsers display it.
+pub fn sha256_fingerprint(cert: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+    let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}

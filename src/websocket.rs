@@ -1,0 +1,282 @@
+//! WebSocket hubs: which requests may open a tunnel, and the splice that copies
+//! bytes both ways once the upstream has answered 101.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::headers::has_token;
+use crate::server::stopped;
+
+/// True for an HTTP/1.1 WebSocket opening handshake: `Upgrade` lists
+/// `websocket` and `Connection` lists `upgrade`, token-wise in any case.
+/// (`Upgrade: h2c` and everything else is never honoured.)
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, &header::UPGRADE, "websocket") && has_token(headers, &header::CONNECTION, "upgrade")
+}
+
+/// True when `path` is exactly one of the configured hub paths.
+pub fn is_hub_path(path: &str, hub_paths: &[String]) -> bool {
+    hub_paths.iter().any(|p| p == path)
+}
+
+/// How a tunnel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpliceEnd {
+    /// Both sides closed their direction.
+    Closed,
+    /// No bytes either way for the idle timeout.
+    Idle,
+    /// One side closed and the other did not follow within the linger bound.
+    HalfClosedTooLong,
+    /// A read or write failed (reset, broken pipe).
+    Error,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SpliceStats {
+    pub end: SpliceEnd,
+    /// Bytes from the client to the upstream.
+    pub up: u64,
+    /// Bytes from the upstream to the client.
+    pub down: u64,
+}
+
+/// How long a tunnel may stay half-closed (one side sent FIN, the other keeps
+/// going). Vaultwarden pings every 15 s, so traffic alone would keep such a
+/// tunnel alive forever; this bound ends it.
+const HALF_CLOSE_LINGER: Duration = Duration::from_secs(30);
+
+const BUF_SIZE: usize = 8 * 1024;
+
+/// Copies bytes between `client` and `upstream` until both directions are
+/// closed, the tunnel is idle for `idle`, it stays half-closed too long, an
+/// error occurs, or `stop` turns true. A FIN from one side is passed on as a
+/// write shutdown to the other while the opposite direction keeps flowing.
+pub async fn splice<C, U>(
+    client: C,
+    upstream: U,
+    idle: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> SpliceStats
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    // Milliseconds since `start` of the last byte moved either way.
+    let activity = AtomicU64::new(0);
+    let (up_bytes, down_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (mut client_r, mut client_w) = tokio::io::split(client);
+    let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+
+    let end = {
+        let up = pump(&mut client_r, &mut upstream_w, start, &activity, &up_bytes);
+        let down = pump(&mut upstream_r, &mut client_w, start, &activity, &down_bytes);
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        let mut linger_until: Option<Instant> = None;
+        loop {
+            if up_done && down_done {
+                break SpliceEnd::Closed;
+            }
+            let idle_deadline = start + Duration::from_millis(activity.load(Ordering::Relaxed)) + idle;
+            let deadline = linger_until.map_or(idle_deadline, |l| l.min(idle_deadline));
+            tokio::select! {
+                r = &mut up, if !up_done => {
+                    if r.is_err() { break SpliceEnd::Error; }
+                    up_done = true;
+                    linger_until.get_or_insert(Instant::now() + HALF_CLOSE_LINGER);
+                }
+                r = &mut down, if !down_done => {
+                    if r.is_err() { break SpliceEnd::Error; }
+                    down_done = true;
+                    linger_until.get_or_insert(Instant::now() + HALF_CLOSE_LINGER);
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    // Traffic may have moved the idle deadline while we slept.
+                    let now = Instant::now();
+                    if linger_until.is_some_and(|l| now >= l) {
+                        break SpliceEnd::HalfClosedTooLong;
+                    }
+                    if now >= start + Duration::from_millis(activity.load(Ordering::Relaxed)) + idle {
+                        break SpliceEnd::Idle;
+                    }
+                }
+                _ = stopped(&mut stop) => break SpliceEnd::Shutdown,
+            }
+        }
+    };
+    if end != SpliceEnd::Closed {
+        // Best effort: send FIN (and TLS close_notify) both ways rather than vanish.
+        let close = async {
+            let _ = client_w.shutdown().await;
+            let _ = upstream_w.shutdown().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    }
+    SpliceStats {
+        end,
+        up: up_bytes.into_inner(),
+        down: down_bytes.into_inner(),
+    }
+}
+
+/// Copies one direction until EOF, then shuts the writer down (half-close).
+/// Every chunk is written and flushed at once: hub frames are tiny and must
+/// never be held back.
+async fn pump<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    start: Instant,
+    activity: &AtomicU64,
+    bytes: &AtomicU64,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            writer.shutdown().await?;
+            return Ok(());
+        }
+        writer.write_all(&buf[..n]).await?;
+        writer.flush().await?;
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn websocket_upgrade_needs_both_tokens() {
+        assert!(wants_websocket(&headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade")
+        ])));
+        // Firefox's form.
+        assert!(wants_websocket(&headers(&[
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, Upgrade")
+        ])));
+        assert!(!wants_websocket(&headers(&[("upgrade", "websocket")])));
+        assert!(!wants_websocket(&headers(&[
+            ("upgrade", "h2c"),
+            ("connection", "Upgrade, HTTP2-Settings")
+        ])));
+        assert!(!wants_websocket(&headers(&[
+            ("upgrade", "websocketx"),
+            ("connection", "upgrade")
+        ])));
+        assert!(!wants_websocket(&headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "upgraded")
+        ])));
+    }
+
+    #[test]
+    fn hub_paths_match_exactly() {
+        let hubs = vec![
+            "/notifications/hub".to_string(),
+            "/notifications/anonymous-hub".to_string(),
+        ];
+        assert!(is_hub_path("/notifications/hub", &hubs));
+        assert!(is_hub_path("/notifications/anonymous-hub", &hubs));
+        assert!(!is_hub_path("/notifications/hub/../../api", &hubs));
+        assert!(!is_hub_path("/notifications/hubx", &hubs));
+        assert!(!is_hub_path("/api", &hubs));
+    }
+
+    #[tokio::test]
+    async fn splice_passes_half_close_and_keeps_the_other_direction() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(splice(client, upstream, Duration::from_secs(60), stop));
+
+        client_peer.write_all(b"ping").await.unwrap();
+        client_peer.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        upstream_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"ping", "upstream sees the bytes, then EOF");
+
+        upstream_peer.write_all(b"still here").await.unwrap();
+        let mut buf = [0u8; 10];
+        client_peer.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"still here", "the other direction keeps flowing");
+        upstream_peer.shutdown().await.unwrap();
+
+        let stats = task.await.unwrap();
+        assert_eq!((stats.end, stats.up, stats.down), (SpliceEnd::Closed, 4, 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_tunnel_is_closed_but_traffic_resets_the_clock() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(splice(client, upstream, Duration::from_secs(60), stop));
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            upstream_peer.write_all(b"p").await.unwrap();
+            let mut b = [0u8; 1];
+            client_peer.read_exact(&mut b).await.unwrap();
+        }
+        assert!(!task.is_finished(), "200 s of 40 s pings is not idle");
+        let stats = task.await.unwrap();
+        assert_eq!(stats.end, SpliceEnd::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_closed_tunnel_does_not_linger_forever() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(splice(client, upstream, Duration::from_secs(600), stop));
+        client_peer.shutdown().await.unwrap();
+        // The upstream keeps pinging but never closes its side.
+        let pinger = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                if upstream_peer.write_all(b"p").await.is_err() {
+                    break;
+                }
+            }
+        });
+        let stats = task.await.unwrap();
+        assert_eq!(stats.end, SpliceEnd::HalfClosedTooLong);
+        pinger.abort();
+        drop(client_peer);
+    }
+
+    #[tokio::test]
+    async fn stop_signal_ends_the_tunnel() {
+        let (client, _client_peer) = tokio::io::duplex(64);
+        let (upstream, _upstream_peer) = tokio::io::duplex(64);
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(splice(client, upstream, Duration::from_secs(600), stop));
+        stop_tx.send_replace(true);
+        assert_eq!(task.await.unwrap().end, SpliceEnd::Shutdown);
+    }
+}
