@@ -272,7 +272,10 @@ impl Proxy {
         while let Some(source) = root.source() {
             root = source;
         }
-        ProxyError::UpstreamUnreachable { url: self.upstream_url.clone(), detail: root.to_string() }
+        ProxyError::UpstreamUnreachable {
+            url: self.upstream_url.clone(),
+            detail: root.to_string(),
+        }
     }
 
     fn timed_out(&self) -> ProxyError {

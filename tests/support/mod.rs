@@ -1,0 +1,204 @@
+//! Test harness: a CA made at test time, the real proxy on 127.0.0.1:0 in
+//! front of the stand-in Vaultwarden, and real TLS clients (HTTP/1.1, HTTP/2,
+//! WebSocket, raw bytes).
+#![allow(dead_code)]
+
+#[path = "../../examples/support/standin.rs"]
+pub mod standin;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+pub use standin::StandIn;
+
+/// A certificate authority and a leaf for localhost/127.0.0.1 signed by it,
+/// written as PEM files (full chain) into a temporary directory.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    pub ca_der: CertificateDer<'static>,
+    pub ca_pem: String,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub ca_path: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vaultgate test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let cert_path = dir.path().join("fullchain.pem");
+        let key_path = dir.path().join("privkey.pem");
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        TestCa {
+            ca_der: ca.der().clone(),
+            ca_pem: ca.pem(),
+            cert_path,
+            key_path,
+            ca_path,
+            dir,
+        }
+    }
+
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+/// The proxy under test, its CA and the stand-in upstream behind it.
+pub struct Harness {
+    pub ca: TestCa,
+    pub proxy: Option<vaultgate::Server>,
+    pub addr: SocketAddr,
+    pub upstream: StandIn,
+}
+
+impl Harness {
+    /// Proxy in front of a fresh stand-in upstream. `extra` is appended to the
+    /// top level of proxy.toml.
+    pub async fn start(extra: &str) -> Harness {
+        let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15))
+            .await
+            .unwrap();
+        Harness::start_with_upstream(upstream, extra).await
+    }
+
+    pub async fn start_with_upstream(upstream: StandIn, extra: &str) -> Harness {
+        let ca = TestCa::new();
+        let (proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), extra).await;
+        Harness {
+            ca,
+            proxy: Some(proxy),
+            addr,
+            upstream,
+        }
+    }
+
+    pub async fn h1(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let tls = self.tls(&[b"http/1.1"]).await;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn.with_upgrades());
+        sender
+    }
+
+    pub async fn h2(&self) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+        let tls = self.tls(&[b"h2"]).await;
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(&b"h2"[..]),
+            "the proxy negotiates h2"
+        );
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
+    pub async fn tls(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        tls_connect(&self.ca, self.addr, alpn).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.shutdown().await;
+        }
+    }
+}
+
+/// Starts the real proxy from a proxy.toml written to disk, as a user would.
+pub async fn start_proxy(ca: &TestCa, upstream: &str, extra: &str) -> (vaultgate::Server, SocketAddr) {
+    let path = ca.dir.path().join("proxy.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        ca.cert_path.display(),
+        ca.key_path.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let config = vaultgate::Config::load(&path).unwrap();
+    let server = vaultgate::Server::start(config).await.unwrap();
+    let addr = server.local_addr();
+    (server, addr)
+}
+
+pub async fn tls_connect(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(ca.client_config(alpn))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "localhost")
+        .body(Full::default())
+        .unwrap()
+}
+
+pub async fn body_bytes(resp: Response<Incoming>) -> Bytes {
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+/// The stand-in's echo of what it received.
+pub async fn echoed(resp: Response<Incoming>) -> serde_json::Value {
+    let bytes = body_bytes(resp).await;
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not an echo: {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// All values of a header in an echo, in order.
+pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    standin::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
