@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::access_log::Entry;
 use crate::body::{self, Metered, ProxyBody};
@@ -228,29 +229,32 @@ impl Proxy {
         let stop = self.stop.clone();
         let token = self.tracker.token();
         let (client, path) = (log.client, log.path.clone());
-        tokio::spawn(async move {
-            let _token = token;
-            let (client_io, upstream_io) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::debug!(%client, "hub upgrade did not complete: {e}");
-                    return;
-                }
-            };
-            let started = std::time::Instant::now();
-            let stats =
-                websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop).await;
-            tracing::info!(
-                target: "vaultgate::access",
-                %client,
-                path = %path,
-                end = ?stats.end,
-                bytes_in = stats.up,
-                bytes_out = stats.down,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "hub closed"
-            );
-        });
+        tokio::spawn(
+            async move {
+                let _token = token;
+                let (client_io, upstream_io) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::debug!(%client, "hub upgrade did not complete: {e}");
+                        return;
+                    }
+                };
+                let started = std::time::Instant::now();
+                let stats =
+                    websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop).await;
+                tracing::info!(
+                    target: "vaultgate::access",
+                    %client,
+                    path = %path,
+                    end = ?stats.end,
+                    bytes_in = stats.up,
+                    bytes_out = stats.down,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "hub closed"
+                );
+            }
+            .in_current_span(),
+        );
         // The 101 goes back exactly as Vaultwarden sent it: nothing added.
         let (parts, _) = resp.into_parts();
         Ok(Response::from_parts(parts, body::empty()))

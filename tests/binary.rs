@@ -1,0 +1,204 @@
+//! The built `vaultgate` binary, run the way a user runs it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_vaultgate");
+
+fn check(config: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn the_repos_own_proxy_toml_is_valid() {
+    let (ok, text) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("listen 127.0.0.1:8443, upstream http://127.0.0.1:8000"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_key_names_file_line_key_and_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "proxy.toml",
+        "listen = \"127.0.0.1:8443\"\nupstrem = \"http://127.0.0.1:8000\"\n",
+    );
+    let (ok, text) = check(&path);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("{}:2: `upstrem`: unknown key", path.display())),
+        "file, line and key: {text}"
+    );
+    assert!(text.contains("did you mean `upstream`?"), "{text}");
+}
+
+#[test]
+fn missing_certificate_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "proxy.toml",
+        "[tls]\ncert = \"nowhere.pem\"\nkey = \"nowhere-key.pem\"\n",
+    );
+    let (ok, text) = check(&path);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "{}: cannot read the file",
+            dir.path().join("nowhere.pem").display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_pem_is_named_with_what_was_wrong() {
+    let ca = TestCa::new();
+    let dir = ca.dir.path();
+    let garbage = write(
+        dir,
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    );
+    let empty = write(dir, "empty.pem", "just some text\n");
+    let key = ca.key_path.display();
+
+    let cfg = write(
+        dir,
+        "a.toml",
+        &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", garbage.display()),
+    );
+    let (ok, text) = check(&cfg);
+    assert!(
+        !ok && text.contains(&format!("{}: not valid PEM", garbage.display())),
+        "{text}"
+    );
+
+    let cfg = write(
+        dir,
+        "b.toml",
+        &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", empty.display()),
+    );
+    let (ok, text) = check(&cfg);
+    assert!(!ok && text.contains("no certificate found"), "{text}");
+
+    // The certificate given as the key.
+    let cfg = write(
+        dir,
+        "c.toml",
+        &format!("[tls]\ncert = \"{0}\"\nkey = \"{0}\"\n", ca.cert_path.display()),
+    );
+    let (ok, text) = check(&cfg);
+    assert!(!ok && text.contains("no private key found"), "{text}");
+
+    // A key from another certificate.
+    let other = TestCa::new();
+    let cfg = write(
+        dir,
+        "d.toml",
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            ca.cert_path.display(),
+            other.key_path.display()
+        ),
+    );
+    let (ok, text) = check(&cfg);
+    assert!(
+        !ok && text.contains("does not belong to the certificate"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("vaultgate "));
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vaultgate check"));
+    let out = Command::new(BIN).arg("--frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn binary_serves_on_its_config_and_stops_on_sigterm() {
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15))
+        .await
+        .unwrap();
+    let ca = TestCa::new();
+    let config = write(
+        ca.dir.path(),
+        "proxy.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n",
+            upstream.addr
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("the proxy logs that it listens").unwrap();
+        if let Some(rest) = line.split("listen=127.0.0.1:").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    let log_lines = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&ca.ca_path)
+        .arg(format!("https://localhost:{port}/alive?token=hunter2"))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"\"alive\"");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "clean exit on SIGTERM: {exit}");
+    let log = log_lines.join().unwrap().join("\n");
+    assert!(
+        log.contains("path=/alive?token=REDACTED"),
+        "access line, token redacted:\n{log}"
+    );
+    assert!(!log.contains("hunter2"), "a token reached the log:\n{log}");
+    assert!(log.contains("status=200"), "{log}");
+}

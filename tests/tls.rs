@@ -1,0 +1,226 @@
+//! TLS as users meet it: the key formats certbot and acme.sh write, protocol
+//! versions, ALPN, the handshake bound, and the self-signed fallback.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::AsyncReadExt;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn curl(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("curl")
+        .args(["-sS"])
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+async fn serve_with(dir: &Path, upstream: &StandIn) -> vaultgate::Server {
+    let path = dir.join("proxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
+            upstream.addr
+        ),
+    )
+    .unwrap();
+    vaultgate::Server::start(vaultgate::Config::load(&path).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pkcs8_pkcs1_and_sec1_keys_all_serve() {
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15))
+        .await
+        .unwrap();
+    let keygens: [(&str, &[&str], &str); 4] = [
+        (
+            "rsa-pkcs1",
+            &["genrsa", "-traditional", "-out", "key.pem", "2048"],
+            "BEGIN RSA PRIVATE KEY",
+        ),
+        (
+            "ec-sec1",
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "key.pem",
+            ],
+            "BEGIN EC PRIVATE KEY",
+        ),
+        (
+            "ec-pkcs8",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-384",
+                "-out",
+                "key.pem",
+            ],
+            "BEGIN PRIVATE KEY",
+        ),
+        (
+            "ed25519-pkcs8",
+            &["genpkey", "-algorithm", "ed25519", "-out", "key.pem"],
+            "BEGIN PRIVATE KEY",
+        ),
+    ];
+    for (name, keygen, marker) in keygens {
+        let dir = tempfile::tempdir().unwrap();
+        openssl(dir.path(), keygen);
+        let key = std::fs::read_to_string(dir.path().join("key.pem")).unwrap();
+        assert!(key.contains(marker), "{name}: openssl wrote {key}");
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "key.pem",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+                "-days",
+                "2",
+                "-out",
+                "cert.pem",
+            ],
+        );
+        let server = serve_with(dir.path(), &upstream).await;
+        let url = format!("https://localhost:{}/alive", server.local_addr().port());
+        let cacert = dir.path().join("cert.pem");
+        let out = curl(&["--cacert", cacert.to_str().unwrap(), &url]).await;
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"\"alive\"", "{name}");
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn only_tls_1_2_and_1_3_with_h2_and_http1_alpn() {
+    let h = Harness::start("").await;
+    let ca = h.ca.ca_path.to_str().unwrap();
+    let url = h.url("/alive");
+    for (args, ok) in [
+        (vec!["--tlsv1.3"], true),
+        (vec!["--tlsv1.2", "--tls-max", "1.2"], true),
+        (vec!["--tlsv1", "--tls-max", "1.1"], false),
+    ] {
+        let mut all = vec!["--cacert", ca, "-o", "/dev/null", "-w", "%{http_version}"];
+        all.extend(args.iter().copied());
+        all.push(&url);
+        let out = curl(&all).await;
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if ok {
+            assert_eq!(out.stdout, b"2", "{args:?}: curl negotiates h2 by ALPN");
+        }
+    }
+    let out = curl(&[
+        "--cacert",
+        ca,
+        "--http1.1",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        &url,
+    ])
+    .await;
+    assert_eq!(out.stdout, b"1.1");
+}
+
+#[tokio::test]
+async fn silent_client_is_dropped_after_the_handshake_timeout() {
+    let h = Harness::start("[timeouts]\ntls_handshake = \"300ms\"").await;
+    let mut silent = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("the proxy closes a connection that never says hello")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // And a real client is still served.
+    let mut c = h.h1().await;
+    assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), 200);
+}
+
+#[test]
+fn self_signed_fallback_is_logged_with_the_fingerprint_it_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultgate"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut logged = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(fp) = line.split("SHA-256 fingerprint ").nth(1) {
+            logged = Some(fp.trim().to_string());
+        }
+        if line.contains("vaultgate is listening") {
+            break;
+        }
+    }
+    let logged = logged.expect("a log line gives the fingerprint");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let served = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        served.trim().ends_with(&format!("={logged}")),
+        "served {served}, logged {logged}"
+    );
+    assert!(served.contains(':'), "{served}");
+}
