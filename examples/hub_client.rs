@@ -60,15 +60,8 @@ async fn run(base: &str, insecure: bool) -> Result<(), Box<dyn std::error::Error
     // A real client sends its JWT here; the stand-in accepts any token.
     let url = format!("wss://{host}:{port}/notifications/hub?access_token=example");
     let (mut ws, resp) = tokio_tungstenite::client_async(url.as_str(), tls).await?;
-    println!(
-        "connected: {} {}",
-        resp.status().as_u16(),
-        url.replace("example", "…")
-    );
-    ws.send(Message::text(
-        "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}",
-    ))
-    .await?;
+    println!("connected: {} {}", resp.status().as_u16(), url.replace("example", "…"));
+    ws.send(Message::text("{\"protocol\":\"messagepack\",\"version\":1}\u{1e}")).await?;
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     loop {
         tokio::select! {

@@ -16,9 +16,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 pub fn empty() -> ProxyBody {
@@ -33,27 +31,35 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// How a [`Metered`] body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// The last frame went through.
+    Complete,
+    /// The body failed (a malformed chunk, a peer that vanished mid-body).
+    Error,
+    /// Dropped before the end (the other side stopped reading).
+    Dropped,
+}
+
 /// A body passed through frame by frame (never buffered), counting the data
-/// bytes and calling `on_end` once: when the last frame has gone, on error, or
-/// when the body is dropped unfinished.
+/// bytes and calling `on_end` exactly once with how it ended.
 pub struct Metered<B> {
     inner: B,
     bytes: Arc<AtomicU64>,
-    on_end: Option<Box<dyn FnOnce() + Send>>,
+    on_end: Option<Box<dyn FnOnce(BodyEnd) + Send>>,
 }
 
 impl<B: Body + Unpin> Metered<B> {
-    pub fn new(inner: B, bytes: Arc<AtomicU64>, on_end: impl FnOnce() + Send + 'static) -> Self {
-        Metered {
-            inner,
-            bytes,
-            on_end: Some(Box::new(on_end)),
-        }
+    pub fn new(inner: B, bytes: Arc<AtomicU64>, on_end: impl FnOnce(BodyEnd) + Send + 'static) -> Self {
+        Metered { inner, bytes, on_end: Some(Box::new(on_end)) }
     }
+}
 
-    fn end(&mut self) {
+impl<B> Metered<B> {
+    fn end(&mut self, how: BodyEnd) {
         if let Some(f) = self.on_end.take() {
-            f();
+            f(how);
         }
     }
 }
@@ -73,10 +79,11 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
                     self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 if self.inner.is_end_stream() {
-                    self.end();
+                    self.end(BodyEnd::Complete);
                 }
             }
-            Poll::Ready(_) => self.end(),
+            Poll::Ready(Some(Err(_))) => self.end(BodyEnd::Error),
+            Poll::Ready(None) => self.end(BodyEnd::Complete),
             Poll::Pending => {}
         }
         polled
@@ -93,43 +100,48 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
 
 impl<B> Drop for Metered<B> {
     fn drop(&mut self) {
-        if let Some(f) = self.on_end.take() {
-            f();
-        }
+        self.end(BodyEnd::Dropped);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
 
     #[tokio::test]
     async fn counts_bytes_and_ends_once() {
         let count = Arc::new(AtomicU64::new(0));
-        let ended = Arc::new(AtomicU64::new(0));
+        let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
         let e = ended.clone();
-        let body = Metered::new(
-            Full::new(Bytes::from_static(b"hello")),
-            count.clone(),
-            move || {
-                e.fetch_add(1, Ordering::SeqCst);
-            },
-        );
+        let body = Metered::new(Full::new(Bytes::from_static(b"hello")), count.clone(), move |how| {
+            e.lock().unwrap().push(how);
+        });
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
         assert_eq!(count.load(Ordering::SeqCst), 5);
-        assert_eq!(ended.load(Ordering::SeqCst), 1);
+        assert_eq!(*ended.lock().unwrap(), [BodyEnd::Complete]);
     }
 
     #[test]
     fn dropping_unfinished_body_still_reports_the_end() {
-        let ended = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(std::sync::Mutex::new(None));
         let e = ended.clone();
-        let body = Metered::new(Full::new(Bytes::from_static(b"x")), Arc::default(), move || {
-            e.store(true, Ordering::SeqCst)
+        let body = Metered::new(Full::new(Bytes::from_static(b"x")), Arc::default(), move |how| {
+            *e.lock().unwrap() = Some(how)
         });
         drop(body);
-        assert!(ended.load(Ordering::SeqCst));
+        assert_eq!(*ended.lock().unwrap(), Some(BodyEnd::Dropped));
+    }
+
+    #[tokio::test]
+    async fn a_failing_body_reports_error() {
+        let ended = Arc::new(std::sync::Mutex::new(None));
+        let e = ended.clone();
+        let failing = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<Frame<Bytes>, _>(
+            "bad chunk",
+        )]));
+        let body = Metered::new(failing, Arc::default(), move |how| *e.lock().unwrap() = Some(how));
+        assert!(body.collect().await.is_err());
+        assert_eq!(*ended.lock().unwrap(), Some(BodyEnd::Error));
     }
 }

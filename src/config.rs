@@ -168,16 +168,8 @@ impl Config {
             let fields = [
                 (t.tls_handshake, &mut timeouts.tls_handshake, "tls_handshake"),
                 (t.request_header, &mut timeouts.request_header, "request_header"),
-                (
-                    t.upstream_connect,
-                    &mut timeouts.upstream_connect,
-                    "upstream_connect",
-                ),
-                (
-                    t.upstream_response,
-                    &mut timeouts.upstream_response,
-                    "upstream_response",
-                ),
+                (t.upstream_connect, &mut timeouts.upstream_connect, "upstream_connect"),
+                (t.upstream_response, &mut timeouts.upstream_response, "upstream_response"),
                 (t.hub_idle, &mut timeouts.hub_idle, "hub_idle"),
                 (t.drain, &mut timeouts.drain, "drain"),
             ];
@@ -222,15 +214,7 @@ impl Config {
             }
         };
 
-        Ok(Config {
-            source: path.to_path_buf(),
-            listen,
-            upstream,
-            hub_paths,
-            tls,
-            timeouts,
-            log_level,
-        })
+        Ok(Config { source: path.to_path_buf(), listen, upstream, hub_paths, tls, timeouts, log_level })
     }
 }
 
@@ -338,11 +322,8 @@ fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError 
     let span = e.span();
     let line = span.as_ref().map(|s| line_of(text, s.start));
     let (table, key) = span.as_ref().map(|s| key_at(text, s.start)).unwrap_or_default();
-    let dotted = if table.is_empty() || key.is_empty() {
-        format!("{table}{key}")
-    } else {
-        format!("{table}.{key}")
-    };
+    let dotted =
+        if table.is_empty() || key.is_empty() { format!("{table}{key}") } else { format!("{table}.{key}") };
     let message = e.message().trim().to_string();
     let (problem, fix) = if let Some(unknown) = unknown_field(&message) {
         (format!("unknown key `{unknown}`"), suggest_key(&table, &unknown))
@@ -352,18 +333,9 @@ fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError 
             "durations, sizes, addresses and paths are strings in quotes, e.g. hub_idle = \"10m\"".into(),
         )
     } else {
-        (
-            message.clone(),
-            "check the TOML syntax on that line: key = \"value\", tables as [name]".into(),
-        )
+        (message.clone(), "check the TOML syntax on that line: key = \"value\", tables as [name]".into())
     };
-    ConfigError {
-        file: path.to_path_buf(),
-        line,
-        key: dotted,
-        problem,
-        fix,
-    }
+    ConfigError { file: path.to_path_buf(), line, key: dotted, problem, fix }
 }
 
 /// Extracts the name from serde's "unknown field `x`, expected ..." message.
@@ -374,15 +346,8 @@ fn unknown_field(message: &str) -> Option<String> {
 
 /// The "did you mean" part of an unknown-key error.
 fn suggest_key(table: &str, unknown: &str) -> String {
-    let here: Vec<&str> = KNOWN_KEYS
-        .iter()
-        .filter(|(t, _)| *t == table)
-        .map(|(_, k)| *k)
-        .collect();
-    let best = here
-        .iter()
-        .map(|k| (edit_distance(&unknown.to_ascii_lowercase(), k), *k))
-        .min();
+    let here: Vec<&str> = KNOWN_KEYS.iter().filter(|(t, _)| *t == table).map(|(_, k)| *k).collect();
+    let best = here.iter().map(|k| (edit_distance(&unknown.to_ascii_lowercase(), k), *k)).min();
     if let Some((d, k)) = best {
         if d <= 2.max(unknown.len() / 3) {
             return format!("did you mean `{k}`?");
@@ -395,11 +360,7 @@ fn suggest_key(table: &str, unknown: &str) -> String {
             format!("`{k}` belongs in the [{t}] table")
         };
     }
-    let place = if table.is_empty() {
-        "at the top level".to_string()
-    } else {
-        format!("in [{table}]")
-    };
+    let place = if table.is_empty() { "at the top level".to_string() } else { format!("in [{table}]") };
     format!("remove it; the keys {place} are: {}", here.join(", "))
 }
 
@@ -453,11 +414,7 @@ fn key_at(text: &str, offset: usize) -> (String, String) {
     let table = before[..line_start]
         .lines()
         .rev()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix('[')
-                .map(|t| t.trim_end_matches(']').trim().to_string())
-        })
+        .find_map(|l| l.trim().strip_prefix('[').map(|t| t.trim_end_matches(']').trim().to_string()))
         .unwrap_or_default();
     (table, key)
 }
@@ -467,9 +424,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` does not start with a whole number"))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
@@ -506,13 +461,9 @@ pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
         ));
     }
     let port = authority.port_u16().unwrap_or(80);
-    let authority: Authority = format!("{}:{port}", authority.host())
-        .parse()
-        .map_err(|_| format!("`{s}` has an invalid host"))?;
-    Ok(Upstream {
-        authority,
-        url: s.trim_end_matches('/').to_string(),
-    })
+    let authority: Authority =
+        format!("{}:{port}", authority.host()).parse().map_err(|_| format!("`{s}` has an invalid host"))?;
+    Ok(Upstream { authority, url: s.trim_end_matches('/').to_string() })
 }
 
 #[cfg(test)]
@@ -541,10 +492,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.tls,
-            TlsSource::Files {
-                cert: "/etc/le/fullchain.pem".into(),
-                key: "/etc/le/privkey.pem".into()
-            }
+            TlsSource::Files { cert: "/etc/le/fullchain.pem".into(), key: "/etc/le/privkey.pem".into() }
         );
     }
 
@@ -553,10 +501,7 @@ mod tests {
         let c = parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
         assert_eq!(
             c.tls,
-            TlsSource::Files {
-                cert: "/etc/vaultgate/c.pem".into(),
-                key: "/etc/vaultgate/k.pem".into()
-            }
+            TlsSource::Files { cert: "/etc/vaultgate/c.pem".into(), key: "/etc/vaultgate/k.pem".into() }
         );
     }
 
@@ -567,10 +512,7 @@ mod tests {
         assert_eq!(e.key, "upstrem");
         assert_eq!(e.fix, "did you mean `upstream`?");
         let shown = e.to_string();
-        assert!(
-            shown.starts_with("/etc/vaultgate/proxy.toml:2: `upstrem`: unknown key"),
-            "{shown}"
-        );
+        assert!(shown.starts_with("/etc/vaultgate/proxy.toml:2: `upstrem`: unknown key"), "{shown}");
     }
 
     #[test]
@@ -630,24 +572,14 @@ mod tests {
 
     #[test]
     fn upstream_port_defaults_to_80() {
-        assert_eq!(
-            parse_upstream("http://vaultwarden").unwrap().authority.as_str(),
-            "vaultwarden:80"
-        );
+        assert_eq!(parse_upstream("http://vaultwarden").unwrap().authority.as_str(), "vaultwarden:80");
         assert!(parse_upstream("http://u:p@host:1").is_err());
         assert!(parse_upstream("127.0.0.1:8000").is_err());
     }
 
     #[test]
     fn syntax_errors_do_not_panic_and_have_a_line() {
-        for text in [
-            "listen = ",
-            "[tls",
-            "= 3",
-            "a.b.c = 1\n[[x]]",
-            "\u{0}",
-            "listen = \"\\u{d800}\"",
-        ] {
+        for text in ["listen = ", "[tls", "= 3", "a.b.c = 1\n[[x]]", "\u{0}", "listen = \"\\u{d800}\""] {
             let e = parse(text).unwrap_err();
             assert!(!e.problem.is_empty());
         }

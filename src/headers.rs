@@ -90,10 +90,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -144,16 +141,9 @@ mod tests {
 
     #[test]
     fn connection_naming_x_real_ip_cannot_remove_the_proxys_header() {
-        let mut h = map(&[
-            ("connection", "X-Real-IP, X-Forwarded-For"),
-            ("x-real-ip", "6.6.6.6"),
-        ]);
+        let mut h = map(&[("connection", "X-Real-IP, X-Forwarded-For"), ("x-real-ip", "6.6.6.6")]);
         strip_hop_by_hop(&mut h);
-        set_forwarding(
-            &mut h,
-            "192.0.2.7".parse().unwrap(),
-            &HeaderValue::from_static("vault.example"),
-        );
+        set_forwarding(&mut h, "192.0.2.7".parse().unwrap(), &HeaderValue::from_static("vault.example"));
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     }

@@ -42,11 +42,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         }
     }
     let config = config.unwrap_or_else(|| PathBuf::from("proxy.toml"));
-    Ok(if check {
-        Command::Check(config)
-    } else {
-        Command::Run(config)
-    })
+    Ok(if check { Command::Check(config) } else { Command::Run(config) })
 }
 
 fn main() -> ExitCode {

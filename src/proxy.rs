@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::access_log::Entry;
-use crate::body::{self, Metered, ProxyBody};
+use crate::body::{self, BodyEnd, Metered, ProxyBody};
 use crate::config::Config;
 use crate::headers;
 use crate::server::Tracker;
@@ -41,6 +41,8 @@ pub struct Proxy {
 pub enum ProxyError {
     #[error("the request has no Host header")]
     MissingHost,
+    #[error("the request body was malformed or cut short")]
+    BadRequestBody,
     #[error("the request target is not a path")]
     BadTarget,
     #[error("{0} is not supported")]
@@ -54,7 +56,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingHost | ProxyError::BadTarget => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost | ProxyError::BadTarget | ProxyError::BadRequestBody => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -71,12 +75,9 @@ impl ProxyError {
         );
         let mut resp = Response::new(body::full(text));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
         resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }
@@ -86,9 +87,8 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(50))
-            .build(connector);
+        let client =
+            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(50)).build(connector);
         Proxy {
             upstream_url: config.upstream.url.clone(),
             upstream_authority: config.upstream.authority.clone(),
@@ -136,12 +136,8 @@ impl Proxy {
             let client_upgrade = hyper::upgrade::on(&mut req);
             let (mut parts, _) = req.into_parts();
             rewrite_request_head(&mut parts, peer, host);
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            parts
-                .headers
-                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             self.open_hub(parts, client_upgrade, log).await
         } else {
             let (mut parts, body) = req.into_parts();
@@ -160,18 +156,26 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The response clock starts when the request body has been sent, so a
         // 500 MB upload over a slow line is not mistaken for a slow upstream.
-        let (sent_tx, mut sent_rx) = watch::channel(http_body::Body::is_end_stream(&body));
-        let body = Metered::new(body, log.bytes_in.clone(), move || {
-            sent_tx.send_replace(true);
+        let already_sent = http_body::Body::is_end_stream(&body).then_some(BodyEnd::Complete);
+        let (sent_tx, sent_rx) = watch::channel(already_sent);
+        let body = Metered::new(body, log.bytes_in.clone(), move |how| {
+            sent_tx.send_replace(Some(how));
         });
         let req = Request::from_parts(parts, body::boxed(body));
         let timeout = self.response_timeout;
+        let mut sent = sent_rx.clone();
         let deadline = async move {
-            let _ = sent_rx.wait_for(|sent| *sent).await;
+            let _ = sent.wait_for(Option::is_some).await;
             tokio::time::sleep(timeout).await;
         };
         let resp = tokio::select! {
-            r = self.client.request(req) => r.map_err(|e| self.unreachable(&e))?,
+            r = self.client.request(req) => match r {
+                Ok(resp) => resp,
+                // A body the client broke (bad chunk, vanished mid-upload) is
+                // the client's fault, not Vaultwarden's.
+                Err(_) if *sent_rx.borrow() == Some(BodyEnd::Error) => return Err(ProxyError::BadRequestBody),
+                Err(e) => return Err(self.unreachable(&e)),
+            },
             _ = deadline => return Err(self.timed_out()),
         };
         let (mut parts, body) = resp.into_parts();
@@ -218,9 +222,7 @@ impl Proxy {
             // afterwards so nothing it sends next can be mistaken for tunnel bytes.
             let (mut parts, body) = resp.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Ok(Response::from_parts(parts, body::boxed(body)));
         }
 
@@ -276,17 +278,11 @@ impl Proxy {
         while let Some(source) = root.source() {
             root = source;
         }
-        ProxyError::UpstreamUnreachable {
-            url: self.upstream_url.clone(),
-            detail: root.to_string(),
-        }
+        ProxyError::UpstreamUnreachable { url: self.upstream_url.clone(), detail: root.to_string() }
     }
 
     fn timed_out(&self) -> ProxyError {
-        ProxyError::UpstreamTimeout {
-            url: self.upstream_url.clone(),
-            secs: self.response_timeout.as_secs(),
-        }
+        ProxyError::UpstreamTimeout { url: self.upstream_url.clone(), secs: self.response_timeout.as_secs() }
     }
 }
 
@@ -315,10 +311,7 @@ fn rewrite_request_head(parts: &mut http::request::Parts, peer: SocketAddr, host
 /// `/path?query`, byte for byte as the client sent it.
 fn origin_form(uri: &Uri) -> Uri {
     let mut parts = http::uri::Parts::default();
-    parts.path_and_query = uri
-        .path_and_query()
-        .cloned()
-        .or_else(|| Some("/".parse().expect("/ is a path")));
+    parts.path_and_query = uri.path_and_query().cloned().or_else(|| Some("/".parse().expect("/ is a path")));
     Uri::from_parts(parts).expect("a path alone is a valid URI")
 }
 
@@ -328,7 +321,7 @@ fn logged(resp: Response<ProxyBody>, log: Entry) -> Response<ProxyBody> {
     let bytes_out = Arc::new(AtomicU64::new(0));
     let counted = bytes_out.clone();
     resp.map(move |b| {
-        body::boxed(Metered::new(b, counted, move || {
+        body::boxed(Metered::new(b, counted, move |_| {
             log.finish(status, bytes_out.load(std::sync::atomic::Ordering::Relaxed))
         }))
     })

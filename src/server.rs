@@ -50,11 +50,7 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}{hint}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-        hint: &'static str,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error, hint: &'static str },
 }
 
 /// A running proxy.
@@ -81,11 +77,7 @@ impl Server {
                 std::io::ErrorKind::AddrInUse => " (another program, perhaps nginx, is listening there)",
                 _ => "",
             };
-            StartError::Bind {
-                addr: config.listen,
-                source,
-                hint,
-            }
+            StartError::Bind { addr: config.listen, source, hint }
         })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -111,11 +103,7 @@ impl Server {
             "vaultgate is listening"
         );
         let task = tokio::spawn(accept.run(done, config.timeouts.drain));
-        Ok(Server {
-            local_addr,
-            stop: stop_tx,
-            task,
-        })
+        Ok(Server { local_addr, stop: stop_tx, task })
     }
 
     /// The address actually bound (useful with port 0).
@@ -152,6 +140,8 @@ fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.request_header)
+        // Bounds the request head (431 past it) and hyper's read buffer.
+        .max_buf_size(64 * 1024)
         // Vaultwarden sends its own Date; a 101 must reach the client unchanged.
         .auto_date_header(false);
     builder
@@ -249,9 +239,7 @@ impl Connection {
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
         });
-        let conn = self
-            .http
-            .serve_connection_with_upgrades(TokioIo::new(tls), service);
+        let conn = self.http.serve_connection_with_upgrades(TokioIo::new(tls), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,

@@ -58,15 +58,11 @@ pub fn load(source: &TlsSource) -> Result<Tls, TlsError> {
             let signing = provider
                 .key_provider
                 .load_private_key(key_der)
-                .map_err(|e| TlsError::BadKey {
-                    file: key.clone(),
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| TlsError::BadKey { file: key.clone(), detail: e.to_string() })?;
             let certified = CertifiedKey::new(certs, signing);
-            certified.keys_match().map_err(|_| TlsError::Mismatch {
-                cert: cert.clone(),
-                key: key.clone(),
-            })?;
+            certified
+                .keys_match()
+                .map_err(|_| TlsError::Mismatch { cert: cert.clone(), key: key.clone() })?;
             (certified, None)
         }
         TlsSource::SelfSigned => {
@@ -85,10 +81,7 @@ pub fn load(source: &TlsSource) -> Result<Tls, TlsError> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(OneCertificate(Arc::new(certified))));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Tls {
-        config: Arc::new(config),
-        self_signed_fingerprint: fingerprint,
-    })
+    Ok(Tls { config: Arc::new(config), self_signed_fingerprint: fingerprint })
 }
 
 /// Serves the one configured chain to every client. (A resolver of our own,
@@ -108,18 +101,14 @@ fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(file, e))?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            file: file.to_path_buf(),
-        });
+        return Err(TlsError::NoCertificate { file: file.to_path_buf() });
     }
     Ok(certs)
 }
 
 fn load_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(file).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
-            file: file.to_path_buf(),
-        },
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey { file: file.to_path_buf() },
         e => pem_error(file, e),
     })
 }
@@ -128,20 +117,13 @@ fn pem_error(file: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
     let file = file.to_path_buf();
     match e {
         rustls_pki_types::pem::Error::Io(source) => TlsError::Read { file, source },
-        e => TlsError::BadPem {
-            file,
-            detail: e.to_string(),
-        },
+        e => TlsError::BadPem { file, detail: e.to_string() },
     }
 }
 
 /// A certificate for localhost, made fresh at each start.
 fn self_signed() -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
-    let names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     let made = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
     Ok((made.cert.der().clone(), key))

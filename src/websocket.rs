@@ -121,11 +121,7 @@ where
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
     }
-    SpliceStats {
-        end,
-        up: up_bytes.into_inner(),
-        down: down_bytes.into_inner(),
-    }
+    SpliceStats { end, up: up_bytes.into_inner(), down: down_bytes.into_inner() }
 }
 
 /// Copies one direction until EOF, then shuts the writer down (half-close).
@@ -171,36 +167,21 @@ mod tests {
 
     #[test]
     fn websocket_upgrade_needs_both_tokens() {
-        assert!(wants_websocket(&headers(&[
-            ("upgrade", "websocket"),
-            ("connection", "Upgrade")
-        ])));
+        assert!(wants_websocket(&headers(&[("upgrade", "websocket"), ("connection", "Upgrade")])));
         // Firefox's form.
         assert!(wants_websocket(&headers(&[
             ("upgrade", "WebSocket"),
             ("connection", "keep-alive, Upgrade")
         ])));
         assert!(!wants_websocket(&headers(&[("upgrade", "websocket")])));
-        assert!(!wants_websocket(&headers(&[
-            ("upgrade", "h2c"),
-            ("connection", "Upgrade, HTTP2-Settings")
-        ])));
-        assert!(!wants_websocket(&headers(&[
-            ("upgrade", "websocketx"),
-            ("connection", "upgrade")
-        ])));
-        assert!(!wants_websocket(&headers(&[
-            ("upgrade", "websocket"),
-            ("connection", "upgraded")
-        ])));
+        assert!(!wants_websocket(&headers(&[("upgrade", "h2c"), ("connection", "Upgrade, HTTP2-Settings")])));
+        assert!(!wants_websocket(&headers(&[("upgrade", "websocketx"), ("connection", "upgrade")])));
+        assert!(!wants_websocket(&headers(&[("upgrade", "websocket"), ("connection", "upgraded")])));
     }
 
     #[test]
     fn hub_paths_match_exactly() {
-        let hubs = vec![
-            "/notifications/hub".to_string(),
-            "/notifications/anonymous-hub".to_string(),
-        ];
+        let hubs = vec!["/notifications/hub".to_string(), "/notifications/anonymous-hub".to_string()];
         assert!(is_hub_path("/notifications/hub", &hubs));
         assert!(is_hub_path("/notifications/anonymous-hub", &hubs));
         assert!(!is_hub_path("/notifications/hub/../../api", &hubs));

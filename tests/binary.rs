@@ -12,16 +12,8 @@ use support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_vaultgate");
 
 fn check(config: &Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(BIN).args(["check", "--config"]).arg(config).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -35,20 +27,14 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 fn the_repos_own_proxy_toml_is_valid() {
     let (ok, text) = check(&Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml"));
     assert!(ok, "{text}");
-    assert!(
-        text.contains("listen 127.0.0.1:8443, upstream http://127.0.0.1:8000"),
-        "{text}"
-    );
+    assert!(text.contains("listen 127.0.0.1:8443, upstream http://127.0.0.1:8000"), "{text}");
 }
 
 #[test]
 fn unknown_key_names_file_line_key_and_suggestion() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "proxy.toml",
-        "listen = \"127.0.0.1:8443\"\nupstrem = \"http://127.0.0.1:8000\"\n",
-    );
+    let path =
+        write(dir.path(), "proxy.toml", "listen = \"127.0.0.1:8443\"\nupstrem = \"http://127.0.0.1:8000\"\n");
     let (ok, text) = check(&path);
     assert!(!ok);
     assert!(
@@ -61,18 +47,11 @@ fn unknown_key_names_file_line_key_and_suggestion() {
 #[test]
 fn missing_certificate_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "proxy.toml",
-        "[tls]\ncert = \"nowhere.pem\"\nkey = \"nowhere-key.pem\"\n",
-    );
+    let path = write(dir.path(), "proxy.toml", "[tls]\ncert = \"nowhere.pem\"\nkey = \"nowhere-key.pem\"\n");
     let (ok, text) = check(&path);
     assert!(!ok);
     assert!(
-        text.contains(&format!(
-            "{}: cannot read the file",
-            dir.path().join("nowhere.pem").display()
-        )),
+        text.contains(&format!("{}: cannot read the file", dir.path().join("nowhere.pem").display())),
         "{text}"
     );
 }
@@ -81,39 +60,21 @@ fn missing_certificate_file_is_named() {
 fn bad_pem_is_named_with_what_was_wrong() {
     let ca = TestCa::new();
     let dir = ca.dir.path();
-    let garbage = write(
-        dir,
-        "garbage.pem",
-        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
-    );
+    let garbage = write(dir, "garbage.pem", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
     let empty = write(dir, "empty.pem", "just some text\n");
     let key = ca.key_path.display();
 
-    let cfg = write(
-        dir,
-        "a.toml",
-        &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", garbage.display()),
-    );
+    let cfg = write(dir, "a.toml", &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", garbage.display()));
     let (ok, text) = check(&cfg);
-    assert!(
-        !ok && text.contains(&format!("{}: not valid PEM", garbage.display())),
-        "{text}"
-    );
+    assert!(!ok && text.contains(&format!("{}: not valid PEM", garbage.display())), "{text}");
 
-    let cfg = write(
-        dir,
-        "b.toml",
-        &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", empty.display()),
-    );
+    let cfg = write(dir, "b.toml", &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", empty.display()));
     let (ok, text) = check(&cfg);
     assert!(!ok && text.contains("no certificate found"), "{text}");
 
     // The certificate given as the key.
-    let cfg = write(
-        dir,
-        "c.toml",
-        &format!("[tls]\ncert = \"{0}\"\nkey = \"{0}\"\n", ca.cert_path.display()),
-    );
+    let cfg =
+        write(dir, "c.toml", &format!("[tls]\ncert = \"{0}\"\nkey = \"{0}\"\n", ca.cert_path.display()));
     let (ok, text) = check(&cfg);
     assert!(!ok && text.contains("no private key found"), "{text}");
 
@@ -122,17 +83,10 @@ fn bad_pem_is_named_with_what_was_wrong() {
     let cfg = write(
         dir,
         "d.toml",
-        &format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-            ca.cert_path.display(),
-            other.key_path.display()
-        ),
+        &format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", ca.cert_path.display(), other.key_path.display()),
     );
     let (ok, text) = check(&cfg);
-    assert!(
-        !ok && text.contains("does not belong to the certificate"),
-        "{text}"
-    );
+    assert!(!ok && text.contains("does not belong to the certificate"), "{text}");
 }
 
 #[test]
@@ -148,9 +102,7 @@ fn help_and_version() {
 
 #[tokio::test]
 async fn binary_serves_on_its_config_and_stops_on_sigterm() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15))
-        .await
-        .unwrap();
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
     let ca = TestCa::new();
     let config = write(
         ca.dir.path(),
@@ -160,12 +112,7 @@ async fn binary_serves_on_its_config_and_stops_on_sigterm() {
             upstream.addr
         ),
     );
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(BIN).arg("--config").arg(&config).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let port: u16 = loop {
         let line = lines.next().expect("the proxy logs that it listens").unwrap();
@@ -185,20 +132,70 @@ async fn binary_serves_on_its_config_and_stops_on_sigterm() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"\"alive\"");
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(exit.success(), "clean exit on SIGTERM: {exit}");
     let log = log_lines.join().unwrap().join("\n");
-    assert!(
-        log.contains("path=/alive?token=REDACTED"),
-        "access line, token redacted:\n{log}"
-    );
+    assert!(log.contains("path=/alive?token=REDACTED"), "access line, token redacted:\n{log}");
     assert!(!log.contains("hunter2"), "a token reached the log:\n{log}");
     assert!(log.contains("status=200"), "{log}");
+}
+
+#[tokio::test]
+async fn accept_loop_survives_running_out_of_descriptors() {
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let ca = TestCa::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = write(
+        ca.dir.path(),
+        "proxy.toml",
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n",
+            upstream.addr
+        ),
+    );
+    // A descriptor limit low enough that a few dozen connections exhaust it.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n 48 && exec {BIN} --config {}", config.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("vaultgate is listening") {
+            break;
+        }
+    }
+    let log_lines = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    let mut hogs = Vec::new();
+    for _ in 0..80 {
+        hogs.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(hogs);
+
+    // Once the load is gone, a real client is served again.
+    let mut served = false;
+    for _ in 0..50 {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&ca.ca_path)
+            .arg(format!("https://localhost:{port}/alive"))
+            .output()
+            .await
+            .unwrap();
+        if out.stdout == b"\"alive\"" {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let log = log_lines.join().unwrap().join("\n");
+    assert!(log.contains("accept failed"), "descriptors really ran out:\n{log}");
+    assert!(served, "served again after descriptor exhaustion:\n{log}");
 }

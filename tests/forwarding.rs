@@ -19,10 +19,7 @@ async fn http1_request_reaches_vaultwarden_with_forwarding_headers() {
     let target = "/api/accounts/prelogin?a=1&b=%2F..%2f&c=%zz";
     let resp = c
         .send_request(
-            Request::get(target)
-                .header("host", "vault.example:8443")
-                .body(Full::default())
-                .unwrap(),
+            Request::get(target).header("host", "vault.example:8443").body(Full::default()).unwrap(),
         )
         .await
         .unwrap();
@@ -30,19 +27,12 @@ async fn http1_request_reaches_vaultwarden_with_forwarding_headers() {
     // Vaultwarden's own response headers pass through; its hop-by-hop ones do not.
     assert_eq!(resp.headers()["x-frame-options"], "SAMEORIGIN");
     assert_eq!(resp.headers()["x-upstream-only"], "kept");
-    assert!(
-        !resp.headers().contains_key("x-upstream-hop"),
-        "named in upstream's Connection"
-    );
+    assert!(!resp.headers().contains_key("x-upstream-hop"), "named in upstream's Connection");
     assert!(!resp.headers().contains_key("keep-alive"));
     let echo = echoed(resp).await;
     assert_eq!(echo["target"], target, "path and query byte for byte");
     assert_eq!(echo["version"], "HTTP/1.1");
-    assert_eq!(
-        echoed_header(&echo, "host"),
-        ["vault.example:8443"],
-        "Host preserved"
-    );
+    assert_eq!(echoed_header(&echo, "host"), ["vault.example:8443"], "Host preserved");
     assert_eq!(echoed_header(&echo, "x-real-ip"), ["127.0.0.1"]);
     assert_eq!(echoed_header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["https"]);
@@ -67,16 +57,8 @@ async fn http2_request_is_translated_to_http1() {
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(echo["target"], "/identity/connect/token?x=%41");
-    assert_eq!(
-        echoed_header(&echo, "host"),
-        [format!("localhost:{}", h.addr.port())],
-        ":authority → Host"
-    );
-    assert_eq!(
-        echoed_header(&echo, "cookie"),
-        ["a=1; b=2"],
-        "split cookies joined"
-    );
+    assert_eq!(echoed_header(&echo, "host"), [format!("localhost:{}", h.addr.port())], ":authority → Host");
+    assert_eq!(echoed_header(&echo, "cookie"), ["a=1; b=2"], "split cookies joined");
     assert_eq!(echo["body_len"], 19);
     assert_eq!(echoed_header(&echo, "x-real-ip"), ["127.0.0.1"]);
 }
@@ -87,10 +69,7 @@ async fn hop_by_hop_headers_are_stripped_before_ours_are_added() {
     let mut c = h.h1().await;
     let req = Request::get("/api/sync")
         .header("host", "localhost")
-        .header(
-            "connection",
-            "keep-alive, X-Real-IP, X-Forwarded-For, X-Custom-Hop",
-        )
+        .header("connection", "keep-alive, X-Real-IP, X-Forwarded-For, X-Custom-Hop")
         .header("keep-alive", "timeout=100")
         .header("proxy-connection", "keep-alive")
         .header("te", "trailers")
@@ -104,29 +83,11 @@ async fn hop_by_hop_headers_are_stripped_before_ours_are_added() {
         .body(Full::default())
         .unwrap();
     let echo = echoed(c.send_request(req).await.unwrap()).await;
-    for gone in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "x-custom-hop",
-        "forwarded",
-    ] {
-        assert!(
-            echoed_header(&echo, gone).is_empty(),
-            "{gone} reached the upstream: {echo}"
-        );
+    for gone in ["connection", "keep-alive", "proxy-connection", "te", "x-custom-hop", "forwarded"] {
+        assert!(echoed_header(&echo, gone).is_empty(), "{gone} reached the upstream: {echo}");
     }
-    assert_eq!(
-        echoed_header(&echo, "x-real-ip"),
-        ["127.0.0.1"],
-        "Connection: X-Real-IP did not remove ours"
-    );
-    assert_eq!(
-        echoed_header(&echo, "x-forwarded-for"),
-        ["127.0.0.1"],
-        "replaced, not appended"
-    );
+    assert_eq!(echoed_header(&echo, "x-real-ip"), ["127.0.0.1"], "Connection: X-Real-IP did not remove ours");
+    assert_eq!(echoed_header(&echo, "x-forwarded-for"), ["127.0.0.1"], "replaced, not appended");
     assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["https"]);
     assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["localhost"]);
     assert_eq!(echoed_header(&echo, "x-end-to-end"), ["kept"]);
@@ -147,10 +108,7 @@ async fn h2c_upgrade_is_never_honoured() {
     assert_eq!(resp.status(), StatusCode::OK, "forwarded as an ordinary request");
     let echo = echoed(resp).await;
     for gone in ["upgrade", "connection", "http2-settings"] {
-        assert!(
-            echoed_header(&echo, gone).is_empty(),
-            "{gone} reached the upstream"
-        );
+        assert!(echoed_header(&echo, gone).is_empty(), "{gone} reached the upstream");
     }
     // The connection is still plain HTTP/1.1: a second request works.
     let resp = c.send_request(get("/alive")).await.unwrap();
@@ -217,9 +175,7 @@ async fn hundred_mib_download_streams_intact_over_both_protocols() {
 async fn hundred_mib_upload_streams_intact_with_curl() {
     let h = Harness::start("").await;
     let file = h.ca.dir.path().join("upload.bin");
-    let data: Vec<u8> = (0..100u64 * 1024 * 1024)
-        .map(|i| standin::pattern_byte(i * 7))
-        .collect();
+    let data: Vec<u8> = (0..100u64 * 1024 * 1024).map(|i| standin::pattern_byte(i * 7)).collect();
     std::fs::write(&file, &data).unwrap();
     let expected = sha256_hex(&data);
     drop(data);
@@ -233,11 +189,7 @@ async fn hundred_mib_upload_streams_intact_with_curl() {
             .output()
             .await
             .expect("curl is installed (.ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "curl {proto}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "curl {proto}: {}", String::from_utf8_lossy(&out.stderr));
         let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(echo["body_len"], 100 * 1024 * 1024, "{proto}");
         assert_eq!(echo["body_sha256"], expected.as_str(), "{proto}");
@@ -247,27 +199,16 @@ async fn hundred_mib_upload_streams_intact_with_curl() {
 #[tokio::test]
 async fn upstream_down_gives_502_naming_it() {
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let ca = TestCa::new();
     let (_proxy, addr) = start_proxy(&ca, &format!("http://127.0.0.1:{port}"), "").await;
     let tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
-    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let text = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
-    assert!(
-        text.contains(&format!(
-            "Vaultwarden at http://127.0.0.1:{port} is not answering"
-        )),
-        "{text}"
-    );
+    assert!(text.contains(&format!("Vaultwarden at http://127.0.0.1:{port} is not answering")), "{text}");
     // The same holds for a hub upgrade.
     let req = Request::get("/notifications/hub?access_token=x")
         .header("host", "localhost")
@@ -300,24 +241,17 @@ async fn slow_upload_is_not_mistaken_for_a_slow_upstream() {
     // longer than upstream_response to arrive must still succeed.
     let h = Harness::start("[timeouts]\nupstream_response = \"300ms\"").await;
     let tls = h.tls(&[b"http/1.1"]).await;
-    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
     tokio::spawn(async move {
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            tx.send(Ok(Frame::data(Bytes::from_static(b"chunk"))))
-                .await
-                .unwrap();
+            tx.send(Ok(Frame::data(Bytes::from_static(b"chunk")))).await.unwrap();
         }
     });
     let body = StreamBody::new(tokio_stream_from(rx));
-    let req = Request::post("/api/ciphers/import")
-        .header("host", "localhost")
-        .body(body)
-        .unwrap();
+    let req = Request::post("/api/ciphers/import").header("host", "localhost").body(body).unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(echoed(resp).await["body_len"], 30);
@@ -331,10 +265,7 @@ fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_
 async fn missing_host_is_400_and_never_reaches_upstream() {
     let h = Harness::start("").await;
     let mut c = h.h1().await;
-    let resp = c
-        .send_request(Request::get("/alive").body(Full::default()).unwrap())
-        .await
-        .unwrap();
+    let resp = c.send_request(Request::get("/alive").body(Full::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -342,10 +273,7 @@ async fn missing_host_is_400_and_never_reaches_upstream() {
 async fn connect_method_is_refused() {
     let h = Harness::start("").await;
     let mut c = h.h1().await;
-    let req = Request::connect("localhost:22")
-        .header("host", "localhost:22")
-        .body(Full::default())
-        .unwrap();
+    let req = Request::connect("localhost:22").header("host", "localhost:22").body(Full::default()).unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
 }

@@ -22,12 +22,8 @@ async fn ws(
     path_and_query: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}{path_and_query}", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    let (ws, resp) = tokio_tungstenite::client_async(req, tls)
-        .await
-        .expect("hub upgrade through the proxy");
+    let req = format!("wss://localhost:{}{path_and_query}", h.addr.port()).into_client_request().unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tls).await.expect("hub upgrade through the proxy");
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     ws
 }
@@ -47,18 +43,12 @@ where
 
 #[tokio::test]
 async fn hub_upgrades_and_carries_signalr_both_ways() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(200))
-        .await
-        .unwrap();
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(200)).await.unwrap();
     let h = Harness::start_with_upstream(upstream, "").await;
     let mut ws = ws(&h, "/notifications/hub?access_token=eyJhbGciOi.x.y").await;
 
     ws.send(Message::text(HANDSHAKE)).await.unwrap();
-    assert_eq!(
-        next_data(&mut ws).await,
-        Message::binary(b"{}\x1e".to_vec()),
-        "SignalR handshake answered"
-    );
+    assert_eq!(next_data(&mut ws).await, Message::binary(b"{}\x1e".to_vec()), "SignalR handshake answered");
 
     // The client's SignalR ping is echoed, as Vaultwarden does.
     ws.send(Message::binary(vec![0x02, 0x91, 0x06])).await.unwrap();
@@ -79,13 +69,9 @@ async fn hub_upgrades_and_carries_signalr_both_ways() {
 
     // A cipher created over REST pushes to the open hub, as in Vaultwarden.
     let mut c = h.h2().await;
-    let req = http::Request::post(h.url("/api/ciphers"))
-        .body(http_body_util::Full::default())
-        .unwrap();
+    let req = http::Request::post(h.url("/api/ciphers")).body(http_body_util::Full::default()).unwrap();
     assert_eq!(c.send_request(req).await.unwrap().status(), StatusCode::OK);
-    let Message::Binary(frame) = next_data(&mut ws).await else {
-        panic!("binary notification")
-    };
+    let Message::Binary(frame) = next_data(&mut ws).await else { panic!("binary notification") };
     assert_eq!(standin::describe(&frame), Some(("ReceiveMessage".to_string(), 1)));
 }
 
@@ -102,9 +88,7 @@ async fn refused_upgrade_is_relayed_not_spliced() {
     // No token: Vaultwarden answers 401, which must reach the client as is.
     let h = Harness::start("").await;
     let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}/notifications/hub", h.addr.port())
-        .into_client_request()
-        .unwrap();
+    let req = format!("wss://localhost:{}/notifications/hub", h.addr.port()).into_client_request().unwrap();
     match tokio_tungstenite::client_async(req, tls).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED)
@@ -190,11 +174,7 @@ async fn read_response_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Strin
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut byte).await.unwrap(),
-            1,
-            "response head cut short: {head:?}"
-        );
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "response head cut short: {head:?}");
         head.push(byte[0]);
     }
     String::from_utf8(head).unwrap()
@@ -229,10 +209,7 @@ async fn upgrade_reaches_upstream_intact_and_bytes_sent_with_the_101_arrive() {
     );
     let mut first = [0u8; 7];
     tls.read_exact(&mut first).await.unwrap();
-    assert_eq!(
-        &first, b"\x81\x05hello",
-        "bytes that came with the 101 are not lost"
-    );
+    assert_eq!(&first, b"\x81\x05hello", "bytes that came with the 101 are not lost");
 
     tls.write_all(b"\x82\x03abc").await.unwrap();
     tls.flush().await.unwrap();
@@ -245,10 +222,7 @@ async fn upgrade_reaches_upstream_intact_and_bytes_sent_with_the_101_arrive() {
     }
     let seen = upstream.received();
     let head = seen.split("\r\n\r\n").next().unwrap();
-    assert!(
-        head.starts_with(&format!("GET {target} HTTP/1.1\r\n")),
-        "target byte for byte: {head}"
-    );
+    assert!(head.starts_with(&format!("GET {target} HTTP/1.1\r\n")), "target byte for byte: {head}");
     let lower = format!("{head}\r\n").to_ascii_lowercase();
     for line in [
         "connection: upgrade",
@@ -261,37 +235,24 @@ async fn upgrade_reaches_upstream_intact_and_bytes_sent_with_the_101_arrive() {
         "x-real-ip: 127.0.0.1",
         "x-forwarded-proto: https",
     ] {
-        assert!(
-            lower.contains(&format!("\r\n{line}\r\n")),
-            "missing `{line}` in:\n{head}"
-        );
+        assert!(lower.contains(&format!("\r\n{line}\r\n")), "missing `{line}` in:\n{head}");
     }
-    assert!(
-        !lower.contains("6.6.6.6"),
-        "spoofed X-Real-IP reached the upstream"
-    );
-    assert!(
-        upstream.received_ends_with(b"\x82\x03abc"),
-        "client frame spliced to upstream"
-    );
+    assert!(!lower.contains("6.6.6.6"), "spoofed X-Real-IP reached the upstream");
+    assert!(upstream.received_ends_with(b"\x82\x03abc"), "client frame spliced to upstream");
 }
 
 #[tokio::test]
 async fn non_101_answer_is_not_spliced_and_the_connection_closes() {
     let upstream = RawUpstream::start(|mut tcp, rec| async move {
         read_head(&mut tcp, &rec).await;
-        tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .await
-            .unwrap();
+        tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
         record_rest(&mut tcp, &rec).await;
     })
     .await;
     let ca = TestCa::new();
     let (_proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), "").await;
     let mut tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
-    tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes())
-        .await
-        .unwrap();
+    tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes()).await.unwrap();
     let head = read_response_head(&mut tls).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
@@ -303,16 +264,9 @@ async fn non_101_answer_is_not_spliced_and_the_connection_closes() {
     let _ = tls.write_all(b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
-    assert!(
-        rest.is_empty(),
-        "nothing more is answered: {}",
-        String::from_utf8_lossy(&rest)
-    );
+    assert!(rest.is_empty(), "nothing more is answered: {}", String::from_utf8_lossy(&rest));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !upstream.received().contains("smuggled"),
-        "bytes after a refused upgrade reached the upstream"
-    );
+    assert!(!upstream.received().contains("smuggled"), "bytes after a refused upgrade reached the upstream");
 }
 
 #[tokio::test]
@@ -328,18 +282,13 @@ async fn half_close_from_the_client_keeps_the_other_direction_open() {
     let ca = TestCa::new();
     let (_proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), "").await;
     let mut tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
-    tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes())
-        .await
-        .unwrap();
+    tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes()).await.unwrap();
     read_response_head(&mut tls).await;
     tls.write_all(b"last words").await.unwrap();
     tls.shutdown().await.unwrap(); // close_notify + FIN: our direction is done
     let mut rest = Vec::new();
     tls.read_to_end(&mut rest).await.unwrap();
-    assert_eq!(
-        rest, b"after-fin",
-        "upstream could still answer after the client's FIN"
-    );
+    assert_eq!(rest, b"after-fin", "upstream could still answer after the client's FIN");
     assert!(upstream.received_ends_with(b"last words"));
 }
 
@@ -359,13 +308,6 @@ async fn websockets_over_http2_are_not_advertised_yet() {
     assert!(!client.is_extended_connect_protocol_enabled());
 
     let mut c = h.h2().await;
-    let resp = c
-        .send_request(get(&h.url("/notifications/hub?access_token=x")))
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::BAD_REQUEST,
-        "Vaultwarden's answer to a non-upgrade, relayed"
-    );
+    let resp = c.send_request(get(&h.url("/notifications/hub?access_token=x"))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "Vaultwarden's answer to a non-upgrade, relayed");
 }

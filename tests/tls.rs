@@ -16,20 +16,11 @@ fn openssl(dir: &Path, args: &[&str]) {
         .args(args)
         .output()
         .expect("openssl is installed (.ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 async fn curl(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new("curl")
-        .args(["-sS"])
-        .args(args)
-        .output()
-        .await
-        .unwrap()
+    tokio::process::Command::new("curl").args(["-sS"]).args(args).output().await.unwrap()
 }
 
 async fn serve_with(dir: &Path, upstream: &StandIn) -> vaultgate::Server {
@@ -42,53 +33,25 @@ async fn serve_with(dir: &Path, upstream: &StandIn) -> vaultgate::Server {
         ),
     )
     .unwrap();
-    vaultgate::Server::start(vaultgate::Config::load(&path).unwrap())
-        .await
-        .unwrap()
+    vaultgate::Server::start(vaultgate::Config::load(&path).unwrap()).await.unwrap()
 }
 
 #[tokio::test]
 async fn pkcs8_pkcs1_and_sec1_keys_all_serve() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15))
-        .await
-        .unwrap();
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
     let keygens: [(&str, &[&str], &str); 4] = [
-        (
-            "rsa-pkcs1",
-            &["genrsa", "-traditional", "-out", "key.pem", "2048"],
-            "BEGIN RSA PRIVATE KEY",
-        ),
+        ("rsa-pkcs1", &["genrsa", "-traditional", "-out", "key.pem", "2048"], "BEGIN RSA PRIVATE KEY"),
         (
             "ec-sec1",
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "key.pem",
-            ],
+            &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "key.pem"],
             "BEGIN EC PRIVATE KEY",
         ),
         (
             "ec-pkcs8",
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-384",
-                "-out",
-                "key.pem",
-            ],
+            &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-out", "key.pem"],
             "BEGIN PRIVATE KEY",
         ),
-        (
-            "ed25519-pkcs8",
-            &["genpkey", "-algorithm", "ed25519", "-out", "key.pem"],
-            "BEGIN PRIVATE KEY",
-        ),
+        ("ed25519-pkcs8", &["genpkey", "-algorithm", "ed25519", "-out", "key.pem"], "BEGIN PRIVATE KEY"),
     ];
     for (name, keygen, marker) in keygens {
         let dir = tempfile::tempdir().unwrap();
@@ -117,11 +80,7 @@ async fn pkcs8_pkcs1_and_sec1_keys_all_serve() {
         let url = format!("https://localhost:{}/alive", server.local_addr().port());
         let cacert = dir.path().join("cert.pem");
         let out = curl(&["--cacert", cacert.to_str().unwrap(), &url]).await;
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(out.stdout, b"\"alive\"", "{name}");
         server.shutdown().await;
     }
@@ -141,27 +100,12 @@ async fn only_tls_1_2_and_1_3_with_h2_and_http1_alpn() {
         all.extend(args.iter().copied());
         all.push(&url);
         let out = curl(&all).await;
-        assert_eq!(
-            out.status.success(),
-            ok,
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_eq!(out.status.success(), ok, "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         if ok {
             assert_eq!(out.stdout, b"2", "{args:?}: curl negotiates h2 by ALPN");
         }
     }
-    let out = curl(&[
-        "--cacert",
-        ca,
-        "--http1.1",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_version}",
-        &url,
-    ])
-    .await;
+    let out = curl(&["--cacert", ca, "--http1.1", "-o", "/dev/null", "-w", "%{http_version}", &url]).await;
     assert_eq!(out.stdout, b"1.1");
 }
 
@@ -183,11 +127,7 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
 #[test]
 fn self_signed_fallback_is_logged_with_the_fingerprint_it_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path().join("proxy.toml");
     std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_vaultgate"))
@@ -218,9 +158,6 @@ fn self_signed_fallback_is_logged_with_the_fingerprint_it_serves() {
     let _ = child.kill();
     let _ = child.wait();
     let served = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        served.trim().ends_with(&format!("={logged}")),
-        "served {served}, logged {logged}"
-    );
+    assert!(served.trim().ends_with(&format!("={logged}")), "served {served}, logged {logged}");
     assert!(served.contains(':'), "{served}");
 }

@@ -39,10 +39,7 @@ impl StandIn {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (notify, _) = broadcast::channel(64);
-        let hub = Hub {
-            notify: notify.clone(),
-            ping_every,
-        };
+        let hub = Hub { notify: notify.clone(), ping_every };
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let hub = hub.clone();
@@ -113,11 +110,8 @@ impl Hub {
         };
         let query = req.uri().query().unwrap_or("");
         let anonymous = req.uri().path().ends_with("anonymous-hub");
-        let has_token = query
-            .split('&')
-            .any(|p| p.starts_with("access_token=") && p.len() > 13)
-            || h.get(header::AUTHORIZATION)
-                .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+        let has_token = query.split('&').any(|p| p.starts_with("access_token=") && p.len() > 13)
+            || h.get(header::AUTHORIZATION).is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
         if !anonymous && !has_token {
             return text(StatusCode::UNAUTHORIZED, "no token");
         }
@@ -173,10 +167,7 @@ impl Hub {
 }
 
 fn query_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
-    req.uri()
-        .query()?
-        .split('&')
-        .find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    req.uri().query()?.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -220,9 +211,7 @@ async fn echo(req: Request<Incoming>) -> Response<Body> {
 }
 
 fn headers_json(h: &HeaderMap) -> serde_json::Value {
-    h.iter()
-        .map(|(k, v)| serde_json::json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
-        .collect()
+    h.iter().map(|(k, v)| serde_json::json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())])).collect()
 }
 
 /// The deterministic byte at `offset` of every download (tests recompute it).

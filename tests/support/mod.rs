@@ -38,9 +38,7 @@ impl TestCa {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "vaultgate test CA");
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "vaultgate test CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
@@ -56,14 +54,7 @@ impl TestCa {
         std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
         std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
         std::fs::write(&ca_path, ca.pem()).unwrap();
-        TestCa {
-            ca_der: ca.der().clone(),
-            ca_pem: ca.pem(),
-            cert_path,
-            key_path,
-            ca_path,
-            dir,
-        }
+        TestCa { ca_der: ca.der().clone(), ca_pem: ca.pem(), cert_path, key_path, ca_path, dir }
     }
 
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
@@ -92,42 +83,28 @@ impl Harness {
     /// Proxy in front of a fresh stand-in upstream. `extra` is appended to the
     /// top level of proxy.toml.
     pub async fn start(extra: &str) -> Harness {
-        let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15))
-            .await
-            .unwrap();
+        let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
         Harness::start_with_upstream(upstream, extra).await
     }
 
     pub async fn start_with_upstream(upstream: StandIn, extra: &str) -> Harness {
         let ca = TestCa::new();
         let (proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), extra).await;
-        Harness {
-            ca,
-            proxy: Some(proxy),
-            addr,
-            upstream,
-        }
+        Harness { ca, proxy: Some(proxy), addr, upstream }
     }
 
     pub async fn h1(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
         let tls = self.tls(&[b"http/1.1"]).await;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(conn.with_upgrades());
         sender
     }
 
     pub async fn h2(&self) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
         let tls = self.tls(&[b"h2"]).await;
-        assert_eq!(
-            tls.get_ref().1.alpn_protocol(),
-            Some(&b"h2"[..]),
-            "the proxy negotiates h2"
-        );
-        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "the proxy negotiates h2");
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
         tokio::spawn(conn);
         sender
     }
@@ -171,10 +148,7 @@ pub async fn tls_connect(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> TlsSt
 }
 
 pub fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path)
-        .header("host", "localhost")
-        .body(Full::default())
-        .unwrap()
+    Request::get(path).header("host", "localhost").body(Full::default()).unwrap()
 }
 
 pub async fn body_bytes(resp: Response<Incoming>) -> Bytes {

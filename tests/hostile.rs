@@ -1,0 +1,73 @@
+//! Hostile bytes from clients: each gets an error or a closed connection,
+//! nothing panics, and a legitimate client is served afterwards.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends `bytes` on a fresh TLS connection and returns whatever comes back
+/// before the proxy closes (or 10 s pass).
+async fn send_raw(h: &Harness, alpn: &[u8], bytes: &[u8]) -> String {
+    let mut tls = h.tls(&[alpn]).await;
+    let _ = tls.write_all(bytes).await;
+    let _ = tls.flush().await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_or_close_and_the_proxy_lives_on() {
+    let h = Harness::start("").await;
+    let long_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Long: {}\r\n\r\n", "a".repeat(200_000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\x00\x01\x02garbage\r\n\r\n".to_vec()),
+        ("no version", b"GET /\r\n\r\n".to_vec()),
+        ("header without colon", b"GET / HTTP/1.1\r\nHost a\r\n\r\n".to_vec()),
+        (
+            "conflicting content-length",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+        ),
+        (
+            "bad chunk size",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        ),
+        ("huge header", long_header.into_bytes()),
+        ("nul in header", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let answer = send_raw(&h, b"http/1.1", &bytes).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{name}: expected a 4xx or a closed connection, got {:?}",
+            &answer[..answer.len().min(300)]
+        );
+    }
+    // Content-Length with Transfer-Encoding: hyper lets chunked win and drops
+    // Content-Length (RFC 9112 §6.3), so the upstream sees one unambiguous
+    // framing, and the client connection is closed after the answer so no
+    // bytes of it can be read as a second request.
+    // TODO(issue 3): refuse it outright with 400.
+    let answer = send_raw(
+        &h,
+        b"http/1.1",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 4") || answer.contains("connection: close"), "{answer}");
+    assert!(!answer.contains("content-length\",\""), "upstream saw Content-Length: {answer}");
+    assert!(!answer.contains("/smuggled"), "{answer}");
+
+    // HTTP/2 preface followed by junk frames.
+    let mut h2_junk = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    h2_junk.extend_from_slice(&[0xff; 64]);
+    send_raw(&h, b"h2", &h2_junk).await;
+
+    let mut c = h.h1().await;
+    assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), 200);
+    let mut c = h.h2().await;
+    assert_eq!(c.send_request(get(&h.url("/alive"))).await.unwrap().status(), 200);
+}

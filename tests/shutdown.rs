@@ -1,0 +1,59 @@
+//! Graceful shutdown: stop accepting, finish what is in flight, close hubs,
+//! and never wait past the drain deadline.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_closes_hubs() {
+    let mut h = Harness::start("").await;
+    let tls = h.tls(&[b"http/1.1"]).await;
+    let req = format!("wss://localhost:{}/notifications/hub?access_token=t", h.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+
+    let mut c = h.h1().await;
+    let slow = tokio::spawn(async move {
+        let resp = c.send_request(get("/slow?ms=700")).await.unwrap();
+        (resp.status(), body_bytes(resp).await)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await; // the request is in flight
+
+    let shutdown = tokio::spawn(async move {
+        h.shutdown().await;
+        h
+    });
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"slow"[..]), "in-flight request finished");
+
+    // The hub is closed by the proxy rather than left hanging.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "hub closed on shutdown");
+
+    let h = tokio::time::timeout(Duration::from_secs(20), shutdown).await.expect("shutdown returns").unwrap();
+    assert!(tokio::net::TcpStream::connect(h.addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_on_stragglers_at_the_drain_deadline() {
+    let mut h = Harness::start("[timeouts]\ndrain = \"500ms\"").await;
+    let mut c = h.h1().await;
+    let straggler = tokio::spawn(async move { c.send_request(get("/slow?ms=60000")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(20), h.shutdown()).await.expect("drain deadline honoured");
+    straggler.abort();
+}
