@@ -2,14 +2,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vaultgate");
+const BIN: &str = RunningBinary::PATH;
 
 fn check(config: &Path) -> (bool, String) {
     let out = Command::new(BIN).args(["check", "--config"]).arg(config).output().unwrap();
@@ -104,39 +103,12 @@ fn help_and_version() {
 async fn binary_serves_on_its_config_and_stops_on_sigterm() {
     let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
     let ca = TestCa::new();
-    let config = write(
-        ca.dir.path(),
-        "proxy.toml",
-        &format!(
-            "listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n",
-            upstream.addr
-        ),
-    );
-    let mut child = Command::new(BIN).arg("--config").arg(&config).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("the proxy logs that it listens").unwrap();
-        if let Some(rest) = line.split("listen=127.0.0.1:").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    let log_lines = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let proxy = RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "");
+    let url = format!("https://localhost:{}/alive?token=hunter2", proxy.port());
+    assert_eq!(curl_get(&ca, &url).await, (true, b"\"alive\"".to_vec()));
 
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--cacert"])
-        .arg(&ca.ca_path)
-        .arg(format!("https://localhost:{port}/alive?token=hunter2"))
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.stdout, b"\"alive\"");
-
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let (exit, log) = tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
     assert!(exit.success(), "clean exit on SIGTERM: {exit}");
-    let log = log_lines.join().unwrap().join("\n");
     assert!(log.contains("path=/alive?token=REDACTED"), "access line, token redacted:\n{log}");
     assert!(!log.contains("hunter2"), "a token reached the log:\n{log}");
     assert!(log.contains("status=200"), "{log}");
@@ -146,30 +118,9 @@ async fn binary_serves_on_its_config_and_stops_on_sigterm() {
 async fn accept_loop_survives_running_out_of_descriptors() {
     let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
     let ca = TestCa::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = write(
-        ca.dir.path(),
-        "proxy.toml",
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nupstream = \"http://{}\"\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n",
-            upstream.addr
-        ),
-    );
     // A descriptor limit low enough that a few dozen connections exhaust it.
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n 48 && exec {BIN} --config {}", config.display()))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("vaultgate is listening") {
-            break;
-        }
-    }
-    let log_lines = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
-
+    let proxy = RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "ulimit -n 48 &&");
+    let port = proxy.port();
     let mut hogs = Vec::new();
     for _ in 0..80 {
         hogs.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
@@ -180,22 +131,13 @@ async fn accept_loop_survives_running_out_of_descriptors() {
     // Once the load is gone, a real client is served again.
     let mut served = false;
     for _ in 0..50 {
-        let out = tokio::process::Command::new("curl")
-            .args(["-sS", "--max-time", "5", "--cacert"])
-            .arg(&ca.ca_path)
-            .arg(format!("https://localhost:{port}/alive"))
-            .output()
-            .await
-            .unwrap();
-        if out.stdout == b"\"alive\"" {
+        if curl_get(&ca, &format!("https://localhost:{port}/alive")).await.1 == b"\"alive\"" {
             served = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
-    let log = log_lines.join().unwrap().join("\n");
+    let (_, log) = tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
     assert!(log.contains("accept failed"), "descriptors really ran out:\n{log}");
     assert!(served, "served again after descriptor exhaustion:\n{log}");
 }

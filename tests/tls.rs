@@ -127,37 +127,25 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
 #[test]
 fn self_signed_fallback_is_logged_with_the_fingerprint_it_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = dir.path().join("proxy.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaultgate"))
-        .arg("--config")
-        .arg(&config)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let mut logged = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(fp) = line.split("SHA-256 fingerprint ").nth(1) {
-            logged = Some(fp.trim().to_string());
-        }
-        if line.contains("vaultgate is listening") {
-            break;
-        }
-    }
-    let logged = logged.expect("a log line gives the fingerprint");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let proxy = RunningBinary::start(&config, "");
+    let logged = proxy
+        .startup_log
+        .iter()
+        .find_map(|l| l.split("SHA-256 fingerprint ").nth(1))
+        .expect("a log line gives the fingerprint")
+        .trim()
+        .to_string();
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+            "openssl s_client -connect 127.0.0.1:{} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+            proxy.port()
         ))
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
     let served = String::from_utf8_lossy(&out.stdout);
     assert!(served.trim().ends_with(&format!("={logged}")), "served {served}, logged {logged}");
-    assert!(served.contains(':'), "{served}");
+    assert_eq!(logged.len(), 32 * 3 - 1, "{logged}");
 }

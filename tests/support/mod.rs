@@ -176,3 +176,90 @@ pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
 pub fn sha256_hex(data: &[u8]) -> String {
     standin::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
+
+/// The built `vaultgate` binary, started as a user would, with its stderr
+/// read line by line.
+pub struct RunningBinary {
+    child: std::process::Child,
+    /// Log lines up to and including "vaultgate is listening".
+    pub startup_log: Vec<String>,
+    rest: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl RunningBinary {
+    pub const PATH: &'static str = env!("CARGO_BIN_EXE_vaultgate");
+
+    /// Starts `vaultgate --config CONFIG`; `shell_prefix` (e.g. `ulimit -n 48 &&`)
+    /// runs before it in `sh -c` when not empty.
+    pub fn start(config: &std::path::Path, shell_prefix: &str) -> RunningBinary {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{shell_prefix} exec {} --config '{}'", Self::PATH, config.display()))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut startup_log = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let done = line.contains("vaultgate is listening");
+            startup_log.push(line);
+            if done {
+                break;
+            }
+        }
+        assert!(
+            startup_log.last().is_some_and(|l| l.contains("vaultgate is listening")),
+            "the proxy did not start:\n{}",
+            startup_log.join("\n")
+        );
+        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        RunningBinary { child, startup_log, rest: Some(rest) }
+    }
+
+    /// The port from the "listening" log line.
+    pub fn port(&self) -> u16 {
+        let line = self.startup_log.last().unwrap();
+        let addr = line.split("listen=").nth(1).unwrap().split_whitespace().next().unwrap();
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// SIGTERM, then the exit status and every log line after startup.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        let log = self.rest.take().unwrap().join().unwrap().join("\n");
+        (status, log)
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy.toml for the binary: `listen`, the upstream, and the test CA's files.
+pub fn binary_config(ca: &TestCa, listen: &str, upstream: SocketAddr) -> PathBuf {
+    let path = ca.dir.path().join("proxy.toml");
+    let text = format!(
+        "listen = \"{listen}\"\nupstream = \"http://{upstream}\"\n\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `curl -sS --cacert CA URL`: (success, body).
+pub async fn curl_get(ca: &TestCa, url: &str) -> (bool, Vec<u8>) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca.ca_path)
+        .arg(url)
+        .output()
+        .await
+        .expect("curl is installed (.ci/run installs it)");
+    (out.status.success(), out.stdout)
+}
