@@ -1,14 +1,17 @@
 //! Body types: what the proxy sends either way, and a streaming wrapper that
 //! counts bytes and reports when a body has finished (or was abandoned).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -98,6 +101,66 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
     }
 }
 
+/// Cuts a request body off when the client sends nothing for `timeout` while
+/// the proxy is waiting for it. Time the proxy spends not asking (because the
+/// upstream is slow to read) does not count: the clock starts at each poll
+/// that follows a delivered frame.
+pub struct IdleTimeout<B> {
+    inner: B,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    waiting: bool,
+}
+
+/// The error an [`IdleTimeout`] body fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent no body data for {0:?}")]
+pub struct BodyIdle(pub Duration);
+
+impl<B> IdleTimeout<B> {
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        IdleTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), waiting: false }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = Instant::now() + self.timeout;
+            self.sleep.as_mut().reset(deadline);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                self.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(self.timeout))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl<B> Drop for Metered<B> {
     fn drop(&mut self) {
         self.end(BodyEnd::Dropped);
@@ -131,6 +194,23 @@ mod tests {
         });
         drop(body);
         assert_eq!(*ended.lock().unwrap(), Some(BodyEnd::Dropped));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_body_times_out_but_a_slow_reader_does_not_count() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut body = IdleTimeout::new(http_body_util::StreamBody::new(stream), Duration::from_secs(10));
+        tx.send(Ok(Frame::data(Bytes::from_static(b"a")))).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        // The reader goes away for a minute: not the client's fault.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        tx.send(Ok(Frame::data(Bytes::from_static(b"b")))).await.unwrap();
+        assert!(body.frame().await.unwrap().is_ok(), "time not spent waiting does not count");
+        // Now the client goes silent while we wait.
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(err.downcast_ref::<BodyIdle>().is_some(), "{err}");
+        drop(tx);
     }
 
     #[tokio::test]

@@ -1,9 +1,9 @@
 //! Pure header rewriting: hop-by-hop removal and the forwarding headers that
 //! tell Vaultwarden who the client is. No I/O here.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::client_ip::Client;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the de-facto ones) that describe one
 /// connection and must never be forwarded to the next hop.
@@ -72,13 +72,14 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// Sets the headers that tell Vaultwarden the real client and the public URL.
-/// Whatever the client sent under these names is replaced, never appended to:
+/// Whatever the client sent under these names is replaced, never appended to
+/// (behind a trusted proxy, `client.forwarded_for` carries the vetted chain):
 /// Vaultwarden's fail2ban lines and rate limits key on `X-Real-IP`.
-pub fn set_forwarding(headers: &mut HeaderMap, client: IpAddr, host: &HeaderValue) {
-    let ip = HeaderValue::from_str(&client.to_string()).expect("an IP address is a valid header value");
+pub fn set_forwarding(headers: &mut HeaderMap, client: &Client, host: &HeaderValue) {
+    let ip = HeaderValue::from_str(&client.ip.to_string()).expect("an IP address is a valid header value");
     headers.remove(header::FORWARDED);
-    headers.insert(X_REAL_IP, ip.clone());
-    headers.insert(X_FORWARDED_FOR, ip);
+    headers.insert(X_REAL_IP, ip);
+    headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     headers.insert(X_FORWARDED_HOST, host.clone());
 }
@@ -86,6 +87,10 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: IpAddr, host: &HeaderValu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(ip: &str) -> Client {
+        Client { ip: ip.parse().unwrap(), forwarded_for: HeaderValue::from_str(ip).unwrap() }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -143,7 +148,7 @@ mod tests {
     fn connection_naming_x_real_ip_cannot_remove_the_proxys_header() {
         let mut h = map(&[("connection", "X-Real-IP, X-Forwarded-For"), ("x-real-ip", "6.6.6.6")]);
         strip_hop_by_hop(&mut h);
-        set_forwarding(&mut h, "192.0.2.7".parse().unwrap(), &HeaderValue::from_static("vault.example"));
+        set_forwarding(&mut h, &client("192.0.2.7"), &HeaderValue::from_static("vault.example"));
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     }
@@ -158,11 +163,7 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        set_forwarding(
-            &mut h,
-            "2001:db8::1".parse().unwrap(),
-            &HeaderValue::from_static("vault.example:8443"),
-        );
+        set_forwarding(&mut h, &client("2001:db8::1"), &HeaderValue::from_static("vault.example:8443"));
         assert_eq!(h.get_all("x-real-ip").iter().count(), 1);
         assert_eq!(h["x-real-ip"], "2001:db8::1");
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");

@@ -3,11 +3,15 @@
 //! The library API is small on purpose: load a [`Config`], [`Server::start`]
 //! it, read [`Server::local_addr`], and [`Server::shutdown`] it.
 
+pub mod access;
 pub mod access_log;
 pub mod body;
+pub mod client_ip;
 pub mod config;
 pub mod headers;
+pub mod path;
 pub mod proxy;
+pub mod proxy_error;
 pub mod server;
 pub mod tls;
 pub mod websocket;

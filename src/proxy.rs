@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -17,11 +18,11 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::access_log::Entry;
-use crate::body::{self, BodyEnd, Metered, ProxyBody};
+use crate::body::{self, BodyEnd, IdleTimeout, Metered, ProxyBody};
 use crate::config::Config;
-use crate::headers;
+pub use crate::proxy_error::ProxyError;
 use crate::server::Tracker;
-use crate::websocket;
+use crate::{access, client_ip, headers, path, websocket};
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
@@ -30,57 +31,19 @@ pub struct Proxy {
     hub_paths: Vec<String>,
     connect_timeout: Duration,
     response_timeout: Duration,
+    body_idle: Duration,
     hub_idle: Duration,
+    max_request_body: u64,
+    client_ip: client_ip::Policy,
+    access: Vec<access::Rule>,
+    hsts: bool,
     client: Client<HttpConnector, ProxyBody>,
     stop: watch::Receiver<bool>,
     tracker: Tracker,
 }
 
-/// Why a request got an answer of the proxy's own instead of Vaultwarden's.
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    #[error("the request has no Host header")]
-    MissingHost,
-    #[error("the request body was malformed or cut short")]
-    BadRequestBody,
-    #[error("the request target is not a path")]
-    BadTarget,
-    #[error("{0} is not supported")]
-    MethodNotAllowed(Method),
-    #[error("Vaultwarden at {url} is not answering ({detail})")]
-    UpstreamUnreachable { url: String, detail: String },
-    #[error("Vaultwarden at {url} did not answer within {secs} s")]
-    UpstreamTimeout { url: String, secs: u64 },
-}
-
-impl ProxyError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::MissingHost | ProxyError::BadTarget | ProxyError::BadRequestBody => {
-                StatusCode::BAD_REQUEST
-            }
-            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        }
-    }
-
-    /// The short page the client sees.
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let status = self.status();
-        let text = format!(
-            "{} {}\n\nvaultgate: {self}.\n",
-            status.as_u16(),
-            status.canonical_reason().unwrap_or("")
-        );
-        let mut resp = Response::new(body::full(text));
-        *resp.status_mut() = status;
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        resp
-    }
-}
+/// Two years, as HSTS preload lists expect.
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=63072000");
 
 impl Proxy {
     pub fn new(config: &Config, stop: watch::Receiver<bool>, tracker: Tracker) -> Proxy {
@@ -95,7 +58,12 @@ impl Proxy {
             hub_paths: config.hub_paths.clone(),
             connect_timeout: config.timeouts.upstream_connect,
             response_timeout: config.timeouts.upstream_response,
+            body_idle: config.timeouts.request_body_idle,
             hub_idle: config.timeouts.hub_idle,
+            max_request_body: config.limits.max_request_body,
+            client_ip: config.client_ip.clone(),
+            access: config.access.clone(),
+            hsts: config.tls.hsts,
             client,
             stop,
             tracker,
@@ -105,44 +73,59 @@ impl Proxy {
     /// Serves one request from a client at `peer`. Never fails: every problem
     /// becomes a response, and every response gets an access-log line.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let client = self.client_ip.resolve(peer.ip(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let log = Entry::new(peer.ip(), req.method().clone(), path_and_query, req.version());
-        let resp = match self.route(req, peer, &log).await {
+        let log = Entry::new(client.ip, req.method().clone(), path_and_query, req.version());
+        let mut resp = match self.route(req, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::warn!(client = %peer.ip(), path = %log.path, "{e}");
+                tracing::warn!(client = %client.ip, path = %log.path, "{e}");
                 e.into_response()
             }
         };
+        if self.hsts && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            resp.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HSTS);
+        }
         logged(resp, log)
     }
 
     async fn route(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        client: &client_ip::Client,
         log: &Entry,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
         let host = request_host(&req).ok_or(ProxyError::MissingHost)?;
+        let normalized = path::normalize(req.uri().path())?.into_owned();
+        if access::refusing(&self.access, &normalized, client.ip).is_some() {
+            return Err(ProxyError::Forbidden { path: normalized, client: client.ip });
+        }
+        if http_body::Body::size_hint(req.body()).lower() > self.max_request_body {
+            return Err(ProxyError::TooLarge { limit: self.max_request_body });
+        }
+        // A tunnel only for the hub path written plainly: any other spelling
+        // (`//`, dot segments, escapes) is served as an ordinary request.
         let is_hub = req.version() == Version::HTTP_11
             && websocket::wants_websocket(req.headers())
-            && websocket::is_hub_path(req.uri().path(), &self.hub_paths);
+            && req.uri().path() == normalized
+            && websocket::is_hub_path(&normalized, &self.hub_paths);
         if is_hub {
             // Taken before the request is handed on: it resolves to the client's
             // upgraded connection once hyper has sent our 101.
             let client_upgrade = hyper::upgrade::on(&mut req);
             let (mut parts, _) = req.into_parts();
-            rewrite_request_head(&mut parts, peer, host);
+            rewrite_request_head(&mut parts, client, host);
+            parts.uri = target(None, &normalized, parts.uri.query())?;
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             self.open_hub(parts, client_upgrade, log).await
         } else {
             let (mut parts, body) = req.into_parts();
-            rewrite_request_head(&mut parts, peer, host);
-            parts.uri = self.upstream_uri(&parts.uri)?;
+            rewrite_request_head(&mut parts, client, host);
+            parts.uri = target(Some(&self.upstream_authority), &normalized, parts.uri.query())?;
             self.forward(parts, body, log).await
         }
     }
@@ -158,9 +141,11 @@ impl Proxy {
         // 500 MB upload over a slow line is not mistaken for a slow upstream.
         let already_sent = http_body::Body::is_end_stream(&body).then_some(BodyEnd::Complete);
         let (sent_tx, sent_rx) = watch::channel(already_sent);
-        let body = Metered::new(body, log.bytes_in.clone(), move |how| {
-            sent_tx.send_replace(Some(how));
-        });
+        let limited = Limited::new(body, usize::try_from(self.max_request_body).unwrap_or(usize::MAX));
+        let body =
+            Metered::new(IdleTimeout::new(limited, self.body_idle), log.bytes_in.clone(), move |how| {
+                sent_tx.send_replace(Some(how));
+            });
         let req = Request::from_parts(parts, body::boxed(body));
         let timeout = self.response_timeout;
         let mut sent = sent_rx.clone();
@@ -171,9 +156,11 @@ impl Proxy {
         let resp = tokio::select! {
             r = self.client.request(req) => match r {
                 Ok(resp) => resp,
-                // A body the client broke (bad chunk, vanished mid-upload) is
-                // the client's fault, not Vaultwarden's.
-                Err(_) if *sent_rx.borrow() == Some(BodyEnd::Error) => return Err(ProxyError::BadRequestBody),
+                // A body the client broke (bad chunk, too large, stalled,
+                // vanished) is the client's fault, not Vaultwarden's.
+                Err(e) if *sent_rx.borrow() == Some(BodyEnd::Error) => {
+                    return Err(ProxyError::from_body_failure(&e, self.max_request_body))
+                }
                 Err(e) => return Err(self.unreachable(&e)),
             },
             _ = deadline => return Err(self.timed_out()),
@@ -187,11 +174,10 @@ impl Proxy {
     /// a splice only if Vaultwarden answers 101.
     async fn open_hub(
         &self,
-        mut parts: http::request::Parts,
+        parts: http::request::Parts,
         client_upgrade: hyper::upgrade::OnUpgrade,
         log: &Entry,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        parts.uri = origin_form(&parts.uri);
         let addr = self.upstream_authority.as_str();
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
@@ -262,16 +248,6 @@ impl Proxy {
         Ok(Response::from_parts(parts, body::empty()))
     }
 
-    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, ProxyError> {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        Uri::builder()
-            .scheme("http")
-            .authority(self.upstream_authority.clone())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| ProxyError::BadTarget)
-    }
-
     /// A 502 naming the root cause (e.g. "Connection refused"), not hyper's wrappers.
     fn unreachable(&self, e: &(dyn std::error::Error + 'static)) -> ProxyError {
         let mut root = e;
@@ -298,21 +274,32 @@ fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// Turns a client's request head into the one Vaultwarden receives: hop-by-hop
 /// headers out first, then ours in; HTTP/2 translated to HTTP/1.1.
-fn rewrite_request_head(parts: &mut http::request::Parts, peer: SocketAddr, host: HeaderValue) {
+fn rewrite_request_head(parts: &mut http::request::Parts, client: &client_ip::Client, host: HeaderValue) {
     headers::strip_hop_by_hop(&mut parts.headers);
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(&mut parts.headers);
     }
     parts.version = Version::HTTP_11;
-    headers::set_forwarding(&mut parts.headers, peer.ip(), &host);
+    headers::set_forwarding(&mut parts.headers, client, &host);
     parts.headers.insert(header::HOST, host);
 }
 
-/// `/path?query`, byte for byte as the client sent it.
-fn origin_form(uri: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = uri.path_and_query().cloned().or_else(|| Some("/".parse().expect("/ is a path")));
-    Uri::from_parts(parts).expect("a path alone is a valid URI")
+/// The request target sent upstream: the normalised path and the query byte
+/// for byte, absolute (for the pooled client) or origin-form (for a hub).
+fn target(
+    authority: Option<&http::uri::Authority>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Uri, ProxyError> {
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let builder = match authority {
+        Some(a) => Uri::builder().scheme("http").authority(a.clone()),
+        None => Uri::builder(),
+    };
+    builder.path_and_query(path_and_query).build().map_err(|_| ProxyError::BadTarget)
 }
 
 /// Attaches the access-log line to the end of the response body.

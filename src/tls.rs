@@ -11,7 +11,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::config::TlsSource;
+use crate::config::{TlsConfig, TlsSource};
 
 /// Why the certificate or key could not be used. Each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,9 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn load(source: &TlsSource) -> Result<Tls, TlsError> {
+pub fn load(tls: &TlsConfig) -> Result<Tls, TlsError> {
     let provider = provider();
-    let (certified, fingerprint) = match source {
+    let (certified, fingerprint) = match &tls.source {
         TlsSource::Files { cert, key } => {
             let certs = load_certs(cert)?;
             let key_der = load_key(key)?;

@@ -1,0 +1,625 @@
+//! `proxy.toml`: the file format (private `Raw*` types), its defaults, and the
+//! validated [`Config`] that the rest of vaultgate sees. Every error names the
+//! file, the line, the key and what to write instead.
+
+mod error;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::header::HeaderName;
+use http::uri::Authority;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::access;
+use crate::client_ip::{self, Cidr};
+pub use error::ConfigError;
+use error::{from_toml_error, Ctx};
+pub use values::{parse_duration, parse_size, parse_upstream};
+
+/// The validated configuration. Nothing past this module sees raw TOML.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (used in log lines).
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub upstream: Upstream,
+    /// Paths on which a WebSocket upgrade is carried through to the upstream.
+    pub hub_paths: Vec<String>,
+    pub tls: TlsConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub client_ip: client_ip::Policy,
+    pub access: Vec<access::Rule>,
+    /// A tracing filter such as `info` or `vaultgate=debug`.
+    pub log_level: String,
+}
+
+/// The Vaultwarden server vaultgate forwards to (plain HTTP/1.1).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` of the upstream, as written (port made explicit).
+    pub authority: Authority,
+    /// The URL as the user wrote it, for error pages and logs.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub source: TlsSource,
+    /// When not empty, only clients asking (by SNI) for one of these names get
+    /// a certificate; bare-IP scanners and unknown names get a handshake failure.
+    pub server_names: Vec<String>,
+    /// Add `Strict-Transport-Security` to responses that lack it (never to a 101).
+    pub hsts: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files: a full chain and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// No files configured: a self-signed certificate for localhost is made at start.
+    SelfSigned,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tls_handshake: Duration,
+    pub request_header: Duration,
+    /// A request body that sends nothing for this long is cut off.
+    pub request_body_idle: Duration,
+    pub upstream_connect: Duration,
+    /// How long the upstream may take to start answering once the request has been sent.
+    pub upstream_response: Duration,
+    /// A hub WebSocket with no traffic either way for this long is closed.
+    pub hub_idle: Duration,
+    /// How long shutdown waits for in-flight requests and hubs.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tls_handshake: Duration::from_secs(10),
+            request_header: Duration::from_secs(30),
+            request_body_idle: Duration::from_secs(60),
+            upstream_connect: Duration::from_secs(5),
+            upstream_response: Duration::from_secs(100),
+            // Vaultwarden pings every 15 s; nginx's 60 s default is what kills hubs.
+            hub_idle: Duration::from_secs(10 * 60),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes; Vaultwarden's own limit for attachments and Sends is 525 MB.
+    pub max_request_body: u64,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_body: 525_000_000, max_connections: 4096, max_connections_per_ip: 256 }
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:443";
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000";
+pub const DEFAULT_HUB_PATHS: [&str; 2] = ["/notifications/hub", "/notifications/anonymous-hub"];
+
+/// Every key the file format knows, with the table it belongs in ("" = top level).
+const KNOWN_KEYS: &[(&str, &str)] = &[
+    ("", "listen"),
+    ("", "upstream"),
+    ("", "hub_paths"),
+    ("", "tls"),
+    ("", "timeouts"),
+    ("", "limits"),
+    ("", "client_ip"),
+    ("", "access"),
+    ("", "log"),
+    ("tls", "cert"),
+    ("tls", "key"),
+    ("tls", "server_names"),
+    ("tls", "hsts"),
+    ("timeouts", "tls_handshake"),
+    ("timeouts", "request_header"),
+    ("timeouts", "request_body_idle"),
+    ("timeouts", "upstream_connect"),
+    ("timeouts", "upstream_response"),
+    ("timeouts", "hub_idle"),
+    ("timeouts", "drain"),
+    ("limits", "max_request_body"),
+    ("limits", "max_connections"),
+    ("limits", "max_connections_per_ip"),
+    ("client_ip", "trusted_proxies"),
+    ("client_ip", "header"),
+    ("access", "path"),
+    ("access", "allow"),
+    ("log", "level"),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+    hub_paths: Option<Spanned<Vec<String>>>,
+    tls: Option<RawTls>,
+    timeouts: Option<RawTimeouts>,
+    limits: Option<RawLimits>,
+    client_ip: Option<RawClientIp>,
+    access: Option<Vec<RawAccess>>,
+    log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    server_names: Option<Spanned<Vec<String>>>,
+    hsts: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    tls_handshake: Option<Spanned<String>>,
+    request_header: Option<Spanned<String>>,
+    request_body_idle: Option<Spanned<String>>,
+    upstream_connect: Option<Spanned<String>>,
+    upstream_response: Option<Spanned<String>>,
+    hub_idle: Option<Spanned<String>>,
+    drain: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_request_body: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_ip: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientIp {
+    trusted_proxies: Option<Spanned<Vec<String>>>,
+    header: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    path: Spanned<String>,
+    allow: Spanned<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<Spanned<String>>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            problem: format!("cannot read the file: {e}"),
+            fix: "pass the path of your proxy.toml with --config PATH".into(),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validates configuration text; `path` is used in errors and to resolve
+    /// relative certificate paths (relative to the file's directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| from_toml_error(path, text, &e))?;
+        let ctx = Ctx { path, text };
+        let base = path.parent().unwrap_or(Path::new(""));
+
+        let listen = match &raw.listen {
+            None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+            Some(v) => v.get_ref().parse::<SocketAddr>().map_err(|_| {
+                ctx.err(
+                    v.span(),
+                    "listen",
+                    format!("`{}` is not an IP address with a port", v.get_ref()),
+                    "write an address and port, e.g. listen = \"0.0.0.0:443\" or \"[::]:443\"",
+                )
+            })?,
+        };
+
+        let upstream = match &raw.upstream {
+            None => parse_upstream(DEFAULT_UPSTREAM).expect("default upstream parses"),
+            Some(v) => parse_upstream(v.get_ref()).map_err(|problem| {
+                ctx.err(
+                    v.span(),
+                    "upstream",
+                    problem,
+                    "write the plain-HTTP address Vaultwarden listens on, e.g. upstream = \"http://127.0.0.1:8000\"",
+                )
+            })?,
+        };
+
+        let hub_paths = match &raw.hub_paths {
+            None => DEFAULT_HUB_PATHS.iter().map(|s| s.to_string()).collect(),
+            Some(v) => {
+                for p in v.get_ref() {
+                    let canonical = crate::path::normalize(p).map(|n| n == *p).unwrap_or(false);
+                    if !canonical || p.contains(['?', '#', ' ']) || p.len() < 2 {
+                        return Err(ctx.err(
+                            v.span(),
+                            "hub_paths",
+                            format!("`{p}` is not a plain absolute path"),
+                            "list paths such as \"/notifications/hub\" (with a sub-path install: \"/vault/notifications/hub\")",
+                        ));
+                    }
+                }
+                v.get_ref().clone()
+            }
+        };
+
+        let tls = tls_config(&ctx, base, raw.tls)?;
+        let timeouts = timeouts(&ctx, raw.timeouts)?;
+        let limits = limits(&ctx, raw.limits)?;
+        let client_ip = client_ip_policy(&ctx, raw.client_ip)?;
+        let access = access_rules(&ctx, raw.access.unwrap_or_default())?;
+
+        let log_level = match raw.log.and_then(|l| l.level) {
+            None => "info".to_string(),
+            Some(v) => {
+                let level = v.get_ref().trim().to_string();
+                if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+                    return Err(ctx.err(
+                        v.span(),
+                        "log.level",
+                        format!("`{level}` is not a log filter"),
+                        "write one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
+                    ));
+                }
+                level
+            }
+        };
+
+        Ok(Config {
+            source: path.to_path_buf(),
+            listen,
+            upstream,
+            hub_paths,
+            tls,
+            timeouts,
+            limits,
+            client_ip,
+            access,
+            log_level,
+        })
+    }
+}
+
+fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<TlsConfig, ConfigError> {
+    let Some(t) = raw else {
+        return Ok(TlsConfig { source: TlsSource::SelfSigned, server_names: Vec::new(), hsts: false });
+    };
+    let source = match (t.cert, t.key) {
+        (None, None) => TlsSource::SelfSigned,
+        (Some(cert), Some(key)) => {
+            TlsSource::Files { cert: base.join(cert.get_ref()), key: base.join(key.get_ref()) }
+        }
+        (Some(cert), None) => return Err(ctx.err(
+            cert.span(),
+            "tls.key",
+            "`cert` is set but `key` is missing".into(),
+            "add key = \"/path/to/privkey.pem\" to [tls], or remove cert to use a self-signed certificate",
+        )),
+        (None, Some(key)) => return Err(ctx.err(
+            key.span(),
+            "tls.cert",
+            "`key` is set but `cert` is missing".into(),
+            "add cert = \"/path/to/fullchain.pem\" to [tls], or remove key to use a self-signed certificate",
+        )),
+    };
+    let mut server_names = Vec::new();
+    if let Some(names) = t.server_names {
+        for name in names.get_ref() {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && name.parse::<std::net::IpAddr>().is_err()
+                && rustls_pki_types::DnsName::try_from(name.as_str()).is_ok();
+            if !valid {
+                return Err(ctx.err(
+                    names.span(),
+                    "tls.server_names",
+                    format!("`{name}` is not a DNS name"),
+                    "list the names clients use, e.g. server_names = [\"vault.example.com\"]",
+                ));
+            }
+            server_names.push(name);
+        }
+    }
+    Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false) })
+}
+
+fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, ConfigError> {
+    let mut timeouts = Timeouts::default();
+    let Some(t) = raw else { return Ok(timeouts) };
+    let fields = [
+        (t.tls_handshake, &mut timeouts.tls_handshake, "tls_handshake"),
+        (t.request_header, &mut timeouts.request_header, "request_header"),
+        (t.request_body_idle, &mut timeouts.request_body_idle, "request_body_idle"),
+        (t.upstream_connect, &mut timeouts.upstream_connect, "upstream_connect"),
+        (t.upstream_response, &mut timeouts.upstream_response, "upstream_response"),
+        (t.hub_idle, &mut timeouts.hub_idle, "hub_idle"),
+        (t.drain, &mut timeouts.drain, "drain"),
+    ];
+    for (value, slot, name) in fields {
+        if let Some(v) = value {
+            *slot = parse_duration(v.get_ref()).map_err(|problem| {
+                ctx.err(
+                    v.span(),
+                    &format!("timeouts.{name}"),
+                    problem,
+                    "write a duration such as \"500ms\", \"30s\", \"10m\" or \"1h\"",
+                )
+            })?;
+        }
+    }
+    if timeouts.hub_idle < Duration::from_secs(30) {
+        return Err(ctx.err(
+            0..0,
+            "timeouts.hub_idle",
+            format!(
+                "{:?} is shorter than the 30 s after which Bitwarden clients give up; healthy hubs would be cut",
+                timeouts.hub_idle
+            ),
+            "leave it unset (10m) or write at least \"60s\"",
+        ));
+    }
+    Ok(timeouts)
+}
+
+fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    let Some(l) = raw else { return Ok(limits) };
+    if let Some(v) = l.max_request_body {
+        limits.max_request_body = parse_size(v.get_ref()).map_err(|problem| {
+            ctx.err(
+                v.span(),
+                "limits.max_request_body",
+                problem,
+                "write a size such as \"525MB\" (Vaultwarden's own limit) or \"1GiB\"",
+            )
+        })?;
+    }
+    for (value, slot, name) in [
+        (l.max_connections, &mut limits.max_connections, "max_connections"),
+        (l.max_connections_per_ip, &mut limits.max_connections_per_ip, "max_connections_per_ip"),
+    ] {
+        if let Some(v) = value {
+            *slot = usize::try_from(*v.get_ref()).ok().filter(|n| *n > 0).ok_or_else(|| {
+                ctx.err(
+                    v.span(),
+                    &format!("limits.{name}"),
+                    format!("{} is not a positive number", v.get_ref()),
+                    "write a whole number of connections, e.g. 256",
+                )
+            })?;
+        }
+    }
+    Ok(limits)
+}
+
+fn cidrs(ctx: &Ctx, list: &Spanned<Vec<String>>, key: &str) -> Result<Vec<Cidr>, ConfigError> {
+    list.get_ref()
+        .iter()
+        .map(|c| {
+            c.parse::<Cidr>().map_err(|problem| {
+                ctx.err(
+                    list.span(),
+                    key,
+                    problem,
+                    "write addresses or networks, e.g. [\"192.168.0.0/16\", \"10.0.0.0/8\", \"::1\"]",
+                )
+            })
+        })
+        .collect()
+}
+
+fn client_ip_policy(ctx: &Ctx, raw: Option<RawClientIp>) -> Result<client_ip::Policy, ConfigError> {
+    let mut policy = client_ip::Policy::default();
+    let Some(c) = raw else { return Ok(policy) };
+    if let Some(list) = &c.trusted_proxies {
+        policy.trusted_proxies = cidrs(ctx, list, "client_ip.trusted_proxies")?;
+    }
+    if let Some(h) = &c.header {
+        policy.source = match HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+            Ok(name) if name == crate::headers::X_FORWARDED_FOR => client_ip::Source::XForwardedFor,
+            Ok(name) => client_ip::Source::Single(name),
+            Err(_) => {
+                return Err(ctx.err(
+                    h.span(),
+                    "client_ip.header",
+                    format!("`{}` is not a header name", h.get_ref()),
+                    "write \"X-Forwarded-For\" or a header such as \"CF-Connecting-IP\"",
+                ))
+            }
+        };
+    }
+    Ok(policy)
+}
+
+fn access_rules(ctx: &Ctx, raw: Vec<RawAccess>) -> Result<Vec<access::Rule>, ConfigError> {
+    raw.iter()
+        .map(|a| {
+            let p = a.path.get_ref();
+            let canonical = crate::path::normalize(p).map(|n| n == *p).unwrap_or(false);
+            if !canonical || p.contains(['?', '#', ';']) {
+                return Err(ctx.err(
+                    a.path.span(),
+                    "access.path",
+                    format!("`{p}` is not a plain absolute path prefix"),
+                    "write a prefix such as path = \"/admin\"",
+                ));
+            }
+            Ok(access::Rule { prefix: p.to_ascii_lowercase(), allow: cidrs(ctx, &a.allow, "access.allow")? })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/vaultgate/proxy.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_vaultwarden_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:443");
+        assert_eq!(c.upstream.authority.as_str(), "127.0.0.1:8000");
+        assert_eq!(c.hub_paths, DEFAULT_HUB_PATHS);
+        assert_eq!(c.tls.source, TlsSource::SelfSigned);
+        assert!(c.tls.server_names.is_empty() && !c.tls.hsts);
+        assert_eq!(c.limits.max_request_body, 525_000_000);
+        assert!(c.access.is_empty());
+        assert_eq!(c.client_ip, client_ip::Policy::default());
+        assert!(c.timeouts.hub_idle >= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn contract_file_from_design_parses() {
+        let c = parse(
+            "listen = \"0.0.0.0:443\"\nupstream = \"http://127.0.0.1:8000\"\n\n[tls]\ncert = \"/etc/le/fullchain.pem\"\nkey  = \"/etc/le/privkey.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.source,
+            TlsSource::Files { cert: "/etc/le/fullchain.pem".into(), key: "/etc/le/privkey.pem".into() }
+        );
+    }
+
+    #[test]
+    fn relative_cert_paths_are_relative_to_the_config_file() {
+        let c = parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        assert_eq!(
+            c.tls.source,
+            TlsSource::Files { cert: "/etc/vaultgate/c.pem".into(), key: "/etc/vaultgate/k.pem".into() }
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_suggests() {
+        let e = parse("listen = \"127.0.0.1:1\"\nupstrem = \"http://x:1\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.key, "upstrem");
+        assert_eq!(e.fix, "did you mean `upstream`?");
+        let shown = e.to_string();
+        assert!(shown.starts_with("/etc/vaultgate/proxy.toml:2: `upstrem`: unknown key"), "{shown}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_table_is_dotted() {
+        let e = parse("[timeouts]\nhub_idel = \"5m\"\n").unwrap_err();
+        assert_eq!(e.key, "timeouts.hub_idel");
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.fix, "did you mean `hub_idle`?");
+    }
+
+    #[test]
+    fn key_in_the_wrong_table_says_where_it_belongs() {
+        let e = parse("cert = \"/x.pem\"\n").unwrap_err();
+        assert_eq!(e.fix, "`cert` belongs in the [tls] table");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_line() {
+        let e = parse("\nlisten = \"localhost\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("listen", Some(2)));
+        let e = parse("upstream = \"http://127.0.0.1:8000/vault\"\n").unwrap_err();
+        assert!(e.problem.contains("has a path"), "{}", e.problem);
+        let e = parse("upstream = \"https://127.0.0.1:8000\"\n").unwrap_err();
+        assert!(e.problem.contains("is https"));
+        let e = parse("[timeouts]\ndrain = \"30 parsecs\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("timeouts.drain", Some(2)));
+        let e = parse("[tls]\ncert = \"a.pem\"\n").unwrap_err();
+        assert_eq!(e.key, "tls.key");
+        let e = parse("hub_paths = [\"notifications/hub\"]\n").unwrap_err();
+        assert_eq!(e.key, "hub_paths");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("listen = 443\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("listen", Some(1)));
+        assert!(e.problem.contains("invalid type"), "{}", e.problem);
+    }
+
+    #[test]
+    fn hub_idle_below_client_patience_is_refused() {
+        let e = parse("[timeouts]\nhub_idle = \"15s\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("timeouts.hub_idle", Some(2)));
+    }
+
+    #[test]
+    fn syntax_errors_do_not_panic_and_have_a_line() {
+        for text in ["listen = ", "[tls", "= 3", "a.b.c = 1\n[[x]]", "\u{0}", "listen = \"\\u{d800}\""] {
+            let e = parse(text).unwrap_err();
+            assert!(!e.problem.is_empty());
+        }
+    }
+
+    #[test]
+    fn hardening_sections_parse() {
+        let c = parse(
+            "[limits]\nmax_request_body = \"1GiB\"\nmax_connections_per_ip = 10\n\n\
+             [client_ip]\ntrusted_proxies = [\"10.0.0.0/8\"]\nheader = \"CF-Connecting-IP\"\n\n\
+             [[access]]\npath = \"/admin\"\nallow = [\"192.168.0.0/16\"]\n\n\
+             [tls]\nserver_names = [\"Vault.Example.com\"]\nhsts = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_request_body, 1 << 30);
+        assert_eq!(c.limits.max_connections_per_ip, 10);
+        assert_eq!(
+            c.client_ip.source,
+            client_ip::Source::Single(HeaderName::from_static("cf-connecting-ip"))
+        );
+        assert_eq!(c.access.len(), 1);
+        assert_eq!(c.tls.server_names, ["vault.example.com"]);
+        assert!(c.tls.hsts);
+    }
+
+    #[test]
+    fn hardening_errors_name_the_key() {
+        let e = parse("[[access]]\npath = \"/admin\"\nallow = [\"192.168.0.0/33\"]\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("access.allow", Some(3)));
+        let e = parse("[[access]]\npath = \"/admin\"\n").unwrap_err();
+        assert!(e.problem.contains("`allow` is missing"), "{e}");
+        assert_eq!(e.key, "access");
+        let e = parse("[[access]]\npath = \"/a/../admin\"\nallow = []\n").unwrap_err();
+        assert_eq!(e.key, "access.path");
+        let e = parse("[[access]]\npth = \"/admin\"\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.fix.as_str()), ("access.pth", "did you mean `path`?"));
+        let e = parse("[limits]\nmax_connections = 0\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("limits.max_connections", Some(2)));
+        let e = parse("[limits]\nmax_request_body = \"525\"\n").unwrap_err();
+        assert_eq!(e.key, "limits.max_request_body");
+        let e = parse("[client_ip]\ntrusted_proxies = [\"lan\"]\n").unwrap_err();
+        assert_eq!(e.key, "client_ip.trusted_proxies");
+        let e = parse("[tls]\nserver_names = [\"10.0.0.1\"]\n").unwrap_err();
+        assert_eq!(e.key, "tls.server_names");
+        let e = parse("hub_paths = [\"/notifications//hub\"]\n").unwrap_err();
+        assert_eq!(e.key, "hub_paths");
+    }
+}

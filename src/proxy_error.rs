@@ -1,0 +1,145 @@
+//! Every answer vaultgate gives of its own instead of Vaultwarden's: one
+//! enum, one place that maps it to a status, one short page.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::body::{self, BodyIdle, ProxyBody};
+use crate::path::PathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the request has no Host header")]
+    MissingHost,
+    #[error("the request target is not a path")]
+    BadTarget,
+    #[error("the request path is not acceptable: {0}")]
+    BadPath(#[from] PathError),
+    #[error("the request body was malformed or cut short")]
+    BadRequestBody,
+    #[error("the request body stalled: nothing arrived for {} s", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("{path} is not available from {client}")]
+    Forbidden { path: String, client: IpAddr },
+    #[error("{0} is not supported")]
+    MethodNotAllowed(Method),
+    #[error("Vaultwarden at {url} is not answering ({detail})")]
+    UpstreamUnreachable { url: String, detail: String },
+    #[error("Vaultwarden at {url} did not answer within {secs} s")]
+    UpstreamTimeout { url: String, secs: u64 },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingHost
+            | ProxyError::BadTarget
+            | ProxyError::BadPath(_)
+            | ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Classifies a failure of the client's request body from the error the
+    /// upstream client reported (the body's own error is in its source chain).
+    pub fn from_body_failure(e: &(dyn std::error::Error + 'static), limit: u64) -> ProxyError {
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if c.is::<http_body_util::LengthLimitError>() {
+                return ProxyError::TooLarge { limit };
+            }
+            if let Some(idle) = c.downcast_ref::<BodyIdle>() {
+                return ProxyError::BodyTimeout(idle.0);
+            }
+            cause = c.source();
+        }
+        ProxyError::BadRequestBody
+    }
+
+    /// The short page the client sees. Errors that leave the connection in
+    /// doubt (a body not read to its end) also close it.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let text = format!(
+            "{} {}\n\nvaultgate: {self}.\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut resp = Response::new(body::full(text));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(
+            self,
+            ProxyError::TooLarge { .. } | ProxyError::BodyTimeout(_) | ProxyError::BadRequestBody
+        ) {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn each_error_has_its_status() {
+        let url = || "http://127.0.0.1:8000".to_string();
+        let cases = [
+            (ProxyError::MissingHost, 400),
+            (ProxyError::BadTarget, 400),
+            (ProxyError::BadPath(PathError::ForbiddenEscape), 400),
+            (ProxyError::BadRequestBody, 400),
+            (ProxyError::BodyTimeout(Duration::from_secs(60)), 408),
+            (ProxyError::TooLarge { limit: 1 }, 413),
+            (ProxyError::Forbidden { path: "/admin".into(), client: "192.0.2.1".parse().unwrap() }, 403),
+            (ProxyError::MethodNotAllowed(Method::CONNECT), 405),
+            (ProxyError::UpstreamUnreachable { url: url(), detail: "Connection refused".into() }, 502),
+            (ProxyError::UpstreamTimeout { url: url(), secs: 100 }, 504),
+        ];
+        for (e, status) in cases {
+            assert_eq!(e.status().as_u16(), status, "{e}");
+            assert_eq!(e.into_response().status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn pages_say_what_is_wrong() {
+        let e = ProxyError::UpstreamUnreachable {
+            url: "http://127.0.0.1:8000".into(),
+            detail: "Connection refused (os error 111)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Vaultwarden at http://127.0.0.1:8000 is not answering (Connection refused (os error 111))"
+        );
+    }
+
+    #[tokio::test]
+    async fn body_failures_are_classified_through_the_source_chain() {
+        use http_body_util::BodyExt;
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapper")]
+        struct Wrapper(#[source] Box<dyn std::error::Error + Send + Sync>);
+        let too_long =
+            http_body_util::Limited::new(http_body_util::Full::new(bytes::Bytes::from("0123456789")), 5);
+        let limit = Wrapper(too_long.collect().await.unwrap_err());
+        assert!(matches!(ProxyError::from_body_failure(&limit, 5), ProxyError::TooLarge { limit: 5 }));
+        let idle = Wrapper(Box::new(BodyIdle(Duration::from_secs(3))));
+        assert!(matches!(ProxyError::from_body_failure(&idle, 5), ProxyError::BodyTimeout(_)));
+        let other = Wrapper("bad chunk".into());
+        assert!(matches!(ProxyError::from_body_failure(&other, 5), ProxyError::BadRequestBody));
+    }
+}
