@@ -6,6 +6,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +33,8 @@ pub const RS: u8 = 0x1e;
 pub struct StandIn {
     pub addr: SocketAddr,
     notify: broadcast::Sender<Vec<u8>>,
+    /// How many request heads have arrived, whatever became of them.
+    pub requests: Arc<AtomicUsize>,
 }
 
 impl StandIn {
@@ -39,7 +43,8 @@ impl StandIn {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (notify, _) = broadcast::channel(64);
-        let hub = Hub { notify: notify.clone(), ping_every };
+        let requests = Arc::new(AtomicUsize::new(0));
+        let hub = Hub { notify: notify.clone(), ping_every, requests: requests.clone() };
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let hub = hub.clone();
@@ -55,7 +60,7 @@ impl StandIn {
                 });
             }
         });
-        Ok(StandIn { addr, notify })
+        Ok(StandIn { addr, notify, requests })
     }
 
     /// Pushes a notification frame to every connected hub client.
@@ -68,10 +73,12 @@ impl StandIn {
 struct Hub {
     notify: broadcast::Sender<Vec<u8>>,
     ping_every: Duration,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Hub {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (_, "/notifications/hub") | (_, "/notifications/anonymous-hub") => self.upgrade(req),

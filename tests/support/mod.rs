@@ -127,11 +127,17 @@ impl Harness {
 /// Starts the real proxy from a proxy.toml written to disk, as a user would.
 pub async fn start_proxy(ca: &TestCa, upstream: &str, extra: &str) -> (vaultgate::Server, SocketAddr) {
     let path = ca.dir.path().join("proxy.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        ca.cert_path.display(),
-        ca.key_path.display()
-    );
+    // The test CA's files go into [tls], whether or not `extra` has its own.
+    let tls_files =
+        format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", ca.cert_path.display(), ca.key_path.display());
+    let text = if extra.contains("[tls]") {
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{}\n",
+            extra.replace("[tls]\n", &tls_files)
+        )
+    } else {
+        format!("listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}\n{tls_files}")
+    };
     std::fs::write(&path, text).unwrap();
     let config = vaultgate::Config::load(&path).unwrap();
     let server = vaultgate::Server::start(config).await.unwrap();
@@ -262,4 +268,34 @@ pub async fn curl_get(ca: &TestCa, url: &str) -> (bool, Vec<u8>) {
         .await
         .expect("curl is installed (.ci/run installs it)");
     (out.status.success(), out.stdout)
+}
+
+/// Sends raw bytes on a fresh HTTP/1.1 TLS connection and returns everything
+/// the proxy answers until it closes (or 10 s pass).
+pub async fn raw_exchange(h: &Harness, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = h.tls(&[b"http/1.1"]).await;
+    let _ = tls.write_all(bytes).await;
+    let _ = tls.flush().await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends raw bytes on a fresh HTTP/1.1 TLS connection and returns the status
+/// of the answer, without waiting for the connection to close.
+pub async fn raw_status_of(h: &Harness, bytes: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = h.tls(&[b"http/1.1"]).await;
+    tls.write_all(bytes).await.unwrap();
+    let mut line = [0u8; 12];
+    match tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut line)).await {
+        Ok(Ok(_)) => raw_status(&String::from_utf8_lossy(&line)),
+        _ => 0,
+    }
+}
+
+/// The status code of a raw HTTP/1.1 answer (0 when there was none).
+pub fn raw_status(answer: &str) -> u16 {
+    answer.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)).and_then(|s| s.parse().ok()).unwrap_or(0)
 }

@@ -1,0 +1,226 @@
+//! Limits, access lists, client IP and path handling, end to end through the
+//! real proxy, each refusal paired with a legitimate request that still works.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+use support::*;
+
+type Chunks = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>;
+
+/// An HTTP/1.1 or HTTP/2 request whose body the test feeds chunk by chunk.
+async fn streaming_post(
+    h: &Harness,
+    http2: bool,
+) -> (Chunks, tokio::task::JoinHandle<hyper::Result<hyper::Response<hyper::body::Incoming>>>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+    let req =
+        Request::post(h.url("/api/ciphers/x/attachment/v2")).header("host", "localhost").body(body).unwrap();
+    let task = if http2 {
+        let tls = h.tls(&[b"h2"]).await;
+        let (mut c, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        tokio::spawn(async move { c.send_request(req).await })
+    } else {
+        let tls = h.tls(&[b"http/1.1"]).await;
+        let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        let (mut parts, body) = req.into_parts();
+        parts.uri = "/api/ciphers/x/attachment/v2".parse().unwrap();
+        tokio::spawn(async move { c.send_request(Request::from_parts(parts, body)).await })
+    };
+    (tx, task)
+}
+
+#[tokio::test]
+async fn body_over_the_limit_by_content_length_is_413_and_never_forwarded() {
+    let h = Harness::start("[limits]\nmax_request_body = \"1KB\"").await;
+    let mut c = h.h1().await;
+    let req = Request::post("/api/sends/file/v2")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(vec![b'x'; 1001])))
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0, "refused before reaching Vaultwarden");
+
+    // At the limit is fine.
+    let mut c = h.h2().await;
+    let req =
+        Request::post(h.url("/api/sends/file/v2")).body(Full::new(Bytes::from(vec![b'x'; 1000]))).unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(echoed(resp).await["body_len"], 1000);
+}
+
+#[tokio::test]
+async fn streamed_body_growing_past_the_limit_is_cut_off_with_413() {
+    for http2 in [false, true] {
+        let h = Harness::start("[limits]\nmax_request_body = \"1KB\"").await;
+        let (tx, task) = streaming_post(&h, http2).await;
+        let feeder = tokio::spawn(async move {
+            for _ in 0..10 {
+                if tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; 400])))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let resp = task.await.unwrap().expect("an answer, not a dropped connection");
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE, "http2={http2}");
+        feeder.abort();
+    }
+}
+
+#[tokio::test]
+async fn stalled_body_gets_408() {
+    let h = Harness::start("[timeouts]\nrequest_body_idle = \"300ms\"").await;
+    let (tx, task) = streaming_post(&h, false).await;
+    tx.send(Ok(Frame::data(Bytes::from_static(b"first part")))).await.unwrap();
+    // ...and then nothing more.
+    let resp = task.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    drop(tx);
+    let mut c = h.h1().await;
+    assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), StatusCode::OK);
+}
+
+fn raw_get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+#[tokio::test]
+async fn access_list_refuses_admin_from_outside_in_every_spelling() {
+    let h = Harness::start("[[access]]\npath = \"/admin\"\nallow = [\"10.0.0.0/8\"]").await;
+    for path in [
+        "/admin",
+        "/ADMIN",
+        "//admin",
+        "/x/../admin",
+        "/%61dmin",
+        "/admin;x=1",
+        "/%2e%2e/admin",
+        "/admin/diagnostics",
+    ] {
+        let answer = raw_exchange(&h, &raw_get(path)).await;
+        assert_eq!(raw_status(&answer), 403, "{path}: {}", &answer[..answer.len().min(200)]);
+    }
+    for path in ["/admin%2fx", "/admin%5c", "/%2e%2e%2fadmin"] {
+        let answer = raw_exchange(&h, &raw_get(path)).await;
+        assert_eq!(raw_status(&answer), 400, "{path}");
+    }
+    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0, "none of them reached Vaultwarden");
+    let answer = raw_exchange(&h, &raw_get("/api/sync")).await;
+    assert_eq!(raw_status(&answer), 200, "other paths are open");
+    let answer = raw_exchange(&h, &raw_get("/administrator")).await;
+    assert_eq!(raw_status(&answer), 200, "a prefix is segment-wise");
+}
+
+#[tokio::test]
+async fn access_list_lets_the_lan_in_and_upstream_receives_the_normalised_path() {
+    let h = Harness::start("[[access]]\npath = \"/admin\"\nallow = [\"127.0.0.0/8\"]").await;
+    let answer = raw_exchange(&h, &raw_get("/x/..//admin/%7euser?q=%2e%2e/a")).await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    let echo: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(echo["target"], "/admin/~user?q=%2e%2e/a", "path normalised, query byte for byte");
+}
+
+#[tokio::test]
+async fn client_ip_from_a_trusted_proxy_is_the_rightmost_untrusted_hop() {
+    let h = Harness::start("[client_ip]\ntrusted_proxies = [\"127.0.0.1\"]").await;
+    let mut c = h.h1().await;
+    let req = Request::get("/api/sync")
+        .header("host", "localhost")
+        .header("x-forwarded-for", "6.6.6.6, 198.51.100.7")
+        .header("x-real-ip", "6.6.6.6")
+        .body(Full::default())
+        .unwrap();
+    let echo = echoed(c.send_request(req).await.unwrap()).await;
+    assert_eq!(echoed_header(&echo, "x-real-ip"), ["198.51.100.7"]);
+    assert_eq!(echoed_header(&echo, "x-forwarded-for"), ["6.6.6.6, 198.51.100.7, 127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn client_ip_header_from_an_untrusted_peer_is_ignored() {
+    let h = Harness::start("[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\"]\nheader = \"CF-Connecting-IP\"")
+        .await;
+    let mut c = h.h1().await;
+    let req = Request::get("/api/sync")
+        .header("host", "localhost")
+        .header("cf-connecting-ip", "198.51.100.7")
+        .body(Full::default())
+        .unwrap();
+    let echo = echoed(c.send_request(req).await.unwrap()).await;
+    assert_eq!(echoed_header(&echo, "x-real-ip"), ["127.0.0.1"]);
+}
+
+#[tokio::test]
+async fn hub_tunnel_opens_only_for_the_plain_hub_path() {
+    let h = Harness::start("").await;
+    let upgrade = |path: &str| {
+        format!(
+            "GET {path}?access_token=t HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    for path in [
+        "/notifications/hub/../../api",
+        "/notifications//hub",
+        "/notifications/%68ub",
+        "/notifications/hub/",
+        "/notifications/hub/x",
+        "/Notifications/hub",
+        "/notifications/hub;x",
+        "/x/../notifications/hub",
+    ] {
+        let status = raw_status_of(&h, &upgrade(path)).await;
+        assert!(status != 101 && status != 0, "{path} opened a tunnel or got no answer: {status}");
+    }
+    assert_eq!(raw_status_of(&h, &upgrade("/notifications/hub")).await, 101, "the plain spelling does");
+}
+
+#[tokio::test]
+async fn hsts_when_enabled_but_never_on_a_101() {
+    let h = Harness::start("[tls]\nhsts = true\n").await;
+    let mut c = h.h1().await;
+    let resp = c.send_request(get("/alive")).await.unwrap();
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=63072000");
+    let tls = h.tls(&[b"http/1.1"]).await;
+    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "wss://localhost:{}/notifications/hub?access_token=t",
+        h.addr.port()
+    ))
+    .unwrap();
+    let (_ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert!(resp.headers().get("strict-transport-security").is_none(), "nothing is added to a 101");
+
+    let plain = Harness::start("").await;
+    let mut c = plain.h1().await;
+    let resp = c.send_request(get("/alive")).await.unwrap();
+    assert!(resp.headers().get("strict-transport-security").is_none(), "off by default");
+}
+
+#[tokio::test]
+async fn slow_request_head_is_dropped_after_the_header_timeout() {
+    let h = Harness::start("[timeouts]\nrequest_header = \"300ms\"").await;
+    let mut tls = h.tls(&[b"http/1.1"]).await;
+    tokio::io::AsyncWriteExt::write_all(&mut tls, b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut out),
+    );
+    assert!(read.await.is_ok(), "a dribbled request head is cut off");
+    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0);
+}
