@@ -2,6 +2,7 @@
 //! tell Vaultwarden who the client is. No I/O here.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Uri};
 
 use crate::client_ip::Client;
 
@@ -82,6 +83,64 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &Client, host: &HeaderVal
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     headers.insert(X_FORWARDED_HOST, host.clone());
+}
+
+/// Trailers are headers too: the same hop-by-hop removal, and no client may
+/// smuggle forwarding headers in them.
+pub fn sanitize_trailers(trailers: &mut HeaderMap) {
+    strip_hop_by_hop(trailers);
+    for name in
+        [X_REAL_IP, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, header::FORWARDED, header::HOST]
+    {
+        trailers.remove(name);
+    }
+}
+
+/// Why a request's host is refused (RFC 9112 §3.2, RFC 9113 §8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("the request has no Host header")]
+    Missing,
+    #[error("the request has more than one Host header")]
+    Duplicate,
+    #[error("the Host header or request authority is malformed")]
+    Malformed,
+    #[error("the Host header does not match the request target's authority")]
+    Mismatch,
+}
+
+/// The host the client addressed, validated: the target's authority (HTTP/2's
+/// `:authority`, or an HTTP/1.1 absolute-form target) when there is one, else
+/// the single `Host` header. Userinfo (`user@host`) is refused.
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<HeaderValue, HostError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HostError::Duplicate);
+    }
+    let host = match host {
+        Some(v) => Some(valid_authority(v.as_bytes())?),
+        None => None,
+    };
+    match (uri.authority(), host) {
+        (Some(authority), host) => {
+            let target = valid_authority(authority.as_str().as_bytes())?;
+            if host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(target.as_bytes())) {
+                return Err(HostError::Mismatch);
+            }
+            Ok(target)
+        }
+        (None, Some(host)) => Ok(host),
+        (None, None) => Err(HostError::Missing),
+    }
+}
+
+fn valid_authority(bytes: &[u8]) -> Result<HeaderValue, HostError> {
+    let authority = Authority::try_from(bytes).map_err(|_| HostError::Malformed)?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(HostError::Malformed);
+    }
+    HeaderValue::from_bytes(bytes).map_err(|_| HostError::Malformed)
 }
 
 #[cfg(test)]
@@ -188,5 +247,53 @@ mod tests {
         let mut single = map(&[("cookie", "a=1; b=2")]);
         join_cookies(&mut single);
         assert_eq!(single["cookie"], "a=1; b=2");
+    }
+
+    #[test]
+    fn trailers_lose_hop_by_hop_and_forwarding_headers() {
+        let mut t = map(&[
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("host", "evil"),
+            ("x-checksum", "abc"),
+        ]);
+        sanitize_trailers(&mut t);
+        assert_eq!(t.len(), 1);
+        assert!(t.contains_key("x-checksum"));
+    }
+
+    #[test]
+    fn request_host_rules() {
+        let uri = |s: &str| s.parse::<Uri>().unwrap();
+        let h = |v: &str| map(&[("host", v)]);
+        assert_eq!(request_host(&uri("/x"), &h("vault.example:8443")).unwrap(), "vault.example:8443");
+        assert_eq!(request_host(&uri("/x"), &HeaderMap::new()), Err(HostError::Missing));
+        assert_eq!(
+            request_host(&uri("/x"), &map(&[("host", "a"), ("host", "b")])),
+            Err(HostError::Duplicate)
+        );
+        assert_eq!(request_host(&uri("/x"), &h("user@vault.example")), Err(HostError::Malformed));
+        assert_eq!(request_host(&uri("/x"), &h("vault example")), Err(HostError::Malformed));
+        assert_eq!(request_host(&uri("/x"), &h("")), Err(HostError::Malformed));
+        assert_eq!(request_host(&uri("/x"), &h("[::1]:8443")).unwrap(), "[::1]:8443");
+        // Absolute-form or :authority wins, and must agree with Host.
+        assert_eq!(
+            request_host(&uri("https://vault.example/x"), &HeaderMap::new()).unwrap(),
+            "vault.example"
+        );
+        assert_eq!(
+            request_host(&uri("https://Vault.example/x"), &h("vault.EXAMPLE")).unwrap(),
+            "Vault.example"
+        );
+        assert_eq!(
+            request_host(&uri("https://vault.example/x"), &h("evil.example")),
+            Err(HostError::Mismatch)
+        );
+        assert_eq!(
+            request_host(&uri("https://u@vault.example/x"), &HeaderMap::new()),
+            Err(HostError::Malformed)
+        );
     }
 }

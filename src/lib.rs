@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod body;
 pub mod client_ip;
 pub mod config;
+pub mod conn_limit;
 pub mod headers;
 pub mod path;
 pub mod proxy;

@@ -6,9 +6,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::Limited;
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -98,7 +100,10 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
-        let host = request_host(&req).ok_or(ProxyError::MissingHost)?;
+        if req.uri().scheme_str().is_some_and(|s| s != "http" && s != "https") {
+            return Err(ProxyError::BadTarget);
+        }
+        let host = headers::request_host(req.uri(), req.headers())?;
         let normalized = path::normalize(req.uri().path())?.into_owned();
         if access::refusing(&self.access, &normalized, client.ip).is_some() {
             return Err(ProxyError::Forbidden { path: normalized, client: client.ip });
@@ -146,7 +151,7 @@ impl Proxy {
             Metered::new(IdleTimeout::new(limited, self.body_idle), log.bytes_in.clone(), move |how| {
                 sent_tx.send_replace(Some(how));
             });
-        let req = Request::from_parts(parts, body::boxed(body));
+        let req = Request::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers)));
         let timeout = self.response_timeout;
         let mut sent = sent_rx.clone();
         let deadline = async move {
@@ -167,7 +172,7 @@ impl Proxy {
         };
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body::boxed(body)))
+        Ok(Response::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers))))
     }
 
     /// A WebSocket upgrade on a hub path: a dedicated upstream connection, and
@@ -262,16 +267,6 @@ impl Proxy {
     }
 }
 
-/// The host the client addressed: HTTP/2's `:authority`, else the `Host` header.
-fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if req.version() == Version::HTTP_2 {
-        if let Some(authority) = req.uri().authority() {
-            return HeaderValue::from_str(authority.as_str()).ok();
-        }
-    }
-    req.headers().get(header::HOST).cloned()
-}
-
 /// Turns a client's request head into the one Vaultwarden receives: hop-by-hop
 /// headers out first, then ours in; HTTP/2 translated to HTTP/1.1.
 fn rewrite_request_head(parts: &mut http::request::Parts, client: &client_ip::Client, host: HeaderValue) {
@@ -300,6 +295,17 @@ fn target(
         None => Uri::builder(),
     };
     builder.path_and_query(path_and_query).build().map_err(|_| ProxyError::BadTarget)
+}
+
+/// Applies [`headers::sanitize_trailers`] to a trailers frame; data passes.
+fn sanitize_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            headers::sanitize_trailers(&mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
 }
 
 /// Attaches the access-log line to the end of the response body.

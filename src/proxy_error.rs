@@ -7,12 +7,13 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::body::{self, BodyIdle, ProxyBody};
+use crate::headers::HostError;
 use crate::path::PathError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("the request has no Host header")]
-    MissingHost,
+    #[error("{0}")]
+    BadHost(#[from] HostError),
     #[error("the request target is not a path")]
     BadTarget,
     #[error("the request path is not acceptable: {0}")]
@@ -36,7 +37,7 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingHost
+            ProxyError::BadHost(_)
             | ProxyError::BadTarget
             | ProxyError::BadPath(_)
             | ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
@@ -98,7 +99,7 @@ mod tests {
     fn each_error_has_its_status() {
         let url = || "http://127.0.0.1:8000".to_string();
         let cases = [
-            (ProxyError::MissingHost, 400),
+            (ProxyError::BadHost(HostError::Missing), 400),
             (ProxyError::BadTarget, 400),
             (ProxyError::BadPath(PathError::ForbiddenEscape), 400),
             (ProxyError::BadRequestBody, 400),

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +13,13 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::body::{self, Metered};
 use crate::config::Config;
+use crate::conn_limit::{ConnLimit, Refused};
 use crate::proxy::Proxy;
 use crate::tls;
 
@@ -89,11 +93,15 @@ impl Server {
         let proxy = Arc::new(Proxy::new(&config, stop_rx.clone(), tracker.clone()));
         let accept = Accept {
             listener,
-            acceptor: TlsAcceptor::from(tls.config),
-            http: Arc::new(http_builder(&config)),
-            proxy,
-            handshake_timeout: config.timeouts.tls_handshake,
-            stop: stop_rx,
+            limit: ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip),
+            conn: Connection {
+                acceptor: TlsAcceptor::from(tls.config),
+                http: Arc::new(http_builder(&config)),
+                proxy,
+                handshake_timeout: config.timeouts.tls_handshake,
+                keep_alive: config.timeouts.keep_alive,
+                stop: stop_rx,
+            },
             tracker,
         };
         tracing::info!(
@@ -142,6 +150,7 @@ fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
         .header_read_timeout(config.timeouts.request_header)
         // Bounds the request head (431 past it) and hyper's read buffer.
         .max_buf_size(64 * 1024)
+        .max_headers(100)
         // Vaultwarden sends its own Date; a 101 must reach the client unchanged.
         .auto_date_header(false);
     builder
@@ -149,41 +158,52 @@ fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(100)
         .max_header_list_size(64 * 1024)
+        // Rapid reset (CVE-2023-44487): a client that keeps cancelling streams
+        // the server has not yet accepted is sent GOAWAY.
+        .max_pending_accept_reset_streams(50)
+        .max_local_error_reset_streams(256)
+        // Dead peers are found by ping rather than by the idle timeout.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
         .auto_date_header(false);
     builder
 }
 
 struct Accept {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
-    http: Arc<auto::Builder<SpanExecutor>>,
-    proxy: Arc<Proxy>,
-    handshake_timeout: Duration,
-    stop: watch::Receiver<bool>,
+    limit: Arc<ConnLimit>,
+    conn: Connection,
     tracker: Tracker,
 }
 
 impl Accept {
     async fn run(self, mut done: mpsc::Receiver<()>, drain: Duration) {
-        let mut stop = self.stop.clone();
+        let mut stop = self.conn.stop.clone();
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        let conn = Connection {
-                            acceptor: self.acceptor.clone(),
-                            http: self.http.clone(),
-                            proxy: self.proxy.clone(),
-                            handshake_timeout: self.handshake_timeout,
-                            stop: self.stop.clone(),
+                        let slot = match self.limit.acquire(peer.ip()) {
+                            Ok(slot) => slot,
+                            Err(refused) => {
+                                if self.limit.should_warn() {
+                                    let what = match refused {
+                                        Refused::Total(n) => format!("max_connections ({n})"),
+                                        Refused::PerIp(n) => format!("max_connections_per_ip ({n}) for {}", peer.ip()),
+                                    };
+                                    tracing::warn!("connection limit reached: {what}; refusing new connections ([limits] in the config)");
+                                }
+                                continue; // dropping `tcp` closes it
+                            }
                         };
+                        let conn = self.conn.clone();
                         let token = self.tracker.token();
                         let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
                         tokio::spawn(
                             async move {
                                 conn.serve(tcp, peer).await;
-                                drop(token);
+                                drop((slot, token));
                             }
                             .instrument(span),
                         );
@@ -200,18 +220,22 @@ impl Accept {
         drop(self.listener);
         tracing::info!("stopped accepting; draining for up to {drain:?}");
         drop(self.tracker);
-        drop(self.proxy);
+        drop(self.conn);
         if tokio::time::timeout(drain, done.recv()).await.is_err() {
             tracing::warn!("drain deadline passed with connections still open");
         }
     }
 }
 
+/// What every client connection needs; cloned per connection.
+#[derive(Clone)]
 struct Connection {
     acceptor: TlsAcceptor,
     http: Arc<auto::Builder<SpanExecutor>>,
     proxy: Arc<Proxy>,
     handshake_timeout: Duration,
+    /// An HTTP/2 connection with no request in flight for this long is closed.
+    keep_alive: Duration,
     stop: watch::Receiver<bool>,
 }
 
@@ -229,21 +253,35 @@ impl Connection {
                 return;
             }
         };
-        let protocol = match tls.get_ref().1.alpn_protocol() {
-            Some(b"h2") => "h2",
-            _ => "http/1.1",
-        };
-        tracing::Span::current().record("protocol", protocol);
+        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
+        let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
+        let tracked = activity.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            let busy = tracked.begin();
+            async move {
+                let resp = proxy.handle(req, peer).await;
+                // The request counts as in flight until its response body is done.
+                Ok::<_, Infallible>(
+                    resp.map(|b| body::boxed(Metered::new(b, Arc::default(), move |_| drop(busy)))),
+                )
+            }
         });
         let conn = self.http.serve_connection_with_upgrades(TokioIo::new(tls), service);
         tokio::pin!(conn);
+        // HTTP/1.1 keep-alive idleness is bounded by hyper's header read timeout.
+        let idle = async {
+            if http2 {
+                activity.idle_for(self.keep_alive).await
+            } else {
+                std::future::pending().await
+            }
+        };
         let result = tokio::select! {
             r = conn.as_mut() => r,
-            _ = stopped(&mut self.stop) => {
+            _ = async { tokio::select! { _ = stopped(&mut self.stop) => {}, _ = idle => {} } } => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -251,5 +289,49 @@ impl Connection {
         if let Err(e) = result {
             tracing::debug!("connection ended: {e}");
         }
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `start` when the connection last became idle.
+    idle_since_ms: AtomicU64,
+}
+
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity { start: Instant::now(), in_flight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let wake = if self.in_flight.load(Ordering::SeqCst) == 0 {
+                let since = self.start + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst));
+                if since.elapsed() >= limit && self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                since + limit
+            } else {
+                Instant::now() + limit
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.idle_since_ms.store(self.0.start.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -79,20 +79,39 @@ pub fn load(tls: &TlsConfig) -> Result<Tls, TlsError> {
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(OneCertificate(Arc::new(certified))));
+        .with_cert_resolver(Arc::new(OneCertificate {
+            certified: Arc::new(certified),
+            server_names: tls.server_names.clone(),
+        }));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Tls { config: Arc::new(config), self_signed_fingerprint: fingerprint })
 }
 
-/// Serves the one configured chain to every client. (A resolver of our own,
-/// rather than `with_single_cert`, so that reloading can swap it later.)
+/// Serves the one configured chain, to every client or (strict SNI) only to
+/// clients that ask for one of `server_names`. A resolver of our own, rather
+/// than `with_single_cert`, so that reloading can swap the chain later.
 #[derive(Debug)]
-struct OneCertificate(Arc<CertifiedKey>);
+struct OneCertificate {
+    certified: Arc<CertifiedKey>,
+    server_names: Vec<String>,
+}
 
 impl ResolvesServerCert for OneCertificate {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.server_names.is_empty()
+            || hello.server_name().is_some_and(|name| sni_allowed(&self.server_names, name))
+        {
+            return Some(self.certified.clone());
+        }
+        // No certificate: the handshake fails, and scanners that connect by
+        // bare IP or a made-up name learn nothing about the server.
+        tracing::debug!(sni = hello.server_name(), "refusing TLS for an unknown server name");
+        None
     }
+}
+
+fn sni_allowed(names: &[String], requested: &str) -> bool {
+    names.iter().any(|n| n.eq_ignore_ascii_case(requested.trim_end_matches('.')))
 }
 
 fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -134,4 +153,19 @@ pub fn sha256_fingerprint(cert: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert);
     let hex: Vec<String> = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
     hex.join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_matching_is_case_insensitive_and_exact() {
+        let names = vec!["vault.example.com".to_string()];
+        assert!(sni_allowed(&names, "vault.example.com"));
+        assert!(sni_allowed(&names, "VAULT.Example.COM"));
+        assert!(sni_allowed(&names, "vault.example.com."));
+        assert!(!sni_allowed(&names, "example.com"));
+        assert!(!sni_allowed(&names, "evil.vault.example.com"));
+    }
 }

@@ -71,6 +71,8 @@ pub struct Timeouts {
     pub request_header: Duration,
     /// A request body that sends nothing for this long is cut off.
     pub request_body_idle: Duration,
+    /// An HTTP/2 connection with no request in flight for this long is closed.
+    pub keep_alive: Duration,
     pub upstream_connect: Duration,
     /// How long the upstream may take to start answering once the request has been sent.
     pub upstream_response: Duration,
@@ -86,6 +88,7 @@ impl Default for Timeouts {
             tls_handshake: Duration::from_secs(10),
             request_header: Duration::from_secs(30),
             request_body_idle: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(75),
             upstream_connect: Duration::from_secs(5),
             upstream_response: Duration::from_secs(100),
             // Vaultwarden pings every 15 s; nginx's 60 s default is what kills hubs.
@@ -131,6 +134,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("timeouts", "tls_handshake"),
     ("timeouts", "request_header"),
     ("timeouts", "request_body_idle"),
+    ("timeouts", "keep_alive"),
     ("timeouts", "upstream_connect"),
     ("timeouts", "upstream_response"),
     ("timeouts", "hub_idle"),
@@ -174,6 +178,7 @@ struct RawTimeouts {
     tls_handshake: Option<Spanned<String>>,
     request_header: Option<Spanned<String>>,
     request_body_idle: Option<Spanned<String>>,
+    keep_alive: Option<Spanned<String>>,
     upstream_connect: Option<Spanned<String>>,
     upstream_response: Option<Spanned<String>>,
     hub_idle: Option<Spanned<String>>,
@@ -357,6 +362,7 @@ fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, ConfigError
         (t.tls_handshake, &mut timeouts.tls_handshake, "tls_handshake"),
         (t.request_header, &mut timeouts.request_header, "request_header"),
         (t.request_body_idle, &mut timeouts.request_body_idle, "request_body_idle"),
+        (t.keep_alive, &mut timeouts.keep_alive, "keep_alive"),
         (t.upstream_connect, &mut timeouts.upstream_connect, "upstream_connect"),
         (t.upstream_response, &mut timeouts.upstream_response, "upstream_response"),
         (t.hub_idle, &mut timeouts.hub_idle, "hub_idle"),

@@ -153,8 +153,14 @@ pub async fn tls_connect(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> TlsSt
         .unwrap()
 }
 
-pub fn get(path: &str) -> Request<Full<Bytes>> {
-    Request::get(path).header("host", "localhost").body(Full::default()).unwrap()
+/// A GET for a path (HTTP/1.1, with `Host: localhost`) or for a full URL
+/// (HTTP/2, where the URL's authority becomes `:authority`).
+pub fn get(target: &str) -> Request<Full<Bytes>> {
+    let mut req = Request::get(target);
+    if target.starts_with('/') {
+        req = req.header("host", "localhost");
+    }
+    req.body(Full::default()).unwrap()
 }
 
 pub async fn body_bytes(resp: Response<Incoming>) -> Bytes {
