@@ -96,6 +96,14 @@ pub fn sanitize_trailers(trailers: &mut HeaderMap) {
     }
 }
 
+/// True when the message has more than one `Content-Length` value (repeated
+/// fields or a comma list). hyper tolerates identical repeats; a proxy must not
+/// pass any such ambiguity on (RFC 9112 §6.3).
+pub fn has_repeated_content_length(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    values.next().is_some_and(|first| first.as_bytes().contains(&b',')) || values.next().is_some()
+}
+
 /// Why a request's host is refused (RFC 9112 §3.2, RFC 9113 §8.3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
@@ -295,5 +303,13 @@ mod tests {
             request_host(&uri("https://u@vault.example/x"), &HeaderMap::new()),
             Err(HostError::Malformed)
         );
+    }
+
+    #[test]
+    fn repeated_content_length_is_spotted() {
+        assert!(!has_repeated_content_length(&map(&[("content-length", "3")])));
+        assert!(!has_repeated_content_length(&HeaderMap::new()));
+        assert!(has_repeated_content_length(&map(&[("content-length", "3"), ("content-length", "3")])));
+        assert!(has_repeated_content_length(&map(&[("content-length", "3, 3")])));
     }
 }

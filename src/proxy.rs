@@ -104,6 +104,9 @@ impl Proxy {
             return Err(ProxyError::BadTarget);
         }
         let host = headers::request_host(req.uri(), req.headers())?;
+        if headers::has_repeated_content_length(req.headers()) {
+            return Err(ProxyError::AmbiguousLength);
+        }
         let normalized = path::normalize(req.uri().path())?.into_owned();
         if access::refusing(&self.access, &normalized, client.ip).is_some() {
             return Err(ProxyError::Forbidden { path: normalized, client: client.ip });

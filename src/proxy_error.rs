@@ -18,6 +18,8 @@ pub enum ProxyError {
     BadTarget,
     #[error("the request path is not acceptable: {0}")]
     BadPath(#[from] PathError),
+    #[error("the request has more than one Content-Length")]
+    AmbiguousLength,
     #[error("the request body was malformed or cut short")]
     BadRequestBody,
     #[error("the request body stalled: nothing arrived for {} s", .0.as_secs())]
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::BadHost(_)
             | ProxyError::BadTarget
             | ProxyError::BadPath(_)
+            | ProxyError::AmbiguousLength
             | ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,6 +106,7 @@ mod tests {
             (ProxyError::BadTarget, 400),
             (ProxyError::BadPath(PathError::ForbiddenEscape), 400),
             (ProxyError::BadRequestBody, 400),
+            (ProxyError::AmbiguousLength, 400),
             (ProxyError::BodyTimeout(Duration::from_secs(60)), 408),
             (ProxyError::TooLarge { limit: 1 }, 413),
             (ProxyError::Forbidden { path: "/admin".into(), client: "192.0.2.1".parse().unwrap() }, 403),
