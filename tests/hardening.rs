@@ -225,3 +225,53 @@ async fn slow_request_head_is_dropped_after_the_header_timeout() {
     assert!(read.await.is_ok(), "a dribbled request head is cut off");
     assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn silent_connections_from_one_address_do_not_lock_out_others() {
+    let h = Harness::start("[limits]\nmax_connections_per_ip = 50").await;
+    // 300 half-open connections from 127.0.0.1 that never say hello.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(tokio::net::TcpStream::connect(h.addr).await.unwrap());
+    }
+    // A real client from another address is served at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let tcp = socket.connect(h.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(h.ca.client_config(&[b"http/1.1"]))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("handshake from another address");
+    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = c.send_request(get("/alive")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let echo = c.send_request(get("/api/sync")).await.unwrap();
+    assert_eq!(echoed_header(&echoed(echo).await, "x-real-ip"), ["127.0.0.2"]);
+    drop(silent);
+}
+
+#[tokio::test]
+async fn strict_sni_refuses_bare_ip_and_unknown_names() {
+    let h = Harness::start("[tls]\nserver_names = [\"localhost\"]\n").await;
+    // tokio's Command: the proxy runs on this test's runtime and must keep going.
+    let s_client = |sni: &str| {
+        let arg = if sni.is_empty() { "-noservername".to_string() } else { format!("-servername {sni}") };
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("openssl s_client -connect 127.0.0.1:{} {arg} </dev/null 2>&1", h.addr.port()))
+            .output()
+    };
+    let ok = String::from_utf8_lossy(&s_client("localhost").await.unwrap().stdout).into_owned();
+    assert!(ok.contains("BEGIN CERTIFICATE"), "the configured name gets the certificate:\n{ok}");
+    for sni in ["", "evil.example", "127.0.0.1.nip.io"] {
+        let out = String::from_utf8_lossy(&s_client(sni).await.unwrap().stdout).into_owned();
+        assert!(!out.contains("BEGIN CERTIFICATE"), "SNI {sni:?} got a certificate:\n{out}");
+    }
+    legit_after_sni(&h).await;
+}
+
+async fn legit_after_sni(h: &Harness) {
+    let mut c = h.h1().await;
+    assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), StatusCode::OK);
+}
