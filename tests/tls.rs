@@ -107,6 +107,17 @@ async fn only_tls_1_2_and_1_3_with_h2_and_http1_alpn() {
     }
     let out = curl(&["--cacert", ca, "--http1.1", "-o", "/dev/null", "-w", "%{http_version}", &url]).await;
     assert_eq!(out.stdout, b"1.1");
+
+    // AEAD suites only: CBC is refused, GCM and ChaCha20 are served.
+    for (suite, ok) in [
+        ("ECDHE-ECDSA-AES128-SHA", false),
+        ("ECDHE-ECDSA-AES256-SHA384", false),
+        ("ECDHE-ECDSA-AES128-GCM-SHA256", true),
+        ("ECDHE-ECDSA-CHACHA20-POLY1305", true),
+    ] {
+        let out = curl(&["--cacert", ca, "--tls-max", "1.2", "--ciphers", suite, "-o", "/dev/null", &url]).await;
+        assert_eq!(out.status.success(), ok, "{suite}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[tokio::test]
