@@ -141,3 +141,26 @@ async fn accept_loop_survives_running_out_of_descriptors() {
     assert!(log.contains("accept failed"), "descriptors really ran out:\n{log}");
     assert!(served, "served again after descriptor exhaustion:\n{log}");
 }
+
+#[tokio::test]
+async fn hitting_a_connection_limit_is_logged() {
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let ca = TestCa::new();
+    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[limits]\nmax_connections_per_ip = 5\n")).unwrap();
+    let proxy = RunningBinary::start(&config, "");
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(("127.0.0.1", proxy.port())).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(silent);
+    let (_, log) = tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
+    assert!(
+        log.contains("connection limit reached: max_connections_per_ip (5) for 127.0.0.1"),
+        "a clear line names the limit and the address:\n{log}"
+    );
+    // 15 refusals within well under two seconds: at most one line per second.
+    assert!(log.matches("connection limit reached").count() <= 2, "not one line per refusal:\n{log}");
+}

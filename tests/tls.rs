@@ -115,7 +115,8 @@ async fn only_tls_1_2_and_1_3_with_h2_and_http1_alpn() {
         ("ECDHE-ECDSA-AES128-GCM-SHA256", true),
         ("ECDHE-ECDSA-CHACHA20-POLY1305", true),
     ] {
-        let out = curl(&["--cacert", ca, "--tls-max", "1.2", "--ciphers", suite, "-o", "/dev/null", &url]).await;
+        let out =
+            curl(&["--cacert", ca, "--tls-max", "1.2", "--ciphers", suite, "-o", "/dev/null", &url]).await;
         assert_eq!(out.status.success(), ok, "{suite}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
