@@ -30,6 +30,10 @@ pub enum ProxyError {
     Forbidden { path: String, client: IpAddr },
     #[error("{0} is not supported")]
     MethodNotAllowed(Method),
+    #[error("`{protocol}` tunnels are not offered on {path}; WebSockets are carried only on the hub paths")]
+    NotAHub { protocol: String, path: String },
+    #[error("Vaultwarden answered the WebSocket upgrade with a wrong Sec-WebSocket-Accept")]
+    BadUpgrade,
     #[error("Vaultwarden at {url} is not answering ({detail})")]
     UpstreamUnreachable { url: String, detail: String },
     #[error("Vaultwarden at {url} did not answer within {secs} s")]
@@ -48,6 +52,8 @@ impl ProxyError {
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NotAHub { .. } => StatusCode::NOT_FOUND,
+            ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -111,6 +117,8 @@ mod tests {
             (ProxyError::TooLarge { limit: 1 }, 413),
             (ProxyError::Forbidden { path: "/admin".into(), client: "192.0.2.1".parse().unwrap() }, 403),
             (ProxyError::MethodNotAllowed(Method::CONNECT), 405),
+            (ProxyError::NotAHub { protocol: "websocket".into(), path: "/api".into() }, 404),
+            (ProxyError::BadUpgrade, 502),
             (ProxyError::UpstreamUnreachable { url: url(), detail: "Connection refused".into() }, 502),
             (ProxyError::UpstreamTimeout { url: url(), secs: 100 }, 504),
         ];

@@ -166,6 +166,11 @@ fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
         .auto_date_header(false);
+    if config.http2_websockets {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: browsers may open hubs as extended
+        // CONNECT streams (RFC 8441); proxy/hub.rs translates them.
+        builder.http2().enable_connect_protocol();
+    }
     builder
 }
 
@@ -258,9 +263,10 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
         let tracked = activity.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
-            let busy = tracked.begin();
+            let busy = InFlight(Arc::new(tracked.begin()));
+            req.extensions_mut().insert(busy.clone());
             async move {
                 let resp = proxy.handle(req, peer).await;
                 // The request counts as in flight until its response body is done.
@@ -301,6 +307,12 @@ struct Activity {
 }
 
 struct Busy(Arc<Activity>);
+
+/// Marks a request as in flight on its connection until every clone is
+/// dropped. One clone rides in the request's extensions so that a hub tunnel
+/// can hold it: an HTTP/2 connection carrying a hub is not idle.
+#[derive(Clone)]
+pub struct InFlight(#[allow(dead_code)] Arc<Busy>);
 
 impl Activity {
     fn new() -> Activity {

@@ -293,21 +293,19 @@ async fn half_close_from_the_client_keeps_the_other_direction_open() {
 }
 
 #[tokio::test]
-async fn websockets_over_http2_are_not_advertised_yet() {
-    // No RFC 8441 translation exists yet, so SETTINGS_ENABLE_CONNECT_PROTOCOL
-    // must stay off, and an HTTP/2 GET on a hub path is an ordinary request.
-    let h = Harness::start("").await;
-    let tls = h.tls(&[b"h2"]).await;
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(conn);
-    let mut client = client.ready().await.unwrap();
-    // Let the server's SETTINGS arrive.
-    let req = http::Request::get(h.url("/alive")).body(()).unwrap();
-    let (resp, _) = client.send_request(req, true).unwrap();
-    assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
-    assert!(!client.is_extended_connect_protocol_enabled());
-
-    let mut c = h.h2().await;
-    let resp = c.send_request(get(&h.url("/notifications/hub?access_token=x"))).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "Vaultwarden's answer to a non-upgrade, relayed");
+async fn websockets_over_http2_can_be_switched_off() {
+    let advertised = |extra: &'static str| async move {
+        let h = Harness::start(extra).await;
+        let tls = h.tls(&[b"h2"]).await;
+        let (client, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        // Let the server's SETTINGS arrive.
+        let req = http::Request::get(h.url("/alive")).body(()).unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
+        client.is_extended_connect_protocol_enabled()
+    };
+    assert!(advertised("").await, "on by default");
+    assert!(!advertised("http2_websockets = false").await);
 }

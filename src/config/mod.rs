@@ -29,6 +29,8 @@ pub struct Config {
     pub upstream: Upstream,
     /// Paths on which a WebSocket upgrade is carried through to the upstream.
     pub hub_paths: Vec<String>,
+    /// Offer WebSockets over HTTP/2 (RFC 8441 extended CONNECT).
+    pub http2_websockets: bool,
     pub tls: TlsConfig,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -121,6 +123,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("", "listen"),
     ("", "upstream"),
     ("", "hub_paths"),
+    ("", "http2_websockets"),
     ("", "tls"),
     ("", "timeouts"),
     ("", "limits"),
@@ -155,6 +158,7 @@ struct RawConfig {
     listen: Option<Spanned<String>>,
     upstream: Option<Spanned<String>>,
     hub_paths: Option<Spanned<Vec<String>>>,
+    http2_websockets: Option<bool>,
     tls: Option<RawTls>,
     timeouts: Option<RawTimeouts>,
     limits: Option<RawLimits>,
@@ -302,6 +306,7 @@ impl Config {
             listen,
             upstream,
             hub_paths,
+            http2_websockets: raw.http2_websockets.unwrap_or(true),
             tls,
             timeouts,
             limits,

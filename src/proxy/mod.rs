@@ -1,5 +1,7 @@
 //! One request: classify it, forward it to Vaultwarden, and map what went
-//! wrong upstream to a status the client can read.
+//! wrong upstream to a status the client can read. Hub tunnels are in `hub.rs`.
+
+mod hub;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -14,10 +16,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
-use tracing::Instrument;
 
 use crate::access_log::Entry;
 use crate::body::{self, BodyEnd, IdleTimeout, Metered, ProxyBody};
@@ -97,7 +97,11 @@ impl Proxy {
         client: &client_ip::Client,
         log: &Entry,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if req.method() == Method::CONNECT {
+        // HTTP/2 extended CONNECT (RFC 8441) is how browsers open WebSockets
+        // on an HTTP/2 connection; any other CONNECT is a tunnel request.
+        let protocol =
+            req.extensions().get::<hyper::ext::Protocol>().map(|p| p.as_str().to_ascii_lowercase());
+        if req.method() == Method::CONNECT && protocol.is_none() {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
         if req.uri().scheme_str().is_some_and(|s| s != "http" && s != "https") {
@@ -116,20 +120,28 @@ impl Proxy {
         }
         // A tunnel only for the hub path written plainly: any other spelling
         // (`//`, dot segments, escapes) is served as an ordinary request.
-        let is_hub = req.version() == Version::HTTP_11
-            && websocket::wants_websocket(req.headers())
-            && req.uri().path() == normalized
-            && websocket::is_hub_path(&normalized, &self.hub_paths);
-        if is_hub {
+        let on_hub_path =
+            req.uri().path() == normalized && websocket::is_hub_path(&normalized, &self.hub_paths);
+        if let Some(protocol) = protocol {
+            if protocol != "websocket" || !on_hub_path {
+                return Err(ProxyError::NotAHub { protocol, path: normalized });
+            }
+        }
+        let is_http1_hub =
+            req.version() == Version::HTTP_11 && websocket::wants_websocket(req.headers()) && on_hub_path;
+        if is_http1_hub || req.method() == Method::CONNECT {
             // Taken before the request is handed on: it resolves to the client's
-            // upgraded connection once hyper has sent our 101.
+            // side of the tunnel once hyper has sent our 101 (or 200 on HTTP/2).
             let client_upgrade = hyper::upgrade::on(&mut req);
             let (mut parts, _) = req.into_parts();
+            let http2 = parts.version == Version::HTTP_2;
             rewrite_request_head(&mut parts, client, host);
             parts.uri = target(None, &normalized, parts.uri.query())?;
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            self.open_hub(parts, client_upgrade, log).await
+            if http2 {
+                self.open_hub_http2(parts, client_upgrade, log).await
+            } else {
+                self.open_hub_http1(parts, client_upgrade, log).await
+            }
         } else {
             let (mut parts, body) = req.into_parts();
             rewrite_request_head(&mut parts, client, host);
@@ -176,84 +188,6 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers))))
-    }
-
-    /// A WebSocket upgrade on a hub path: a dedicated upstream connection, and
-    /// a splice only if Vaultwarden answers 101.
-    async fn open_hub(
-        &self,
-        parts: http::request::Parts,
-        client_upgrade: hyper::upgrade::OnUpgrade,
-        log: &Entry,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let addr = self.upstream_authority.as_str();
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(self.unreachable(&e)),
-            Err(_) => {
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                return Err(self.unreachable(&e));
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("hub upstream connection: {e}");
-            }
-        });
-        let send = sender.send_request(Request::from_parts(parts, body::empty()));
-        let mut resp = match tokio::time::timeout(self.response_timeout, send).await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return Err(self.unreachable(&e)),
-            Err(_) => return Err(self.timed_out()),
-        };
-
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-            // Relayed as an ordinary answer; the client's connection is closed
-            // afterwards so nothing it sends next can be mistaken for tunnel bytes.
-            let (mut parts, body) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers);
-            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return Ok(Response::from_parts(parts, body::boxed(body)));
-        }
-
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        let idle = self.hub_idle;
-        let stop = self.stop.clone();
-        let token = self.tracker.token();
-        let (client, path) = (log.client, log.path.clone());
-        tokio::spawn(
-            async move {
-                let _token = token;
-                let (client_io, upstream_io) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::debug!(%client, "hub upgrade did not complete: {e}");
-                        return;
-                    }
-                };
-                let started = std::time::Instant::now();
-                let stats =
-                    websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop).await;
-                tracing::info!(
-                    target: "vaultgate::access",
-                    %client,
-                    path = %path,
-                    end = ?stats.end,
-                    bytes_in = stats.up,
-                    bytes_out = stats.down,
-                    duration_ms = started.elapsed().as_millis() as u64,
-                    "hub closed"
-                );
-            }
-            .in_current_span(),
-        );
-        // The 101 goes back exactly as Vaultwarden sent it: nothing added.
-        let (parts, _) = resp.into_parts();
-        Ok(Response::from_parts(parts, body::empty()))
     }
 
     /// A 502 naming the root cause (e.g. "Connection refused"), not hyper's wrappers.
