@@ -83,6 +83,7 @@ impl Hub {
         match (req.method(), path.as_str()) {
             (_, "/notifications/hub") | (_, "/notifications/anonymous-hub") => self.upgrade(req),
             (&Method::GET, "/alive") => text(StatusCode::OK, "\"alive\""),
+            (&Method::GET, "/hub-test.html") => html(HUB_TEST_PAGE),
             (&Method::GET, "/download") => download(query_u64(&req, "size").unwrap_or(0)),
             (&Method::GET, "/slow") => {
                 tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms").unwrap_or(0))).await;
@@ -172,6 +173,46 @@ impl Hub {
         }
     }
 }
+
+fn html(body: &'static str) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())).boxed())
+        .unwrap()
+}
+
+/// A page that does in a browser what the web vault does: open the hub
+/// WebSocket on the page's own origin, do the SignalR handshake, send a
+/// SignalR ping, create a cipher over REST and wait for its notification.
+/// Progress goes to `window.hubEvents`; `window.hubDone` is set at the end.
+const HUB_TEST_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8"><title>vaultgate hub test</title>
+<pre id="log"></pre>
+<script>
+window.hubEvents = [];
+function note(e) { window.hubEvents.push(e); document.getElementById("log").textContent += e + "\n"; }
+const ws = new WebSocket(`wss://${location.host}/notifications/hub?access_token=browser-token`);
+ws.binaryType = "arraybuffer";
+ws.onopen = () => { note("open"); ws.send('{"protocol":"messagepack","version":1}\x1e'); };
+ws.onerror = () => note("error");
+ws.onclose = (e) => note("close " + e.code);
+ws.onmessage = async (m) => {
+  const bytes = new Uint8Array(m.data);
+  if (bytes.length === 3 && bytes[0] === 0x7b && bytes[1] === 0x7d && bytes[2] === 0x1e) {
+    note("handshake");
+    ws.send(new Uint8Array([0x02, 0x91, 0x06]));
+    return;
+  }
+  if (bytes.length === 3 && bytes[2] === 0x06) { note("ping-echo");
+    const r = await fetch("/api/ciphers", { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
+    note("rest " + r.status);
+    return;
+  }
+  const text = new TextDecoder("latin1").decode(bytes);
+  if (text.includes("ReceiveMessage")) { note("notification"); window.hubDone = true; }
+};
+</script>
+"#;
 
 fn query_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
     req.uri().query()?.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())

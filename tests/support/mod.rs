@@ -31,6 +31,9 @@ pub struct TestCa {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub ca_path: PathBuf,
+    /// base64 SHA-256 of the leaf's SubjectPublicKeyInfo (Chromium's
+    /// `--ignore-certificate-errors-spki-list` trusts the certificate by it).
+    pub leaf_spki_sha256: String,
 }
 
 impl TestCa {
@@ -54,7 +57,22 @@ impl TestCa {
         std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
         std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
         std::fs::write(&ca_path, ca.pem()).unwrap();
-        TestCa { ca_der: ca.der().clone(), ca_pem: ca.pem(), cert_path, key_path, ca_path, dir }
+        let spki_der = {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::SubjectPublicKeyInfoDer::from_pem_slice(leaf_key.public_key_pem().as_bytes())
+                .unwrap()
+        };
+        let spki = ring::digest::digest(&ring::digest::SHA256, spki_der.as_ref());
+        let leaf_spki_sha256 = vaultgate::websocket::base64(spki.as_ref());
+        TestCa {
+            ca_der: ca.der().clone(),
+            ca_pem: ca.pem(),
+            cert_path,
+            key_path,
+            ca_path,
+            leaf_spki_sha256,
+            dir,
+        }
     }
 
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
