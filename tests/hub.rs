@@ -33,12 +33,15 @@ async fn next_data<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    loop {
-        match ws.next().await.expect("hub open").expect("hub frame") {
-            Message::Ping(_) | Message::Pong(_) => continue,
-            m => return m,
+    within("a data frame on the hub", async {
+        loop {
+            match ws.next().await.expect("hub open").expect("hub frame") {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                m => return m,
+            }
         }
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -55,12 +58,15 @@ async fn hub_upgrades_and_carries_signalr_both_ways() {
     assert_eq!(next_data(&mut ws).await, Message::binary(vec![0x02, 0x91, 0x06]));
 
     // The upstream's WebSocket pings arrive.
-    loop {
-        if let Message::Ping(p) = ws.next().await.unwrap().unwrap() {
-            assert_eq!(&p[..], b"vw");
-            break;
+    within("the upstream's ping", async {
+        loop {
+            if let Message::Ping(p) = ws.next().await.unwrap().unwrap() {
+                assert_eq!(&p[..], b"vw");
+                break;
+            }
         }
-    }
+    })
+    .await;
 
     // A pushed notification arrives intact.
     let push = standin::notification(1, "ReceiveMessage");
@@ -201,14 +207,14 @@ async fn upgrade_reaches_upstream_intact_and_bytes_sent_with_the_101_arrive() {
     let target = "/notifications/hub?access_token=a%2Eb.c~d&x=%zz";
     tls.write_all(upgrade_request(target).as_bytes()).await.unwrap();
 
-    let head = read_response_head(&mut tls).await;
+    let head = within("the 101", read_response_head(&mut tls)).await;
     assert_eq!(
         head.to_ascii_lowercase(),
         switching_protocols().to_ascii_lowercase(),
         "the 101 is relayed exactly, nothing added"
     );
     let mut first = [0u8; 7];
-    tls.read_exact(&mut first).await.unwrap();
+    within("the frame sent with the 101", tls.read_exact(&mut first)).await.unwrap();
     assert_eq!(&first, b"\x81\x05hello", "bytes that came with the 101 are not lost");
 
     tls.write_all(b"\x82\x03abc").await.unwrap();
@@ -253,7 +259,7 @@ async fn non_101_answer_is_not_spliced_and_the_connection_closes() {
     let (_proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), "").await;
     let mut tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
     tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes()).await.unwrap();
-    let head = read_response_head(&mut tls).await;
+    let head = within("the refusal", read_response_head(&mut tls)).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
     let mut body = [0u8; 2];
@@ -283,11 +289,11 @@ async fn half_close_from_the_client_keeps_the_other_direction_open() {
     let (_proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), "").await;
     let mut tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
     tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes()).await.unwrap();
-    read_response_head(&mut tls).await;
+    within("the 101", read_response_head(&mut tls)).await;
     tls.write_all(b"last words").await.unwrap();
     tls.shutdown().await.unwrap(); // close_notify + FIN: our direction is done
     let mut rest = Vec::new();
-    tls.read_to_end(&mut rest).await.unwrap();
+    within("the upstream's answer after our FIN", tls.read_to_end(&mut rest)).await.unwrap();
     assert_eq!(rest, b"after-fin", "upstream could still answer after the client's FIN");
     assert!(upstream.received_ends_with(b"last words"));
 }

@@ -60,27 +60,32 @@ async fn hub_over_http2_carries_signalr_both_ways() {
     let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await;
 
     ws.send(Message::text("{\"protocol\":\"messagepack\",\"version\":1}\u{1e}")).await.unwrap();
-    let mut got_ping = false;
-    let mut got_handshake = false;
-    while !(got_ping && got_handshake) {
-        match ws.next().await.unwrap().unwrap() {
-            Message::Binary(b) if b.as_ref() == b"{}\x1e" => got_handshake = true,
-            Message::Ping(_) => got_ping = true,
-            other => panic!("unexpected {other:?}"),
+    within("handshake answer and a ping", async {
+        let (mut got_ping, mut got_handshake) = (false, false);
+        while !(got_ping && got_handshake) {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Binary(b) if b.as_ref() == b"{}\x1e" => got_handshake = true,
+                Message::Ping(_) => got_ping = true,
+                other => panic!("unexpected {other:?}"),
+            }
         }
-    }
+    })
+    .await;
     let push = standin::notification(0, "ReceiveMessage");
     h.upstream.push(push.clone());
-    loop {
-        match ws.next().await.unwrap().unwrap() {
-            Message::Binary(b) => {
-                assert_eq!(b.as_ref(), &push[..]);
-                break;
+    within("the pushed notification", async {
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Binary(b) => {
+                    assert_eq!(b.as_ref(), &push[..]);
+                    break;
+                }
+                Message::Ping(_) => continue,
+                other => panic!("unexpected {other:?}"),
             }
-            Message::Ping(_) => continue,
-            other => panic!("unexpected {other:?}"),
         }
-    }
+    })
+    .await;
     // The same connection still serves ordinary requests alongside the hub.
     let mut plain = c.clone();
     let req = Request::get(h.url("/alive")).body(Empty::new()).unwrap();

@@ -323,3 +323,11 @@ pub async fn raw_status_of(h: &Harness, bytes: &[u8]) -> u16 {
 pub fn raw_status(answer: &str) -> u16 {
     answer.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+/// Awaits `f`, failing the test (instead of hanging it) after 20 s.
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(20), f).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
