@@ -122,9 +122,21 @@ async fn raw_upstream(
     accept: Option<&'static str>,
     after: &'static [u8],
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    let (addr, head, _) = raw_upstream_recording(accept, after, true).await;
+    (addr, head)
+}
+
+/// As [`raw_upstream`]; also reports every byte it then receives until the
+/// client's side ends, and closes its own side only if `close` is set.
+async fn raw_upstream_recording(
+    accept: Option<&'static str>,
+    after: &'static [u8],
+    close: bool,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>, tokio::sync::oneshot::Receiver<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (rest_tx, rest_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
         let mut head = Vec::new();
@@ -146,11 +158,14 @@ async fn raw_upstream(
         );
         tcp.write_all(answer.as_bytes()).await.unwrap();
         tcp.write_all(after).await.unwrap();
-        tcp.shutdown().await.unwrap();
+        if close {
+            tcp.shutdown().await.unwrap();
+        }
         let mut rest = Vec::new();
         let _ = tcp.read_to_end(&mut rest).await;
+        let _ = rest_tx.send(rest);
     });
-    (addr, rx)
+    (addr, rx, rest_rx)
 }
 
 #[tokio::test]
@@ -216,4 +231,21 @@ async fn switched_off_http2_websockets_refuse_extended_connect() {
         c.send_request(Request::get(h.url("/alive")).body(Empty::new()).unwrap()).await.unwrap().status(),
         200
     );
+}
+
+#[tokio::test]
+async fn client_end_stream_becomes_a_fin_to_vaultwarden() {
+    let (addr, _head, rest) = raw_upstream_recording(None, b"", false).await;
+    let ca = TestCa::new();
+    let (_proxy, proxy_addr) = start_proxy(&ca, &format!("http://{addr}"), "").await;
+    let mut c = h2_client(&ca, proxy_addr).await;
+    c.ready().await.unwrap();
+    let url = format!("https://localhost:{}/notifications/hub?access_token=t", proxy_addr.port());
+    let mut resp = c.send_request(extended_connect(&url, "websocket")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    stream.write_all(b"\x88\x80last").await.unwrap();
+    stream.shutdown().await.unwrap(); // END_STREAM
+    let got = within("Vaultwarden to see the client's end", rest).await.unwrap();
+    assert_eq!(got, b"\x88\x80last");
 }
