@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::body::{self, Metered};
 use crate::config::Config;
 use crate::conn_limit::{ConnLimit, Refused};
+use crate::h1_guard::H1Guard;
 use crate::proxy::Proxy;
 use crate::tls;
 
@@ -245,7 +246,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(mut self, tcp: TcpStream, peer: SocketAddr) {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
         let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
@@ -260,6 +261,17 @@ impl Connection {
         };
         let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
+        if http2 {
+            self.serve_http(tls, peer, true).await;
+        } else {
+            self.serve_http(H1Guard::new(tls), peer, false).await;
+        }
+    }
+
+    async fn serve_http<IO>(mut self, io: IO, peer: SocketAddr, http2: bool)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
         let tracked = activity.clone();
@@ -275,7 +287,7 @@ impl Connection {
                 )
             }
         });
-        let conn = self.http.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        let conn = self.http.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         // HTTP/1.1 keep-alive idleness is bounded by hyper's header read timeout.
         let idle = async {
