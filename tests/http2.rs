@@ -213,3 +213,40 @@ async fn busy_http2_connection_is_not_closed_as_idle() {
     let resp = c.send_request(get(&h.url("/alive"))).await.expect("the connection is still open");
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn oversized_header_list_is_refused() {
+    let h = Harness::start("").await;
+    let mut c = h.h2().await;
+    let req = http::Request::get(h.url("/alive"))
+        .header("x-big", "b".repeat(100 * 1024))
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    let refused = c.send_request(req).await;
+    assert!(
+        refused.as_ref().map_or(true, |r| r.status() == 431),
+        "a 100 KiB header list was served: {:?}",
+        refused.map(|r| r.status())
+    );
+    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0);
+    legit_request_works(&h).await;
+}
+
+#[tokio::test]
+async fn streams_beyond_the_concurrency_limit_are_refused() {
+    let h = Harness::start("").await;
+    let mut fields = request_fields(&h);
+    fields[2] = (":path", "/slow?ms=3000".into());
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let block = hpack(&fields);
+    let mut tls = raw_h2(&h).await;
+    // Ignore the server's advertised limit and open 150 streams at once.
+    let mut burst = Vec::new();
+    for i in 0..150u32 {
+        burst.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &block));
+    }
+    tls.write_all(&burst).await.unwrap();
+    let refused = wait_for(&mut tls, 201, &[RST_STREAM, GOAWAY]).await;
+    assert!(refused.is_some(), "stream 201 (the 101st) is refused or the connection told to go away");
+    legit_request_works(&h).await;
+}
