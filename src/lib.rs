@@ -14,9 +14,10 @@ pub mod headers;
 pub mod path;
 pub mod proxy;
 pub mod proxy_error;
+pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod websocket;
 
 pub use config::{Config, ConfigError};
-pub use server::{Server, StartError};
+pub use server::{ReloadError, Server, StartError};

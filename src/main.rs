@@ -9,7 +9,8 @@ const USAGE: &str = "\
 vaultgate — a TLS front door for Vaultwarden
 
 Usage:
-  vaultgate [--config PATH]         run the proxy (default config: ./proxy.toml)
+  vaultgate [--config PATH]         run the proxy (default config: ./proxy.toml);
+                                    SIGHUP reloads the config and certificates
   vaultgate check [--config PATH]   validate the config and certificates, then exit
   vaultgate --help | --version
 
@@ -118,7 +119,10 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = vaultgate::reload::watch(&server, path) => {}
+        }
         tracing::info!("shutting down");
         server.shutdown().await;
         tracing::info!("stopped");

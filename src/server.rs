@@ -58,22 +58,30 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error, hint: &'static str },
 }
 
+/// Why a reload was refused (the running configuration stays in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
 /// A running proxy.
 pub struct Server {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// What new connections are served with; replaced by [`Server::reload`].
+    current: watch::Sender<Connection>,
+    /// The configuration in force, for what a reload cannot change.
+    config: std::sync::Mutex<Config>,
+    tracker: Tracker,
 }
 
 impl Server {
     /// Loads the certificate, binds the listener and starts accepting.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let tls = tls::load(&config.tls)?;
-        if let Some(fp) = &tls.self_signed_fingerprint {
-            tracing::warn!(
-                "no [tls] cert/key configured: serving a self-signed certificate for localhost, SHA-256 fingerprint {fp}"
-            );
-        }
+        log_self_signed(&tls);
         let listener = TcpListener::bind(config.listen).await.map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::PermissionDenied => {
@@ -91,19 +99,12 @@ impl Server {
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tracker, done) = Tracker::new();
-        let proxy = Arc::new(Proxy::new(&config, stop_rx.clone(), tracker.clone()));
+        let (current, conn) = watch::channel(Connection::new(&config, tls, stop_rx, &tracker));
         let accept = Accept {
             listener,
             limit: ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip),
-            conn: Connection {
-                acceptor: TlsAcceptor::from(tls.config),
-                http: Arc::new(http_builder(&config)),
-                proxy,
-                handshake_timeout: config.timeouts.tls_handshake,
-                keep_alive: config.timeouts.keep_alive,
-                stop: stop_rx,
-            },
-            tracker,
+            conn,
+            tracker: tracker.clone(),
         };
         tracing::info!(
             listen = %local_addr,
@@ -112,7 +113,47 @@ impl Server {
             "vaultgate is listening"
         );
         let task = tokio::spawn(accept.run(done, config.timeouts.drain));
-        Ok(Server { local_addr, stop: stop_tx, task })
+        Ok(Server {
+            local_addr,
+            stop: stop_tx,
+            task,
+            current,
+            config: std::sync::Mutex::new(config),
+            tracker,
+        })
+    }
+
+    /// Serves new connections with `config` from now on. Established
+    /// connections, and the hub tunnels on them, keep what they started with.
+    /// A certificate that does not load is refused and nothing changes.
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        let tls = tls::load(&config.tls)?;
+        log_self_signed(&tls);
+        let mut running = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let needs_restart = [
+            (config.listen != running.listen, "listen"),
+            (config.limits.max_connections != running.limits.max_connections, "limits.max_connections"),
+            (
+                config.limits.max_connections_per_ip != running.limits.max_connections_per_ip,
+                "limits.max_connections_per_ip",
+            ),
+            (config.timeouts.drain != running.timeouts.drain, "timeouts.drain"),
+        ];
+        for (changed, key) in needs_restart {
+            if changed {
+                tracing::warn!("`{key}` changed: it takes effect only after a restart");
+            }
+        }
+        let stop = self.current.borrow().stop.clone();
+        self.current.send_replace(Connection::new(&config, tls, stop, &self.tracker));
+        tracing::info!(config = %config.source.display(), upstream = %config.upstream.url, "reloaded");
+        *running = config;
+        Ok(())
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The address actually bound (useful with port 0).
@@ -124,7 +165,17 @@ impl Server {
     /// returns once all are done or the drain deadline has passed.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
+        // The tracker waits for every holder, these included.
+        drop((self.current, self.tracker));
         let _ = self.task.await;
+    }
+}
+
+fn log_self_signed(tls: &tls::Tls) {
+    if let Some(fp) = &tls.self_signed_fingerprint {
+        tracing::warn!(
+            "no [tls] cert/key configured: serving a self-signed certificate for localhost, SHA-256 fingerprint {fp}"
+        );
     }
 }
 
@@ -178,13 +229,14 @@ fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
 struct Accept {
     listener: TcpListener,
     limit: Arc<ConnLimit>,
-    conn: Connection,
+    /// The generation new connections get (see [`Server::reload`]).
+    conn: watch::Receiver<Connection>,
     tracker: Tracker,
 }
 
 impl Accept {
     async fn run(self, mut done: mpsc::Receiver<()>, drain: Duration) {
-        let mut stop = self.conn.stop.clone();
+        let mut stop = self.conn.borrow().stop.clone();
         loop {
             tokio::select! {
                 _ = stopped(&mut stop) => break,
@@ -203,7 +255,7 @@ impl Accept {
                                 continue; // dropping `tcp` closes it
                             }
                         };
-                        let conn = self.conn.clone();
+                        let conn = self.conn.borrow().clone();
                         let token = self.tracker.token();
                         let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
                         tokio::spawn(
@@ -233,7 +285,8 @@ impl Accept {
     }
 }
 
-/// What every client connection needs; cloned per connection.
+/// What every client connection needs, built from one configuration (a
+/// generation); cloned per connection.
 #[derive(Clone)]
 struct Connection {
     acceptor: TlsAcceptor,
@@ -246,6 +299,17 @@ struct Connection {
 }
 
 impl Connection {
+    fn new(config: &Config, tls: tls::Tls, stop: watch::Receiver<bool>, tracker: &Tracker) -> Connection {
+        Connection {
+            acceptor: TlsAcceptor::from(tls.config),
+            http: Arc::new(http_builder(config)),
+            proxy: Arc::new(Proxy::new(config, stop.clone(), tracker.clone())),
+            handshake_timeout: config.timeouts.tls_handshake,
+            keep_alive: config.timeouts.keep_alive,
+            stop,
+        }
+    }
+
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
         let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {

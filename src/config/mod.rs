@@ -57,6 +57,8 @@ pub struct TlsConfig {
     pub server_names: Vec<String>,
     /// Add `Strict-Transport-Security` to responses that lack it (never to a 101).
     pub hsts: bool,
+    /// How often the certificate and key files are checked for a renewal.
+    pub watch_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +136,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("tls", "key"),
     ("tls", "server_names"),
     ("tls", "hsts"),
+    ("tls", "watch_interval"),
     ("timeouts", "tls_handshake"),
     ("timeouts", "request_header"),
     ("timeouts", "request_body_idle"),
@@ -174,6 +177,7 @@ struct RawTls {
     key: Option<Spanned<String>>,
     server_names: Option<Spanned<Vec<String>>>,
     hsts: Option<bool>,
+    watch_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -318,8 +322,20 @@ impl Config {
 }
 
 fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<TlsConfig, ConfigError> {
+    const WATCH: Duration = Duration::from_secs(10);
     let Some(t) = raw else {
-        return Ok(TlsConfig { source: TlsSource::SelfSigned, server_names: Vec::new(), hsts: false });
+        return Ok(TlsConfig {
+            source: TlsSource::SelfSigned,
+            server_names: Vec::new(),
+            hsts: false,
+            watch_interval: WATCH,
+        });
+    };
+    let watch_interval = match &t.watch_interval {
+        None => WATCH,
+        Some(v) => parse_duration(v.get_ref()).map_err(|problem| {
+            ctx.err(v.span(), "tls.watch_interval", problem, "write a duration such as \"10s\" or \"1m\"")
+        })?,
     };
     let source = match (t.cert, t.key) {
         (None, None) => TlsSource::SelfSigned,
@@ -357,7 +373,7 @@ fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<TlsConfig, 
             server_names.push(name);
         }
     }
-    Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false) })
+    Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false), watch_interval })
 }
 
 fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, ConfigError> {

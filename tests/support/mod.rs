@@ -248,6 +248,10 @@ impl RunningBinary {
         RunningBinary { child, startup_log, rest: Some(rest) }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port from the "listening" log line.
     pub fn port(&self) -> u16 {
         let line = self.startup_log.last().unwrap();

@@ -1,0 +1,68 @@
+//! Reloading while running: on SIGHUP, and when the certificate or key file
+//! changes on disk (certbot and acme.sh renew without telling anyone). A
+//! broken new configuration or certificate is refused with a log line, and
+//! the running one stays in force.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, TlsSource};
+use crate::server::Server;
+
+/// Runs until the process ends: reloads `config_path` into `server` on
+/// SIGHUP and whenever the certificate files in force change.
+pub async fn watch(server: &Server, config_path: &Path) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP ({e}); reload by restarting");
+            None
+        }
+    };
+    let mut seen = stamps(&server.config());
+    loop {
+        let interval = server.config().tls.watch_interval;
+        tokio::select! {
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                reload(server, config_path, "SIGHUP");
+            }
+            _ = tokio::time::sleep(interval) => {
+                let now = stamps(&server.config());
+                if now == seen {
+                    continue;
+                }
+                reload(server, config_path, "the certificate files changed");
+            }
+        }
+        seen = stamps(&server.config());
+    }
+}
+
+/// Reads the file again and hands it to the server; logs the outcome.
+pub fn reload(server: &Server, config_path: &Path, why: &str) {
+    let result = Config::load(config_path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| server.reload(config).map_err(|e| e.to_string()));
+    if let Err(e) = result {
+        tracing::error!("reload ({why}) refused, the running configuration stays in force: {e}");
+    } else {
+        tracing::info!("reload ({why}) done");
+    }
+}
+
+/// What identifies the current content of the certificate and key files.
+fn stamps(config: &Config) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+    match &config.tls.source {
+        TlsSource::SelfSigned => Vec::new(),
+        TlsSource::Files { cert, key } => [cert, key]
+            .into_iter()
+            .map(|p| {
+                // Follow symlinks: certbot's live/ files point into archive/.
+                let meta = std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+                (p.clone(), meta)
+            })
+            .collect(),
+    }
+}
