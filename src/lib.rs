@@ -14,6 +14,7 @@ pub mod headers;
 pub mod path;
 pub mod proxy;
 pub mod proxy_error;
+pub mod redirect;
 pub mod reload;
 pub mod server;
 pub mod tls;

@@ -68,6 +68,7 @@ pub enum ReloadError {
 /// A running proxy.
 pub struct Server {
     local_addr: SocketAddr,
+    redirect_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     /// What new connections are served with; replaced by [`Server::reload`].
@@ -106,6 +107,19 @@ impl Server {
             conn,
             tracker: tracker.clone(),
         };
+        let redirect_addr = match config.redirect {
+            None => None,
+            Some(addr) => {
+                let names = config.tls.server_names.clone();
+                let (bound, serve) =
+                    crate::redirect::start(addr, local_addr.port(), names, stop_tx.subscribe())
+                        .await
+                        .map_err(|source| StartError::Bind { addr, source, hint: " ([redirect] listen)" })?;
+                tracing::info!(listen = %bound, "redirecting plain HTTP to https");
+                tokio::spawn(serve);
+                Some(bound)
+            }
+        };
         tracing::info!(
             listen = %local_addr,
             upstream = %config.upstream.url,
@@ -113,14 +127,8 @@ impl Server {
             "vaultgate is listening"
         );
         let task = tokio::spawn(accept.run(done, config.timeouts.drain));
-        Ok(Server {
-            local_addr,
-            stop: stop_tx,
-            task,
-            current,
-            config: std::sync::Mutex::new(config),
-            tracker,
-        })
+        let config = std::sync::Mutex::new(config);
+        Ok(Server { local_addr, redirect_addr, stop: stop_tx, task, current, config, tracker })
     }
 
     /// Serves new connections with `config` from now on. Established
@@ -159,6 +167,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The plain-HTTP redirect listener's address, if one is configured.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
     }
 
     /// Stops accepting, lets in-flight requests finish, closes hub tunnels and

@@ -35,6 +35,7 @@ pub struct StandIn {
     notify: broadcast::Sender<Vec<u8>>,
     /// How many request heads have arrived, whatever became of them.
     pub requests: Arc<AtomicUsize>,
+    down: tokio::sync::watch::Sender<bool>,
 }
 
 impl StandIn {
@@ -44,23 +45,39 @@ impl StandIn {
         let addr = listener.local_addr()?;
         let (notify, _) = broadcast::channel(64);
         let requests = Arc::new(AtomicUsize::new(0));
-        let hub = Hub { notify: notify.clone(), ping_every, requests: requests.clone() };
+        let (down, _) = tokio::sync::watch::channel(false);
+        let hub = Hub { notify: notify.clone(), ping_every, requests: requests.clone(), down: down.clone() };
+        let mut stop = down.subscribe();
         tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
+            loop {
+                let tcp = tokio::select! {
+                    _ = dead(&mut stop) => return,
+                    accepted = listener.accept() => match accepted { Ok((tcp, _)) => tcp, Err(_) => return },
+                };
                 let hub = hub.clone();
+                let mut stop = hub.down.subscribe();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let hub = hub.clone();
                         async move { Ok::<_, Infallible>(hub.route(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = dead(&mut stop) => {}
+                    }
                 });
             }
         });
-        Ok(StandIn { addr, notify, requests })
+        Ok(StandIn { addr, notify, requests, down })
+    }
+
+    /// Dies like a restarted Vaultwarden: the listener and every connection,
+    /// hubs included, are closed at once.
+    pub fn kill(self) {
+        self.down.send_replace(true);
     }
 
     /// Pushes a notification frame to every connected hub client.
@@ -74,6 +91,7 @@ struct Hub {
     notify: broadcast::Sender<Vec<u8>>,
     ping_every: Duration,
     requests: Arc<AtomicUsize>,
+    down: tokio::sync::watch::Sender<bool>,
 }
 
 impl Hub {
@@ -148,8 +166,10 @@ impl Hub {
         let mut pushes = self.notify.subscribe();
         let mut ping = tokio::time::interval(self.ping_every);
         ping.tick().await;
+        let mut down = self.down.subscribe();
         loop {
             tokio::select! {
+                _ = dead(&mut down) => return,
                 msg = ws.next() => match msg {
                     Some(Ok(Message::Text(t))) if t.as_bytes().last() == Some(&RS) => {
                         // SignalR handshake: answer `{}` + RS as a binary frame.
@@ -213,6 +233,12 @@ ws.onmessage = async (m) => {
 };
 </script>
 "#;
+
+/// Resolves once the stand-in has been killed (the guard is dropped at once,
+/// so this can sit in a `select!` of a `Send` task).
+async fn dead(down: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = down.wait_for(|d| *d).await;
+}
 
 fn query_u64(req: &Request<Incoming>, name: &str) -> Option<u64> {
     req.uri().query()?.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('=')?.parse().ok())

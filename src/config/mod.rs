@@ -36,6 +36,8 @@ pub struct Config {
     pub limits: Limits,
     pub client_ip: client_ip::Policy,
     pub access: Vec<access::Rule>,
+    /// The plain-HTTP listener that answers everything with a 301 to https.
+    pub redirect: Option<SocketAddr>,
     /// A tracing filter such as `info` or `vaultgate=debug`.
     pub log_level: String,
 }
@@ -132,6 +134,8 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("", "client_ip"),
     ("", "access"),
     ("", "log"),
+    ("", "redirect"),
+    ("redirect", "listen"),
     ("tls", "cert"),
     ("tls", "key"),
     ("tls", "server_names"),
@@ -167,7 +171,14 @@ struct RawConfig {
     limits: Option<RawLimits>,
     client_ip: Option<RawClientIp>,
     access: Option<Vec<RawAccess>>,
+    redirect: Option<RawRedirect>,
     log: Option<RawLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedirect {
+    listen: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +300,18 @@ impl Config {
         let client_ip = client_ip_policy(&ctx, raw.client_ip)?;
         let access = access_rules(&ctx, raw.access.unwrap_or_default())?;
 
+        let redirect = match &raw.redirect {
+            None => None,
+            Some(r) => Some(r.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+                ctx.err(
+                    r.listen.span(),
+                    "redirect.listen",
+                    format!("`{}` is not an IP address with a port", r.listen.get_ref()),
+                    "write e.g. listen = \"0.0.0.0:80\" under [redirect]",
+                )
+            })?),
+        };
+
         let log_level = match raw.log.and_then(|l| l.level) {
             None => "info".to_string(),
             Some(v) => {
@@ -316,6 +339,7 @@ impl Config {
             limits,
             client_ip,
             access,
+            redirect,
             log_level,
         })
     }

@@ -1,0 +1,67 @@
+//! Operations: the plain-HTTP redirect, and riding through a Vaultwarden
+//! restart.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test]
+async fn plain_http_is_redirected_to_the_same_host_and_path_on_https() {
+    let h = Harness::start("[redirect]\nlisten = \"127.0.0.1:0\"").await;
+    let port = h.proxy.as_ref().unwrap().redirect_addr().unwrap().port();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
+        .arg(format!("http://localhost:{port}/api/x/../sync?excludeDomains=true"))
+        .output()
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(answer, format!("301 https://localhost:{}/api/sync?excludeDomains=true", h.addr.port()));
+    // Following it lands on Vaultwarden through vaultgate.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-L", "--cacert"])
+        .arg(&h.ca.ca_path)
+        .arg(format!("http://localhost:{port}/alive"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"\"alive\"");
+    assert_eq!(
+        h.upstream.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "nothing else went upstream"
+    );
+}
+
+#[tokio::test]
+async fn vaultwarden_restart_gives_quick_502s_closes_hubs_and_recovers_at_once() {
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream_addr = upstream.addr;
+    let mut h = Harness::start_with_upstream(upstream, "").await;
+    let mut c = h.h1().await;
+    assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), 200, "a pooled connection now exists");
+    let tls = h.tls(&[b"http/1.1"]).await;
+    let req = format!("wss://localhost:{}/notifications/hub?access_token=t", h.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+
+    // Vaultwarden goes down.
+    let replaced = std::mem::replace(
+        &mut h.upstream,
+        StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap(),
+    );
+    replaced.kill();
+    within("the hub to be closed", async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    let resp = within("a 502 while Vaultwarden is down", c.send_request(get("/alive"))).await.unwrap();
+    assert_eq!(resp.status(), 502);
+
+    // It comes back on the same port: the very next request succeeds.
+    h.upstream = StandIn::start(upstream_addr, Duration::from_secs(15)).await.unwrap();
+    let resp = c.send_request(get("/alive")).await.unwrap();
+    assert_eq!(resp.status(), 200, "no stale pooled connection served as an error");
+}
