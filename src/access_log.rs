@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use http::{Method, StatusCode, Version};
 
+use crate::metrics::Metrics;
+
 /// Query parameters that carry credentials: `access_token` on the hubs,
 /// `token` on attachment downloads, `t` on Send downloads, `Token` on the
 /// anonymous hub. Compared case-insensitively, redacted on every path.
@@ -44,10 +46,17 @@ pub struct Entry {
     pub version: Version,
     pub start: Instant,
     pub bytes_in: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Entry {
-    pub fn new(client: IpAddr, method: Method, path_and_query: &str, version: Version) -> Self {
+    pub fn new(
+        client: IpAddr,
+        method: Method,
+        path_and_query: &str,
+        version: Version,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Entry {
             client,
             method,
@@ -55,11 +64,14 @@ impl Entry {
             version,
             start: Instant::now(),
             bytes_in: Arc::default(),
+            metrics,
         }
     }
 
-    /// Writes the access line.
+    /// Writes the access line and counts the request.
     pub fn finish(&self, status: StatusCode, bytes_out: u64) {
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        self.metrics.request(&self.method, status, self.start.elapsed(), bytes_in, bytes_out);
         tracing::info!(
             target: "vaultgate::access",
             client = %self.client,
@@ -67,7 +79,7 @@ impl Entry {
             path = %self.path,
             version = ?self.version,
             status = status.as_u16(),
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_in,
             bytes_out,
             duration_ms = self.start.elapsed().as_millis() as u64,
         );

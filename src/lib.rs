@@ -11,6 +11,8 @@ pub mod config;
 pub mod conn_limit;
 pub mod h1_guard;
 pub mod headers;
+pub mod metrics;
+pub mod metrics_listener;
 pub mod path;
 pub mod proxy;
 pub mod proxy_error;

@@ -45,6 +45,7 @@ pub fn reload(server: &Server, config_path: &Path, why: &str) {
     let result = Config::load(config_path)
         .map_err(|e| e.to_string())
         .and_then(|config| server.reload(config).map_err(|e| e.to_string()));
+    server.metrics().reloaded(result.is_ok());
     if let Err(e) = result {
         tracing::error!("reload ({why}) refused, the running configuration stays in force: {e}");
     } else {

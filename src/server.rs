@@ -21,6 +21,7 @@ use crate::body::{self, Metered};
 use crate::config::Config;
 use crate::conn_limit::{ConnLimit, Refused};
 use crate::h1_guard::H1Guard;
+use crate::metrics::{Metrics, Protocol};
 use crate::proxy::Proxy;
 use crate::tls;
 
@@ -69,6 +70,7 @@ pub enum ReloadError {
 pub struct Server {
     local_addr: SocketAddr,
     redirect_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     /// What new connections are served with; replaced by [`Server::reload`].
@@ -100,7 +102,9 @@ impl Server {
         })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tracker, done) = Tracker::new();
-        let (current, conn) = watch::channel(Connection::new(&config, tls, stop_rx, &tracker));
+        let metrics = Arc::new(Metrics::default());
+        let (current, conn) =
+            watch::channel(Connection::new(&config, tls, stop_rx, &tracker, metrics.clone()));
         let accept = Accept {
             listener,
             limit: ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip),
@@ -120,6 +124,26 @@ impl Server {
                 Some(bound)
             }
         };
+        let metrics_addr = match config.metrics {
+            None => None,
+            Some(addr) => {
+                let (bound, serve) = crate::metrics_listener::start(
+                    addr,
+                    metrics.clone(),
+                    config.upstream.clone(),
+                    stop_tx.subscribe(),
+                )
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr,
+                    source,
+                    hint: " ([metrics] listen)",
+                })?;
+                tracing::info!(listen = %bound, "metrics on /metrics, health on /healthz");
+                tokio::spawn(serve);
+                Some(bound)
+            }
+        };
         tracing::info!(
             listen = %local_addr,
             upstream = %config.upstream.url,
@@ -128,7 +152,7 @@ impl Server {
         );
         let task = tokio::spawn(accept.run(done, config.timeouts.drain));
         let config = std::sync::Mutex::new(config);
-        Ok(Server { local_addr, redirect_addr, stop: stop_tx, task, current, config, tracker })
+        Ok(Server { local_addr, redirect_addr, metrics_addr, stop: stop_tx, task, current, config, tracker })
     }
 
     /// Serves new connections with `config` from now on. Established
@@ -152,11 +176,19 @@ impl Server {
                 tracing::warn!("`{key}` changed: it takes effect only after a restart");
             }
         }
-        let stop = self.current.borrow().stop.clone();
-        self.current.send_replace(Connection::new(&config, tls, stop, &self.tracker));
+        let (stop, metrics) = {
+            let current = self.current.borrow();
+            (current.stop.clone(), current.metrics.clone())
+        };
+        self.current.send_replace(Connection::new(&config, tls, stop, &self.tracker, metrics));
         tracing::info!(config = %config.source.display(), upstream = %config.upstream.url, "reloaded");
         *running = config;
         Ok(())
+    }
+
+    /// The counters behind the `[metrics]` listener.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.current.borrow().metrics.clone()
     }
 
     /// The configuration in force.
@@ -167,6 +199,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The metrics listener's address, if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The plain-HTTP redirect listener's address, if one is configured.
@@ -258,6 +295,7 @@ impl Accept {
                         let slot = match self.limit.acquire(peer.ip()) {
                             Ok(slot) => slot,
                             Err(refused) => {
+                                self.conn.borrow().metrics.connection_refused();
                                 if self.limit.should_warn() {
                                     let what = match refused {
                                         Refused::Total(n) => format!("max_connections ({n})"),
@@ -309,17 +347,25 @@ struct Connection {
     /// An HTTP/2 connection with no request in flight for this long is closed.
     keep_alive: Duration,
     stop: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Connection {
-    fn new(config: &Config, tls: tls::Tls, stop: watch::Receiver<bool>, tracker: &Tracker) -> Connection {
+    fn new(
+        config: &Config,
+        tls: tls::Tls,
+        stop: watch::Receiver<bool>,
+        tracker: &Tracker,
+        metrics: Arc<Metrics>,
+    ) -> Connection {
         Connection {
             acceptor: TlsAcceptor::from(tls.config),
             http: Arc::new(http_builder(config)),
-            proxy: Arc::new(Proxy::new(config, stop.clone(), tracker.clone())),
+            proxy: Arc::new(Proxy::new(config, stop.clone(), tracker.clone(), metrics.clone())),
             handshake_timeout: config.timeouts.tls_handshake,
             keep_alive: config.timeouts.keep_alive,
             stop,
+            metrics,
         }
     }
 
@@ -329,10 +375,12 @@ impl Connection {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!("TLS handshake failed: {e}");
+                self.metrics.tls_handshake_failed();
                 return;
             }
             Err(_) => {
                 tracing::debug!("TLS handshake timed out");
+                self.metrics.tls_handshake_failed();
                 return;
             }
         };
@@ -349,6 +397,7 @@ impl Connection {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let _open = self.metrics.connection(if http2 { Protocol::Http2 } else { Protocol::Http1 });
         let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
         let tracked = activity.clone();

@@ -86,10 +86,15 @@ pub struct SpliceStats {
     pub down: u64,
 }
 
-/// How long a tunnel may stay half-closed (one side sent FIN, the other keeps
-/// going). Vaultwarden pings every 15 s, so traffic alone would keep such a
-/// tunnel alive forever; this bound ends it.
+/// How long a tunnel may stay half-closed after the client's FIN while
+/// Vaultwarden keeps sending. Vaultwarden pings every 15 s, so traffic alone
+/// would keep such a tunnel alive forever; this bound ends it.
 const HALF_CLOSE_LINGER: Duration = Duration::from_secs(30);
+
+/// After Vaultwarden's FIN (it closed the hub, or restarted), how long the
+/// client gets to finish its side: a WebSocket has nothing to say to a peer
+/// that is gone, and a hub left open would hide the outage from the client.
+const UPSTREAM_GONE_LINGER: Duration = Duration::from_secs(2);
 
 const BUF_SIZE: usize = 8 * 1024;
 
@@ -135,7 +140,8 @@ where
                 r = &mut down, if !down_done => {
                     if r.is_err() { break SpliceEnd::Error; }
                     down_done = true;
-                    linger_until.get_or_insert(Instant::now() + HALF_CLOSE_LINGER);
+                    let gone = Instant::now() + UPSTREAM_GONE_LINGER;
+                    linger_until = Some(linger_until.map_or(gone, |l| l.min(gone)));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     // Traffic may have moved the idle deadline while we slept.
@@ -304,6 +310,19 @@ mod tests {
         assert_eq!(stats.end, SpliceEnd::HalfClosedTooLong);
         pinger.abort();
         drop(client_peer);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upstream_gone_ends_the_tunnel_promptly() {
+        let (client, _client_peer) = tokio::io::duplex(64);
+        let (upstream, upstream_peer) = tokio::io::duplex(64);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(splice(client, upstream, Duration::from_secs(600), stop));
+        drop(upstream_peer); // Vaultwarden restarts; the client says nothing.
+        let started = Instant::now();
+        let stats = task.await.unwrap();
+        assert_eq!(stats.end, SpliceEnd::HalfClosedTooLong);
+        assert!(started.elapsed() <= UPSTREAM_GONE_LINGER + Duration::from_millis(10));
     }
 
     #[tokio::test]

@@ -65,3 +65,75 @@ async fn vaultwarden_restart_gives_quick_502s_closes_hubs_and_recovers_at_once()
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.status(), 200, "no stale pooled connection served as an error");
 }
+
+async fn http_get(url: &str) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", url])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+#[tokio::test]
+async fn metrics_and_health_tell_what_self_hosters_ask() {
+    let mut h = Harness::start("[metrics]\nlisten = \"127.0.0.1:0\"").await;
+    let metrics = format!("http://{}/metrics", h.proxy.as_ref().unwrap().metrics_addr().unwrap());
+    let healthz = metrics.replace("/metrics", "/healthz");
+
+    let (code, body) = http_get(&healthz).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, format!("ok: Vaultwarden at http://{} answers\n", h.upstream.addr).as_str())
+    );
+
+    let mut c = h.h2().await;
+    assert_eq!(c.send_request(get(&h.url("/alive"))).await.unwrap().status(), 200);
+    let tls = h.tls(&[b"http/1.1"]).await;
+    let req = format!("wss://localhost:{}/notifications/hub?access_token=t", h.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (_ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (code, text) = http_get(&metrics).await;
+    assert_eq!(code, 200);
+    for line in [
+        "vaultgate_requests_total{method=\"GET\",status=\"2xx\"} 1",
+        "vaultgate_requests_total{method=\"GET\",status=\"1xx\"} 1",
+        "vaultgate_open_hubs{protocol=\"http1\"} 1",
+        "vaultgate_open_connections{protocol=\"http2\"} 1",
+        "vaultgate_open_connections{protocol=\"http1\"} 0",
+        "vaultgate_request_duration_seconds_count 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+
+    // Vaultwarden goes away: health turns red and the 502s are counted.
+    let dead = std::mem::replace(
+        &mut h.upstream,
+        StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap(),
+    );
+    let dead_addr = dead.addr;
+    dead.kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, body) = http_get(&healthz).await;
+    assert_eq!(code, 503);
+    assert!(body.starts_with(&format!("Vaultwarden at http://{dead_addr} is not answering")), "{body}");
+    assert_eq!(c.send_request(get(&h.url("/alive"))).await.unwrap().status(), 502);
+    let (_, text) = http_get(&metrics).await;
+    assert!(text.lines().any(|l| l == "vaultgate_upstream_errors_total{kind=\"unreachable\"} 1"), "{text}");
+    // The hub goes with Vaultwarden (within the 2 s the client gets to finish).
+    let mut hub_gone = false;
+    for _ in 0..50 {
+        let (_, text) = http_get(&metrics).await;
+        if text.lines().any(|l| l == "vaultgate_open_hubs{protocol=\"http1\"} 0") {
+            hub_gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hub_gone, "the hub was closed after Vaultwarden went away");
+}

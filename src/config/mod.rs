@@ -38,6 +38,8 @@ pub struct Config {
     pub access: Vec<access::Rule>,
     /// The plain-HTTP listener that answers everything with a 301 to https.
     pub redirect: Option<SocketAddr>,
+    /// Where `/metrics` (Prometheus) and `/healthz` are served, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// A tracing filter such as `info` or `vaultgate=debug`.
     pub log_level: String,
 }
@@ -136,6 +138,8 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("", "log"),
     ("", "redirect"),
     ("redirect", "listen"),
+    ("", "metrics"),
+    ("metrics", "listen"),
     ("tls", "cert"),
     ("tls", "key"),
     ("tls", "server_names"),
@@ -171,13 +175,15 @@ struct RawConfig {
     limits: Option<RawLimits>,
     client_ip: Option<RawClientIp>,
     access: Option<Vec<RawAccess>>,
-    redirect: Option<RawRedirect>,
+    redirect: Option<RawListen>,
+    metrics: Option<RawListen>,
     log: Option<RawLog>,
 }
 
+/// A table with one `listen` address: `[redirect]`, `[metrics]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRedirect {
+struct RawListen {
     listen: Spanned<String>,
 }
 
@@ -300,17 +306,8 @@ impl Config {
         let client_ip = client_ip_policy(&ctx, raw.client_ip)?;
         let access = access_rules(&ctx, raw.access.unwrap_or_default())?;
 
-        let redirect = match &raw.redirect {
-            None => None,
-            Some(r) => Some(r.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
-                ctx.err(
-                    r.listen.span(),
-                    "redirect.listen",
-                    format!("`{}` is not an IP address with a port", r.listen.get_ref()),
-                    "write e.g. listen = \"0.0.0.0:80\" under [redirect]",
-                )
-            })?),
-        };
+        let redirect = listen_of(&ctx, raw.redirect.as_ref(), "redirect", "0.0.0.0:80")?;
+        let metrics = listen_of(&ctx, raw.metrics.as_ref(), "metrics", "127.0.0.1:9187")?;
 
         let log_level = match raw.log.and_then(|l| l.level) {
             None => "info".to_string(),
@@ -340,9 +337,27 @@ impl Config {
             client_ip,
             access,
             redirect,
+            metrics,
             log_level,
         })
     }
+}
+
+fn listen_of(
+    ctx: &Ctx,
+    raw: Option<&RawListen>,
+    table: &str,
+    example: &str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(r) = raw else { return Ok(None) };
+    r.listen.get_ref().parse::<SocketAddr>().map(Some).map_err(|_| {
+        ctx.err(
+            r.listen.span(),
+            &format!("{table}.listen"),
+            format!("`{}` is not an IP address with a port", r.listen.get_ref()),
+            &format!("write e.g. listen = \"{example}\" under [{table}]"),
+        )
+    })
 }
 
 fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<TlsConfig, ConfigError> {

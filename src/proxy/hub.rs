@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::{Proxy, ProxyError};
 use crate::access_log::Entry;
 use crate::body::{self, ProxyBody};
+use crate::metrics::Protocol;
 use crate::server::InFlight;
 use crate::{headers, websocket};
 
@@ -37,7 +38,7 @@ impl Proxy {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Ok(resp);
         }
-        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, in_flight);
+        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, in_flight, Protocol::Http1);
         let (parts, _) = resp.into_parts();
         Ok(Response::from_parts(parts, body::empty()))
     }
@@ -73,7 +74,7 @@ impl Proxy {
         if accept.map(HeaderValue::as_bytes) != Some(websocket::accept_for(&key).as_bytes()) {
             return Err(ProxyError::BadUpgrade);
         }
-        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, in_flight);
+        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, in_flight, Protocol::Http2);
         // 200 with what still means something on HTTP/2: the chosen subprotocol
         // and extensions, none of HTTP/1.1's upgrade machinery.
         let mut ok = Response::new(body::empty());
@@ -120,8 +121,16 @@ impl Proxy {
     /// Copies bytes both ways once both sides have switched protocols. The
     /// task is tracked for shutdown, and keeps its client connection counted
     /// as busy (an HTTP/2 connection carrying a hub is not idle).
-    fn spawn_splice(&self, client: OnUpgrade, upstream: OnUpgrade, log: &Entry, in_flight: Option<InFlight>) {
+    fn spawn_splice(
+        &self,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+        log: &Entry,
+        in_flight: Option<InFlight>,
+        protocol: Protocol,
+    ) {
         let idle = self.hub_idle;
+        let metrics = self.metrics.clone();
         let stop = self.stop.clone();
         let token = self.tracker.token();
         let (client_ip, path) = (log.client, log.path.clone());
@@ -134,6 +143,7 @@ impl Proxy {
                     return;
                 }
             };
+            let _open = metrics.hub(protocol);
             let started = std::time::Instant::now();
             let stats =
                 websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop).await;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use crate::access_log::Entry;
 use crate::body::{self, BodyEnd, IdleTimeout, Metered, ProxyBody};
 use crate::config::Config;
+use crate::metrics::{Metrics, UpstreamError};
 pub use crate::proxy_error::ProxyError;
 use crate::server::Tracker;
 use crate::{access, client_ip, headers, path, websocket};
@@ -42,13 +43,19 @@ pub struct Proxy {
     client: Client<HttpConnector, ProxyBody>,
     stop: watch::Receiver<bool>,
     tracker: Tracker,
+    metrics: Arc<Metrics>,
 }
 
 /// Two years, as HSTS preload lists expect.
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=63072000");
 
 impl Proxy {
-    pub fn new(config: &Config, stop: watch::Receiver<bool>, tracker: Tracker) -> Proxy {
+    pub fn new(
+        config: &Config,
+        stop: watch::Receiver<bool>,
+        tracker: Tracker,
+        metrics: Arc<Metrics>,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
         connector.set_nodelay(true);
@@ -69,6 +76,7 @@ impl Proxy {
             client,
             stop,
             tracker,
+            metrics,
         }
     }
 
@@ -77,11 +85,21 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let client = self.client_ip.resolve(peer.ip(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let log = Entry::new(client.ip, req.method().clone(), path_and_query, req.version());
+        let log =
+            Entry::new(client.ip, req.method().clone(), path_and_query, req.version(), self.metrics.clone());
         let mut resp = match self.route(req, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::warn!(client = %client.ip, path = %log.path, "{e}");
+                let upstream = match e {
+                    ProxyError::UpstreamUnreachable { .. } => Some(UpstreamError::Unreachable),
+                    ProxyError::UpstreamTimeout { .. } => Some(UpstreamError::Timeout),
+                    ProxyError::BadUpgrade => Some(UpstreamError::BadUpgrade),
+                    _ => None,
+                };
+                if let Some(kind) = upstream {
+                    self.metrics.upstream_error(kind);
+                }
                 e.into_response()
             }
         };

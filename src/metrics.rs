@@ -1,0 +1,240 @@
+//! Counters for the `[metrics]` listener, in Prometheus text format, and the
+//! `/healthz` answer. Plain atomics: recording is a few relaxed adds on the
+//! request path, never a lock.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+const METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "other"];
+/// Upper bounds (seconds) of the request-duration histogram buckets.
+const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Which side a gauge or counter is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    Unreachable,
+    Timeout,
+    BadUpgrade,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// [method][status class 1xx..5xx]
+    requests: [[AtomicU64; 5]; METHODS.len()],
+    duration_buckets: [AtomicU64; BUCKETS.len()],
+    duration_count: AtomicU64,
+    duration_sum_micros: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    connections: [AtomicI64; 2],
+    hubs: [AtomicI64; 2],
+    upstream_errors: [AtomicU64; 3],
+    tls_handshake_failures: AtomicU64,
+    connections_refused: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+fn method_index(m: &Method) -> usize {
+    METHODS.iter().position(|x| *x == m.as_str()).unwrap_or(METHODS.len() - 1)
+}
+
+impl Metrics {
+    pub fn request(
+        &self,
+        method: &Method,
+        status: StatusCode,
+        duration: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.requests[method_index(method)][class].fetch_add(1, Ordering::Relaxed);
+        let secs = duration.as_secs_f64();
+        for (bucket, le) in self.duration_buckets.iter().zip(BUCKETS) {
+            if secs <= le {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        self.duration_sum_micros.fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+        self.bytes_received.fetch_add(bytes_in, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes_out, Ordering::Relaxed);
+    }
+
+    /// Counts an open client connection until the guard is dropped.
+    pub fn connection(self: &Arc<Self>, protocol: Protocol) -> Open {
+        Open::new(self.clone(), false, protocol)
+    }
+
+    /// Counts an open hub WebSocket until the guard is dropped.
+    pub fn hub(self: &Arc<Self>, protocol: Protocol) -> Open {
+        Open::new(self.clone(), true, protocol)
+    }
+
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        if ok { &self.reloads_ok } else { &self.reloads_failed }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything above.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let protocols = ["http1", "http2"];
+        let _ =
+            writeln!(out, "# HELP vaultgate_requests_total Requests answered, by method and status class.");
+        let _ = writeln!(out, "# TYPE vaultgate_requests_total counter");
+        for (m, row) in METHODS.iter().zip(&self.requests) {
+            for (class, n) in row.iter().enumerate() {
+                let n = get(n);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "vaultgate_requests_total{{method=\"{m}\",status=\"{}xx\"}} {n}",
+                        class + 1
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vaultgate_request_duration_seconds Time from request to the end of the response."
+        );
+        let _ = writeln!(out, "# TYPE vaultgate_request_duration_seconds histogram");
+        for (bucket, le) in self.duration_buckets.iter().zip(BUCKETS) {
+            let _ = writeln!(out, "vaultgate_request_duration_seconds_bucket{{le=\"{le}\"}} {}", get(bucket));
+        }
+        let count = get(&self.duration_count);
+        let _ = writeln!(out, "vaultgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let sum = get(&self.duration_sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "vaultgate_request_duration_seconds_sum {sum}");
+        let _ = writeln!(out, "vaultgate_request_duration_seconds_count {count}");
+        let counters = [
+            (
+                "vaultgate_received_bytes_total",
+                "Request body bytes received from clients.",
+                get(&self.bytes_received),
+            ),
+            ("vaultgate_sent_bytes_total", "Response body bytes sent to clients.", get(&self.bytes_sent)),
+            (
+                "vaultgate_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                get(&self.tls_handshake_failures),
+            ),
+            (
+                "vaultgate_connections_refused_total",
+                "Connections refused by [limits].",
+                get(&self.connections_refused),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        for (name, help, gauges) in [
+            ("vaultgate_open_connections", "Open client connections, by protocol.", &self.connections),
+            ("vaultgate_open_hubs", "Open hub WebSockets, by the client's protocol.", &self.hubs),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (p, g) in protocols.iter().zip(gauges) {
+                let _ = writeln!(out, "{name}{{protocol=\"{p}\"}} {}", g.load(Ordering::Relaxed));
+            }
+        }
+        let _ = writeln!(out, "# HELP vaultgate_upstream_errors_total Vaultwarden unreachable, too slow, or a bad upgrade answer.");
+        let _ = writeln!(out, "# TYPE vaultgate_upstream_errors_total counter");
+        for (kind, n) in ["unreachable", "timeout", "bad_upgrade"].iter().zip(&self.upstream_errors) {
+            let _ = writeln!(out, "vaultgate_upstream_errors_total{{kind=\"{kind}\"}} {}", get(n));
+        }
+        let _ = writeln!(out, "# HELP vaultgate_reloads_total Configuration reloads, by result.");
+        let _ = writeln!(out, "# TYPE vaultgate_reloads_total counter");
+        let _ = writeln!(out, "vaultgate_reloads_total{{result=\"ok\"}} {}", get(&self.reloads_ok));
+        let _ = writeln!(out, "vaultgate_reloads_total{{result=\"refused\"}} {}", get(&self.reloads_failed));
+        out
+    }
+}
+
+/// A gauge (connections or hubs, by protocol) held up while this lives.
+pub struct Open {
+    metrics: Arc<Metrics>,
+    hub: bool,
+    protocol: Protocol,
+}
+
+impl Open {
+    fn new(metrics: Arc<Metrics>, hub: bool, protocol: Protocol) -> Self {
+        let open = Open { metrics, hub, protocol };
+        open.gauge().fetch_add(1, Ordering::Relaxed);
+        open
+    }
+
+    fn gauge(&self) -> &AtomicI64 {
+        let gauges = if self.hub { &self.metrics.hubs } else { &self.metrics.connections };
+        &gauges[self.protocol as usize]
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge().fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_recorded() {
+        let m = Arc::new(Metrics::default());
+        m.request(&Method::GET, StatusCode::OK, Duration::from_millis(7), 0, 100);
+        m.request(&Method::POST, StatusCode::BAD_GATEWAY, Duration::from_secs(20), 5, 10);
+        m.request(
+            &Method::from_bytes(b"PROPFIND").unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            Duration::ZERO,
+            0,
+            0,
+        );
+        let hub = m.hub(Protocol::Http2);
+        m.upstream_error(UpstreamError::Unreachable);
+        let text = m.render();
+        for line in [
+            "vaultgate_requests_total{method=\"GET\",status=\"2xx\"} 1",
+            "vaultgate_requests_total{method=\"POST\",status=\"5xx\"} 1",
+            "vaultgate_requests_total{method=\"other\",status=\"4xx\"} 1",
+            "vaultgate_request_duration_seconds_bucket{le=\"0.005\"} 1",
+            "vaultgate_request_duration_seconds_bucket{le=\"0.01\"} 2",
+            "vaultgate_request_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "vaultgate_request_duration_seconds_count 3",
+            "vaultgate_received_bytes_total 5",
+            "vaultgate_sent_bytes_total 110",
+            "vaultgate_open_hubs{protocol=\"http2\"} 1",
+            "vaultgate_upstream_errors_total{kind=\"unreachable\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        drop(hub);
+        assert!(m.render().lines().any(|l| l == "vaultgate_open_hubs{protocol=\"http2\"} 0"));
+    }
+}
