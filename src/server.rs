@@ -88,7 +88,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await.map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::PermissionDenied => {
-                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE; see examples/vaultgate.service)"
+                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE; see examples/deploy/vaultgate.service)"
                 }
                 std::io::ErrorKind::AddrInUse => " (another program, perhaps nginx, is listening there)",
                 _ => "",
