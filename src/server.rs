@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
+use crate::access_log::Sink;
 use crate::body::{self, Metered};
 use crate::config::Config;
 use crate::conn_limit::{ConnLimit, Refused};
@@ -55,6 +56,8 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog { path: String, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind { addr: SocketAddr, source: std::io::Error, hint: &'static str },
 }
@@ -64,6 +67,8 @@ pub enum StartError {
 pub enum ReloadError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog { path: String, source: std::io::Error },
 }
 
 /// A running proxy.
@@ -103,8 +108,9 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tracker, done) = Tracker::new();
         let metrics = Arc::new(Metrics::default());
-        let (current, conn) =
-            watch::channel(Connection::new(&config, tls, stop_rx, &tracker, metrics.clone()));
+        let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone())
+            .map_err(|source| StartError::AccessLog { path: format!("{:?}", config.access_log), source })?;
+        let (current, conn) = watch::channel(first);
         let accept = Accept {
             listener,
             limit: ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip),
@@ -180,7 +186,9 @@ impl Server {
             let current = self.current.borrow();
             (current.stop.clone(), current.metrics.clone())
         };
-        self.current.send_replace(Connection::new(&config, tls, stop, &self.tracker, metrics));
+        let next = Connection::new(&config, tls, stop, &self.tracker, metrics)
+            .map_err(|source| ReloadError::AccessLog { path: format!("{:?}", config.access_log), source })?;
+        self.current.send_replace(next);
         tracing::info!(config = %config.source.display(), upstream = %config.upstream.url, "reloaded");
         *running = config;
         Ok(())
@@ -357,16 +365,17 @@ impl Connection {
         stop: watch::Receiver<bool>,
         tracker: &Tracker,
         metrics: Arc<Metrics>,
-    ) -> Connection {
-        Connection {
+    ) -> std::io::Result<Connection> {
+        let access = Sink::open(config.access_log.clone(), config.access_format, metrics.clone())?;
+        Ok(Connection {
             acceptor: TlsAcceptor::from(tls.config),
             http: Arc::new(http_builder(config)),
-            proxy: Arc::new(Proxy::new(config, stop.clone(), tracker.clone(), metrics.clone())),
+            proxy: Arc::new(Proxy::new(config, stop.clone(), tracker.clone(), Arc::new(access))),
             handshake_timeout: config.timeouts.tls_handshake,
             keep_alive: config.timeouts.keep_alive,
             stop,
             metrics,
-        }
+        })
     }
 
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {

@@ -137,3 +137,60 @@ async fn metrics_and_health_tell_what_self_hosters_ask() {
     }
     assert!(hub_gone, "the hub was closed after Vaultwarden went away");
 }
+
+#[tokio::test]
+async fn access_log_file_in_json_or_text_reopens_after_rotation() {
+    for format in ["json", "text"] {
+        let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+        let ca = TestCa::new();
+        let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            format!("{text}\n[log]\naccess = \"access.log\"\naccess_format = \"{format}\"\n"),
+        )
+        .unwrap();
+        let proxy = RunningBinary::start(&config, "");
+        let base = format!("https://localhost:{}", proxy.port());
+        let log = ca.dir.path().join("access.log");
+        assert_eq!(
+            curl_get(&ca, &format!("{base}/alive?token=hunter2")).await,
+            (true, b"\"alive\"".to_vec())
+        );
+
+        let wait_for_line = |path: std::path::PathBuf| async move {
+            for _ in 0..50 {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if !text.is_empty() {
+                    return text;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("nothing written to {}", path.display());
+        };
+        let first = wait_for_line(log.clone()).await;
+        assert!(!first.contains("hunter2"), "{first}");
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+            assert_eq!(v["client"], "127.0.0.1");
+            assert_eq!(v["path"], "/alive?token=REDACTED");
+            assert_eq!(v["status"], 200);
+            assert_eq!(v["user_agent"].as_str().unwrap().split('/').next(), Some("curl"));
+        } else {
+            // What a fail2ban filter would match: `^<HOST> - - \[`.
+            let line = first.lines().next().unwrap();
+            assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+            assert!(line.contains("\"GET /alive?token=REDACTED HTTP/2.0\" 200 7 \"-\" \"curl/"), "{line}");
+        }
+
+        // logrotate moves the file away, then reloads vaultgate.
+        std::fs::rename(&log, ca.dir.path().join("access.log.1")).unwrap();
+        let pid = proxy.pid().to_string();
+        assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(curl_get(&ca, &format!("{base}/alive")).await.0, true);
+        let fresh = wait_for_line(log.clone()).await;
+        assert!(fresh.contains("/alive"), "the new file gets the new lines: {fresh}");
+        drop(proxy);
+    }
+}

@@ -14,8 +14,8 @@ use http::uri::Authority;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::access;
 use crate::client_ip::{self, Cidr};
+use crate::{access, access_log};
 pub use error::ConfigError;
 use error::{from_toml_error, Ctx};
 pub use values::{parse_duration, parse_size, parse_upstream};
@@ -42,6 +42,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// A tracing filter such as `info` or `vaultgate=debug`.
     pub log_level: String,
+    pub access_log: access_log::Destination,
+    pub access_format: access_log::Format,
 }
 
 /// The Vaultwarden server vaultgate forwards to (plain HTTP/1.1).
@@ -161,6 +163,8 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("access", "path"),
     ("access", "allow"),
     ("log", "level"),
+    ("log", "access"),
+    ("log", "access_format"),
 ];
 
 #[derive(Deserialize)]
@@ -236,6 +240,8 @@ struct RawAccess {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<Spanned<String>>,
+    access: Option<Spanned<String>>,
+    access_format: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -309,6 +315,7 @@ impl Config {
         let redirect = listen_of(&ctx, raw.redirect.as_ref(), "redirect", "0.0.0.0:80")?;
         let metrics = listen_of(&ctx, raw.metrics.as_ref(), "metrics", "127.0.0.1:9187")?;
 
+        let (access_log, access_format) = access_settings(&ctx, base, raw.log.as_ref())?;
         let log_level = match raw.log.and_then(|l| l.level) {
             None => "info".to_string(),
             Some(v) => {
@@ -339,8 +346,49 @@ impl Config {
             redirect,
             metrics,
             log_level,
+            access_log,
+            access_format,
         })
     }
+}
+
+fn access_settings(
+    ctx: &Ctx,
+    base: &Path,
+    raw: Option<&RawLog>,
+) -> Result<(access_log::Destination, access_log::Format), ConfigError> {
+    use access_log::{Destination, Format};
+    let destination = match raw.and_then(|l| l.access.as_ref()) {
+        None => Destination::Log,
+        Some(v) => match v.get_ref().as_str() {
+            "log" => Destination::Log,
+            "stderr" => Destination::Stderr,
+            "off" => Destination::Off,
+            "" => return Err(ctx.err(
+                v.span(),
+                "log.access",
+                "an empty destination".into(),
+                "write \"log\", \"stderr\", \"off\" or a file path such as \"/var/log/vaultgate/access.log\"",
+            )),
+            path => Destination::File(base.join(path)),
+        },
+    };
+    let format = match raw.and_then(|l| l.access_format.as_ref()) {
+        None => Format::Text,
+        Some(v) => match v.get_ref().as_str() {
+            "text" => Format::Text,
+            "json" => Format::Json,
+            other => {
+                return Err(ctx.err(
+                    v.span(),
+                    "log.access_format",
+                    format!("`{other}` is not a format"),
+                    "write \"text\" (combined-log-like) or \"json\"",
+                ))
+            }
+        },
+    };
+    Ok((destination, format))
 }
 
 fn listen_of(

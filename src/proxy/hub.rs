@@ -133,7 +133,8 @@ impl Proxy {
         let metrics = self.metrics.clone();
         let stop = self.stop.clone();
         let token = self.tracker.token();
-        let (client_ip, path) = (log.client, log.path.clone());
+        let client_ip = log.client;
+        let tunnel_log = log.for_tunnel();
         let task = async move {
             let _held = (token, in_flight);
             let (client_io, upstream_io) = match tokio::try_join!(client, upstream) {
@@ -144,19 +145,9 @@ impl Proxy {
                 }
             };
             let _open = metrics.hub(protocol);
-            let started = std::time::Instant::now();
             let stats =
                 websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop).await;
-            tracing::info!(
-                target: "vaultgate::access",
-                client = %client_ip,
-                path = %path,
-                end = ?stats.end,
-                bytes_in = stats.up,
-                bytes_out = stats.down,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "hub closed"
-            );
+            tunnel_log.hub_closed(&format!("{:?}", stats.end), stats.up, stats.down);
         };
         tokio::spawn(task.in_current_span());
     }

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
-use crate::access_log::Entry;
+use crate::access_log::{Entry, Sink};
 use crate::body::{self, BodyEnd, IdleTimeout, Metered, ProxyBody};
 use crate::config::Config;
 use crate::metrics::{Metrics, UpstreamError};
@@ -44,6 +44,7 @@ pub struct Proxy {
     stop: watch::Receiver<bool>,
     tracker: Tracker,
     metrics: Arc<Metrics>,
+    access_log: Arc<Sink>,
 }
 
 /// Two years, as HSTS preload lists expect.
@@ -54,7 +55,7 @@ impl Proxy {
         config: &Config,
         stop: watch::Receiver<bool>,
         tracker: Tracker,
-        metrics: Arc<Metrics>,
+        access_log: Arc<Sink>,
     ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
@@ -76,7 +77,8 @@ impl Proxy {
             client,
             stop,
             tracker,
-            metrics,
+            metrics: access_log.metrics().clone(),
+            access_log,
         }
     }
 
@@ -85,8 +87,14 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let client = self.client_ip.resolve(peer.ip(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let log =
-            Entry::new(client.ip, req.method().clone(), path_and_query, req.version(), self.metrics.clone());
+        let log = Entry::new(
+            client.ip,
+            req.method().clone(),
+            path_and_query,
+            req.headers(),
+            req.version(),
+            self.access_log.clone(),
+        );
         let mut resp = match self.route(req, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
