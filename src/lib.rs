@@ -9,6 +9,7 @@ pub mod body;
 pub mod client_ip;
 pub mod config;
 pub mod conn_limit;
+pub mod doctor;
 pub mod h1_guard;
 pub mod headers;
 pub mod metrics;

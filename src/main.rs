@@ -12,19 +12,23 @@ Usage:
   vaultgate [--config PATH]         run the proxy (default config: ./proxy.toml);
                                     SIGHUP reloads the config and certificates
   vaultgate check [--config PATH]   validate the config and certificates, then exit
+  vaultgate check --probe [--config PATH]
+                                    also test the running setup end to end: TLS,
+                                    GET /alive through the proxy, the hub upgrade
   vaultgate --help | --version
 
 Logging: the [log] level in the config, or RUST_LOG (e.g. RUST_LOG=debug).";
 
 enum Command {
     Run(PathBuf),
-    Check(PathBuf),
+    Check(PathBuf, bool),
     Help,
     Version,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut check = false;
+    let mut probe = false;
     let mut config = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -32,6 +36,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "-h" | "--help" | "help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "check" if !check && config.is_none() => check = true,
+            "--probe" if check => probe = true,
             "-c" | "--config" => match args.next() {
                 Some(path) => config = Some(PathBuf::from(path)),
                 None => return Err("--config needs a path, e.g. --config /etc/vaultgate/proxy.toml".into()),
@@ -43,7 +48,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
         }
     }
     let config = config.unwrap_or_else(|| PathBuf::from("proxy.toml"));
-    Ok(if check { Command::Check(config) } else { Command::Run(config) })
+    Ok(if check { Command::Check(config, probe) } else { Command::Run(config) })
 }
 
 fn main() -> ExitCode {
@@ -63,12 +68,12 @@ fn main() -> ExitCode {
             println!("vaultgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check(path) => check(&path),
+        Command::Check(path, probe) => check(&path, probe),
         Command::Run(path) => run(&path),
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, probe: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -87,7 +92,25 @@ fn check(path: &std::path::Path) -> ExitCode {
         config.upstream.url,
         config.hub_paths.join(", ")
     );
-    ExitCode::SUCCESS
+    if !probe {
+        return ExitCode::SUCCESS;
+    }
+    let target = vaultgate::doctor::Target::from_config(&config);
+    let findings = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(vaultgate::doctor::probe(&config, &target)),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for f in &findings {
+        println!("{f}");
+    }
+    if findings.iter().all(|f| f.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
@@ -154,8 +177,10 @@ mod tests {
             matches!(parse(&["--config", "/x.toml"]), Ok(Command::Run(p)) if p == std::path::Path::new("/x.toml"))
         );
         assert!(
-            matches!(parse(&["check", "--config=/y"]), Ok(Command::Check(p)) if p == std::path::Path::new("/y"))
+            matches!(parse(&["check", "--config=/y"]), Ok(Command::Check(p, false)) if p == std::path::Path::new("/y"))
         );
+        assert!(matches!(parse(&["check", "--probe"]), Ok(Command::Check(_, true))));
+        assert!(parse(&["--probe"]).is_err());
         assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
         assert!(matches!(parse(&["--version"]), Ok(Command::Version)));
         assert!(parse(&["--config"]).is_err());
