@@ -120,14 +120,18 @@ where
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
 
     let end = {
-        let up = pump(&mut client_r, &mut upstream_w, start, &activity, &up_bytes);
-        let down = pump(&mut upstream_r, &mut client_w, start, &activity, &down_bytes);
+        let pumps_stop = stop.clone();
+        let up =
+            pump(&mut client_r, &mut upstream_w, start, &activity, &up_bytes, &pumps_stop, CLOSE_TO_UPSTREAM);
+        let down =
+            pump(&mut upstream_r, &mut client_w, start, &activity, &down_bytes, &pumps_stop, CLOSE_TO_CLIENT);
         tokio::pin!(up, down);
         let (mut up_done, mut down_done) = (false, false);
         let mut linger_until: Option<Instant> = None;
+        let mut stopping = false;
         loop {
             if up_done && down_done {
-                break SpliceEnd::Closed;
+                break if stopping { SpliceEnd::Shutdown } else { SpliceEnd::Closed };
             }
             let idle_deadline = start + Duration::from_millis(activity.load(Ordering::Relaxed)) + idle;
             let deadline = linger_until.map_or(idle_deadline, |l| l.min(idle_deadline));
@@ -147,13 +151,18 @@ where
                     // Traffic may have moved the idle deadline while we slept.
                     let now = Instant::now();
                     if linger_until.is_some_and(|l| now >= l) {
-                        break SpliceEnd::HalfClosedTooLong;
+                        break if stopping { SpliceEnd::Shutdown } else { SpliceEnd::HalfClosedTooLong };
                     }
                     if now >= start + Duration::from_millis(activity.load(Ordering::Relaxed)) + idle {
                         break SpliceEnd::Idle;
                     }
                 }
-                _ = stopped(&mut stop) => break SpliceEnd::Shutdown,
+                _ = stopped(&mut stop), if !stopping => {
+                    // Each pump sends a WebSocket Close at its next frame
+                    // boundary and ends; they get a moment to get there.
+                    stopping = true;
+                    linger_until = Some(Instant::now() + CLOSE_GRACE);
+                }
             }
         }
     };
@@ -168,31 +177,97 @@ where
     SpliceStats { end, up: up_bytes.into_inner(), down: down_bytes.into_inner() }
 }
 
+/// A Close frame with status 1001 (going away) from the proxy to the client:
+/// servers' frames are not masked.
+const CLOSE_TO_CLIENT: &[u8] = &[0x88, 0x02, 0x03, 0xe9];
+/// The same towards Vaultwarden, masked as frames from a client must be.
+const CLOSE_TO_UPSTREAM: &[u8] = &[0x88, 0x82, 0x1f, 0x2e, 0x3d, 0x4c, 0x03 ^ 0x1f, 0xe9 ^ 0x2e];
+/// How long a stopping tunnel waits for a frame boundary to send its Close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Copies one direction until EOF, then shuts the writer down (half-close).
 /// Every chunk is written and flushed at once: hub frames are tiny and must
-/// never be held back.
+/// never be held back. When `stop` turns true it sends `close_frame` at the
+/// next WebSocket frame boundary, so the peer sees a proper close, and ends.
 async fn pump<R, W>(
     reader: &mut R,
     writer: &mut W,
     start: Instant,
     activity: &AtomicU64,
     bytes: &AtomicU64,
+    stop: &watch::Receiver<bool>,
+    close_frame: &[u8],
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut stop = stop.clone();
+    let mut frames = Frames::default();
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
-        let n = reader.read(&mut buf).await?;
+        let n = tokio::select! {
+            n = reader.read(&mut buf) => n?,
+            _ = stopped(&mut stop), if frames.at_boundary() => {
+                writer.write_all(close_frame).await?;
+                writer.flush().await?;
+                return Ok(());
+            }
+        };
         if n == 0 {
             writer.shutdown().await?;
             return Ok(());
         }
         writer.write_all(&buf[..n]).await?;
         writer.flush().await?;
+        frames.advance(&buf[..n]);
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Follows WebSocket frame boundaries in a byte stream (RFC 6455 §5.2), so a
+/// Close can be inserted between frames, never inside one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Frames {
+    /// Header bytes of the frame being read (at most 14).
+    header: Vec<u8>,
+    /// Payload bytes still to pass.
+    payload: u64,
+}
+
+impl Frames {
+    fn at_boundary(&self) -> bool {
+        self.header.is_empty() && self.payload == 0
+    }
+
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.payload > 0 {
+                let take = self.payload.min(data.len() as u64);
+                self.payload -= take;
+                data = &data[take as usize..];
+                continue;
+            }
+            self.header.push(data[0]);
+            data = &data[1..];
+            if let Some(len) = Self::payload_len(&self.header) {
+                self.header.clear();
+                self.payload = len;
+            }
+        }
+    }
+
+    /// The payload length once `header` is complete.
+    fn payload_len(header: &[u8]) -> Option<u64> {
+        let second = *header.get(1)?;
+        let mask = if second & 0x80 != 0 { 4 } else { 0 };
+        let (ext, len) = match second & 0x7f {
+            126 => (2, u64::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]))),
+            127 => (8, u64::from_be_bytes(header.get(2..10)?.try_into().ok()?)),
+            n => (0, u64::from(n)),
+        };
+        (header.len() == 2 + ext + mask).then_some(len)
     }
 }
 
@@ -326,12 +401,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stop_signal_ends_the_tunnel() {
-        let (client, _client_peer) = tokio::io::duplex(64);
-        let (upstream, _upstream_peer) = tokio::io::duplex(64);
+    async fn stop_sends_a_proper_close_both_ways() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
         let (stop_tx, stop) = watch::channel(false);
         let task = tokio::spawn(splice(client, upstream, Duration::from_secs(600), stop));
+        // Half a frame from Vaultwarden is in flight when shutdown begins.
+        upstream_peer.write_all(&[0x82, 0x03, b'a']).await.unwrap();
+        let mut got = [0u8; 3];
+        client_peer.read_exact(&mut got).await.unwrap();
         stop_tx.send_replace(true);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        upstream_peer.write_all(b"bc").await.unwrap(); // the frame completes
+        let mut rest = Vec::new();
+        client_peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(
+            rest,
+            [b'b', b'c', 0x88, 0x02, 0x03, 0xe9],
+            "the Close comes after the frame, not inside it"
+        );
+        let mut to_upstream = Vec::new();
+        upstream_peer.read_to_end(&mut to_upstream).await.unwrap();
+        assert_eq!(to_upstream, CLOSE_TO_UPSTREAM, "a masked Close 1001 to Vaultwarden");
         assert_eq!(task.await.unwrap().end, SpliceEnd::Shutdown);
+    }
+
+    #[test]
+    fn frame_boundaries_are_followed_across_splits() {
+        // A masked 3-byte frame, a 300-byte frame (16-bit length), an empty ping.
+        let mut stream = vec![0x81, 0x83, 1, 2, 3, 4, b'x', b'y', b'z', 0x82, 126, 0x01, 0x2c];
+        stream.extend(std::iter::repeat_n(7u8, 300));
+        stream.extend([0x89, 0x00]);
+        for step in [1, 2, 5, 64] {
+            let mut frames = Frames::default();
+            let mut boundaries = Vec::new();
+            let mut at = 0;
+            for chunk in stream.chunks(step) {
+                for &b in chunk {
+                    frames.advance(&[b]);
+                    at += 1;
+                    if frames.at_boundary() {
+                        boundaries.push(at);
+                    }
+                }
+            }
+            assert_eq!(boundaries, [9, 9 + 4 + 300, stream.len()], "step {step}");
+        }
+        let mut frames = Frames::default();
+        frames.advance(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
+        assert_eq!(frames.payload, 65536, "64-bit length");
     }
 }

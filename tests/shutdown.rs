@@ -32,17 +32,21 @@ async fn shutdown_finishes_in_flight_requests_and_closes_hubs() {
     let (status, body) = slow.await.unwrap();
     assert_eq!((status.as_u16(), &body[..]), (200, &b"slow"[..]), "in-flight request finished");
 
-    // The hub is closed by the proxy rather than left hanging.
-    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+    // The hub gets a proper WebSocket close (1001, going away), not a cut.
+    let close = within("the hub's close on shutdown", async {
         loop {
             match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => break frame,
                 Some(Ok(_)) => continue,
+                other => panic!("the hub ended without a Close frame: {other:?}"),
             }
         }
     })
     .await;
-    assert!(ended.is_ok(), "hub closed on shutdown");
+    assert_eq!(
+        close.map(|f| f.code),
+        Some(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Away)
+    );
 
     let h = tokio::time::timeout(Duration::from_secs(20), shutdown).await.expect("shutdown returns").unwrap();
     assert!(tokio::net::TcpStream::connect(h.addr).await.is_err(), "no longer accepting");
