@@ -84,6 +84,7 @@ impl Sink {
 
     fn write(&self, e: &Entry, status: u16, bytes_in: u64, bytes_out: u64, event: &str) {
         let ms = e.start.elapsed().as_millis() as u64;
+        let upstream = e.upstream_time();
         let line = match (&self.destination, self.format) {
             (Destination::Off, _) => return,
             (Destination::Log, Format::Text) => {
@@ -97,12 +98,13 @@ impl Sink {
                     bytes_in,
                     bytes_out,
                     duration_ms = ms,
+                    upstream_ms = upstream,
                     "{event}"
                 );
                 return;
             }
             (_, Format::Text) => format!(
-                "{} - - [{}] \"{} {} {:?}\" {status} {bytes_out} \"{}\" \"{}\" in={bytes_in} ms={ms}{}\n",
+                "{} - - [{}] \"{} {} {:?}\" {status} {bytes_out} \"{}\" \"{}\" in={bytes_in} ms={ms} upstream_ms={}{}\n",
                 e.client,
                 clf_time(std::time::SystemTime::now()),
                 e.method,
@@ -110,15 +112,17 @@ impl Sink {
                 e.version,
                 e.referer.as_deref().unwrap_or("-"),
                 e.user_agent.as_deref().unwrap_or("-"),
+                upstream.map_or("-".into(), |u| u.to_string()),
                 if event.is_empty() { String::new() } else { format!(" event=\"{event}\"") },
             ),
             (_, Format::Json) => format!(
-                "{{\"time\":{},\"client\":\"{}\",\"method\":{},\"path\":{},\"version\":\"{:?}\",\"status\":{status},\"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out},\"duration_ms\":{ms},\"referer\":{},\"user_agent\":{},\"event\":{}}}\n",
+                "{{\"time\":{},\"client\":\"{}\",\"method\":{},\"path\":{},\"version\":\"{:?}\",\"status\":{status},\"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out},\"duration_ms\":{ms},\"upstream_ms\":{},\"referer\":{},\"user_agent\":{},\"event\":{}}}\n",
                 json_str(&clf_time(std::time::SystemTime::now())),
                 e.client,
                 json_str(e.method.as_str()),
                 json_str(&e.path),
                 e.version,
+                upstream.map_or("null".into(), |u| u.to_string()),
                 e.referer.as_deref().map_or("null".into(), json_str),
                 e.user_agent.as_deref().map_or("null".into(), json_str),
                 json_str(if event.is_empty() { "request" } else { event }),
@@ -185,6 +189,8 @@ pub struct Entry {
     pub version: Version,
     pub start: Instant,
     pub bytes_in: Arc<AtomicU64>,
+    /// Milliseconds until Vaultwarden's response head (u64::MAX: no answer).
+    upstream_ms: AtomicU64,
     /// Redacted like the path.
     referer: Option<String>,
     user_agent: Option<String>,
@@ -210,10 +216,20 @@ impl Entry {
             version,
             start: Instant::now(),
             bytes_in: Arc::default(),
+            upstream_ms: AtomicU64::new(u64::MAX),
             referer: header(http::header::REFERER).map(|r| redact(&r).into_owned()),
             user_agent: header(http::header::USER_AGENT),
             sink,
         }
+    }
+
+    /// Notes that Vaultwarden's response head has arrived.
+    pub fn upstream_answered(&self) {
+        self.upstream_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn upstream_time(&self) -> Option<u64> {
+        Some(self.upstream_ms.load(Ordering::Relaxed)).filter(|ms| *ms != u64::MAX)
     }
 
     /// Writes the access line and counts the request.
@@ -238,6 +254,7 @@ impl Entry {
             version: self.version,
             start: Instant::now(),
             bytes_in: Arc::default(),
+            upstream_ms: AtomicU64::new(u64::MAX),
             referer: self.referer.clone(),
             user_agent: self.user_agent.clone(),
             sink: self.sink.clone(),

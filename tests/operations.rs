@@ -175,12 +175,14 @@ async fn access_log_file_in_json_or_text_reopens_after_rotation() {
             assert_eq!(v["client"], "127.0.0.1");
             assert_eq!(v["path"], "/alive?token=REDACTED");
             assert_eq!(v["status"], 200);
+            assert!(v["upstream_ms"].is_u64(), "time to Vaultwarden's answer: {v}");
             assert_eq!(v["user_agent"].as_str().unwrap().split('/').next(), Some("curl"));
         } else {
             // What a fail2ban filter would match: `^<HOST> - - \[`.
             let line = first.lines().next().unwrap();
             assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
             assert!(line.contains("\"GET /alive?token=REDACTED HTTP/2.0\" 200 7 \"-\" \"curl/"), "{line}");
+            assert!(line.contains(" upstream_ms="), "{line}");
         }
 
         // logrotate moves the file away, then reloads vaultgate.

@@ -31,6 +31,7 @@ impl Proxy {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         let mut resp = self.upgrade_upstream(parts).await?;
+        log.upstream_answered();
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // Relayed as an ordinary answer; the client's connection is closed
             // afterwards so nothing it sends next can be mistaken for tunnel bytes.
@@ -67,6 +68,7 @@ impl Proxy {
             HeaderValue::from_str(&key).expect("base64 is a valid header value"),
         );
         let mut resp = self.upgrade_upstream(parts).await?;
+        log.upstream_answered();
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(relay(resp));
         }

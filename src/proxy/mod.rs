@@ -211,6 +211,7 @@ impl Proxy {
             },
             _ = deadline => return Err(self.timed_out()),
         };
+        log.upstream_answered();
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers))))
