@@ -15,6 +15,7 @@ pub mod headers;
 pub mod metrics;
 pub mod metrics_listener;
 pub mod path;
+pub mod plain_http;
 pub mod proxy;
 pub mod proxy_error;
 pub mod redirect;

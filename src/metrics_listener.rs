@@ -2,7 +2,6 @@
 //! `GET /metrics` in Prometheus text format, and `GET /healthz`, green only
 //! when Vaultwarden answers `/alive`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +9,8 @@ use std::time::Duration;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::body::{self, ProxyBody};
@@ -71,34 +69,10 @@ pub async fn start(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     upstream: Upstream,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    let listener = TcpListener::bind(listen).await?;
-    let bound = listener.local_addr()?;
-    let serve = async move {
-        loop {
-            let tcp = tokio::select! {
-                _ = crate::server::stopped(&mut stop) => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
-                    Err(e) => {
-                        tracing::error!("metrics listener: accept failed: {e}; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let (metrics, upstream) = (metrics.clone(), upstream.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let (metrics, upstream) = (metrics.clone(), upstream.clone());
-                    async move { Ok::<_, Infallible>(answer(req, metrics, upstream).await) }
-                });
-                let conn =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
-                let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-            });
-        }
-    };
-    Ok((bound, serve))
+    crate::plain_http::listener(listen, "metrics", stop, move |req| {
+        answer(req, metrics.clone(), upstream.clone())
+    })
+    .await
 }

@@ -1,15 +1,11 @@
 //! The optional plain-HTTP listener: every request gets a 301 to the same
 //! host and path on https, and nothing else.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{self, ProxyBody};
@@ -56,38 +52,13 @@ pub async fn start(
     listen: SocketAddr,
     https_port: u16,
     server_names: Vec<String>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    let listener = TcpListener::bind(listen).await?;
-    let bound = listener.local_addr()?;
-    let serve = async move {
-        loop {
-            let (tcp, _) = tokio::select! {
-                _ = crate::server::stopped(&mut stop) => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::error!("redirect listener: accept failed: {e}; retrying");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let names = server_names.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let resp = respond(&req, https_port, &names);
-                    async move { Ok::<_, Infallible>(resp) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(tcp), service);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
-            });
-        }
-    };
-    Ok((bound, serve))
+    crate::plain_http::listener(listen, "redirect", stop, move |req| {
+        let resp = respond(&req, https_port, &server_names);
+        async move { resp }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,0 +1,260 @@
+//! The optional tables of proxy.toml, each validated into its typed part of
+//! [`Config`](super::Config): TLS, timeouts, limits, client IP, access
+//! lists, the extra listeners, the access log.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use toml::Spanned;
+
+use super::error::{ConfigError, Ctx};
+use super::values::{parse_duration, parse_size};
+use super::{
+    Limits, RawAccess, RawClientIp, RawLimits, RawListen, RawLog, RawTimeouts, RawTls, Timeouts, TlsConfig,
+    TlsSource,
+};
+use crate::client_ip::{self, Cidr};
+use crate::{access, access_log};
+
+pub(super) fn access_settings(
+    ctx: &Ctx,
+    base: &Path,
+    raw: Option<&RawLog>,
+) -> Result<(access_log::Destination, access_log::Format), ConfigError> {
+    use access_log::{Destination, Format};
+    let destination = match raw.and_then(|l| l.access.as_ref()) {
+        None => Destination::Log,
+        Some(v) => match v.get_ref().as_str() {
+            "log" => Destination::Log,
+            "stderr" => Destination::Stderr,
+            "off" => Destination::Off,
+            "" => return Err(ctx.err(
+                v.span(),
+                "log.access",
+                "an empty destination".into(),
+                "write \"log\", \"stderr\", \"off\" or a file path such as \"/var/log/vaultgate/access.log\"",
+            )),
+            path => Destination::File(base.join(path)),
+        },
+    };
+    let format = match raw.and_then(|l| l.access_format.as_ref()) {
+        None => Format::Text,
+        Some(v) => match v.get_ref().as_str() {
+            "text" => Format::Text,
+            "json" => Format::Json,
+            other => {
+                return Err(ctx.err(
+                    v.span(),
+                    "log.access_format",
+                    format!("`{other}` is not a format"),
+                    "write \"text\" (combined-log-like) or \"json\"",
+                ))
+            }
+        },
+    };
+    Ok((destination, format))
+}
+
+pub(super) fn listen_of(
+    ctx: &Ctx,
+    raw: Option<&RawListen>,
+    table: &str,
+    example: &str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(r) = raw else { return Ok(None) };
+    r.listen.get_ref().parse::<SocketAddr>().map(Some).map_err(|_| {
+        ctx.err(
+            r.listen.span(),
+            &format!("{table}.listen"),
+            format!("`{}` is not an IP address with a port", r.listen.get_ref()),
+            &format!("write e.g. listen = \"{example}\" under [{table}]"),
+        )
+    })
+}
+
+pub(super) fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<TlsConfig, ConfigError> {
+    const WATCH: Duration = Duration::from_secs(10);
+    let Some(t) = raw else {
+        return Ok(TlsConfig {
+            source: TlsSource::SelfSigned,
+            server_names: Vec::new(),
+            hsts: false,
+            watch_interval: WATCH,
+        });
+    };
+    let watch_interval = match &t.watch_interval {
+        None => WATCH,
+        Some(v) => parse_duration(v.get_ref()).map_err(|problem| {
+            ctx.err(v.span(), "tls.watch_interval", problem, "write a duration such as \"10s\" or \"1m\"")
+        })?,
+    };
+    let source = match (t.cert, t.key) {
+        (None, None) => TlsSource::SelfSigned,
+        (Some(cert), Some(key)) => {
+            TlsSource::Files { cert: base.join(cert.get_ref()), key: base.join(key.get_ref()) }
+        }
+        (Some(cert), None) => return Err(ctx.err(
+            cert.span(),
+            "tls.key",
+            "`cert` is set but `key` is missing".into(),
+            "add key = \"/path/to/privkey.pem\" to [tls], or remove cert to use a self-signed certificate",
+        )),
+        (None, Some(key)) => return Err(ctx.err(
+            key.span(),
+            "tls.cert",
+            "`key` is set but `cert` is missing".into(),
+            "add cert = \"/path/to/fullchain.pem\" to [tls], or remove key to use a self-signed certificate",
+        )),
+    };
+    let mut server_names = Vec::new();
+    if let Some(names) = t.server_names {
+        for name in names.get_ref() {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && name.parse::<std::net::IpAddr>().is_err()
+                && rustls_pki_types::DnsName::try_from(name.as_str()).is_ok();
+            if !valid {
+                return Err(ctx.err(
+                    names.span(),
+                    "tls.server_names",
+                    format!("`{name}` is not a DNS name"),
+                    "list the names clients use, e.g. server_names = [\"vault.example.com\"]",
+                ));
+            }
+            server_names.push(name);
+        }
+    }
+    Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false), watch_interval })
+}
+
+pub(super) fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, ConfigError> {
+    let mut timeouts = Timeouts::default();
+    let Some(t) = raw else { return Ok(timeouts) };
+    let fields = [
+        (t.tls_handshake, &mut timeouts.tls_handshake, "tls_handshake"),
+        (t.request_header, &mut timeouts.request_header, "request_header"),
+        (t.request_body_idle, &mut timeouts.request_body_idle, "request_body_idle"),
+        (t.keep_alive, &mut timeouts.keep_alive, "keep_alive"),
+        (t.upstream_connect, &mut timeouts.upstream_connect, "upstream_connect"),
+        (t.upstream_response, &mut timeouts.upstream_response, "upstream_response"),
+        (t.hub_idle, &mut timeouts.hub_idle, "hub_idle"),
+        (t.drain, &mut timeouts.drain, "drain"),
+    ];
+    for (value, slot, name) in fields {
+        if let Some(v) = value {
+            *slot = parse_duration(v.get_ref()).map_err(|problem| {
+                ctx.err(
+                    v.span(),
+                    &format!("timeouts.{name}"),
+                    problem,
+                    "write a duration such as \"500ms\", \"30s\", \"10m\" or \"1h\"",
+                )
+            })?;
+        }
+    }
+    if timeouts.hub_idle < Duration::from_secs(30) {
+        return Err(ctx.err(
+            0..0,
+            "timeouts.hub_idle",
+            format!(
+                "{:?} is shorter than the 30 s after which Bitwarden clients give up; healthy hubs would be cut",
+                timeouts.hub_idle
+            ),
+            "leave it unset (10m) or write at least \"60s\"",
+        ));
+    }
+    Ok(timeouts)
+}
+
+pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
+    let mut limits = Limits::default();
+    let Some(l) = raw else { return Ok(limits) };
+    if let Some(v) = l.max_request_body {
+        limits.max_request_body = parse_size(v.get_ref()).map_err(|problem| {
+            ctx.err(
+                v.span(),
+                "limits.max_request_body",
+                problem,
+                "write a size such as \"525MB\" (Vaultwarden's own limit) or \"1GiB\"",
+            )
+        })?;
+    }
+    for (value, slot, name) in [
+        (l.max_connections, &mut limits.max_connections, "max_connections"),
+        (l.max_connections_per_ip, &mut limits.max_connections_per_ip, "max_connections_per_ip"),
+    ] {
+        if let Some(v) = value {
+            *slot = usize::try_from(*v.get_ref()).ok().filter(|n| *n > 0).ok_or_else(|| {
+                ctx.err(
+                    v.span(),
+                    &format!("limits.{name}"),
+                    format!("{} is not a positive number", v.get_ref()),
+                    "write a whole number of connections, e.g. 256",
+                )
+            })?;
+        }
+    }
+    Ok(limits)
+}
+
+fn cidrs(ctx: &Ctx, list: &Spanned<Vec<String>>, key: &str) -> Result<Vec<Cidr>, ConfigError> {
+    list.get_ref()
+        .iter()
+        .map(|c| {
+            c.parse::<Cidr>().map_err(|problem| {
+                ctx.err(
+                    list.span(),
+                    key,
+                    problem,
+                    "write addresses or networks, e.g. [\"192.168.0.0/16\", \"10.0.0.0/8\", \"::1\"]",
+                )
+            })
+        })
+        .collect()
+}
+
+pub(super) fn client_ip_policy(
+    ctx: &Ctx,
+    raw: Option<RawClientIp>,
+) -> Result<client_ip::Policy, ConfigError> {
+    let mut policy = client_ip::Policy::default();
+    let Some(c) = raw else { return Ok(policy) };
+    if let Some(list) = &c.trusted_proxies {
+        policy.trusted_proxies = cidrs(ctx, list, "client_ip.trusted_proxies")?;
+    }
+    if let Some(h) = &c.header {
+        policy.source = match HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
+            Ok(name) if name == crate::headers::X_FORWARDED_FOR => client_ip::Source::XForwardedFor,
+            Ok(name) => client_ip::Source::Single(name),
+            Err(_) => {
+                return Err(ctx.err(
+                    h.span(),
+                    "client_ip.header",
+                    format!("`{}` is not a header name", h.get_ref()),
+                    "write \"X-Forwarded-For\" or a header such as \"CF-Connecting-IP\"",
+                ))
+            }
+        };
+    }
+    Ok(policy)
+}
+
+pub(super) fn access_rules(ctx: &Ctx, raw: Vec<RawAccess>) -> Result<Vec<access::Rule>, ConfigError> {
+    raw.iter()
+        .map(|a| {
+            let p = a.path.get_ref();
+            let canonical = crate::path::normalize(p).map(|n| n == *p).unwrap_or(false);
+            if !canonical || p.contains(['?', '#', ';']) {
+                return Err(ctx.err(
+                    a.path.span(),
+                    "access.path",
+                    format!("`{p}` is not a plain absolute path prefix"),
+                    "write a prefix such as path = \"/admin\"",
+                ));
+            }
+            Ok(access::Rule { prefix: p.to_ascii_lowercase(), allow: cidrs(ctx, &a.allow, "access.allow")? })
+        })
+        .collect()
+}

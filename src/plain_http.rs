@@ -1,0 +1,60 @@
+//! The accept loop shared by the small plain-HTTP listeners (`[redirect]`,
+//! `[metrics]`): HTTP/1.1 only, bounded in time, stopped with the server.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::ProxyBody;
+
+/// Binds `listen`; the returned future answers every request with `handle`
+/// until `stop` turns true.
+pub async fn listener<F, Fut>(
+    listen: SocketAddr,
+    name: &'static str,
+    mut stop: watch::Receiver<bool>,
+    handle: F,
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let serve = async move {
+        loop {
+            let tcp = tokio::select! {
+                _ = crate::server::stopped(&mut stop) => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        tracing::error!("{name} listener: accept failed: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let answer = handle(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tcp), service);
+                let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+            });
+        }
+    };
+    Ok((bound, serve))
+}
