@@ -101,29 +101,47 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
     }
 }
 
-/// Cuts a request body off when the client sends nothing for `timeout` while
-/// the proxy is waiting for it. Time the proxy spends not asking (because the
-/// upstream is slow to read) does not count: the clock starts at each poll
-/// that follows a delivered frame.
-pub struct IdleTimeout<B> {
+/// Keeps a request body moving: cut off when the client sends nothing for
+/// `idle`, or, measured over each `idle` of waiting, sends slower than
+/// `min_rate` bytes a second (a body dribbled at 1 byte/s would otherwise hold
+/// a Vaultwarden connection for days). Only time spent waiting for the client
+/// counts: while the upstream is slow to read, the proxy is not asking.
+pub struct Pace<B> {
     inner: B,
-    timeout: Duration,
+    idle: Duration,
+    min_rate: u64,
     sleep: Pin<Box<Sleep>>,
-    waiting: bool,
+    /// When the current wait for the client began, if waiting.
+    waiting_since: Option<Instant>,
+    /// Waiting time and bytes in the current measuring window.
+    waited: Duration,
+    window_bytes: u64,
 }
 
-/// The error an [`IdleTimeout`] body fails with.
+/// Why a [`Pace`] body failed.
 #[derive(Debug, thiserror::Error)]
-#[error("the client sent no body data for {0:?}")]
-pub struct BodyIdle(pub Duration);
+pub enum BodyStalled {
+    #[error("the client sent no body data for {} s", .0.as_secs())]
+    Idle(Duration),
+    #[error("the client sent the body slower than {0} bytes/s")]
+    TooSlow(u64),
+}
 
-impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, timeout: Duration) -> Self {
-        IdleTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), waiting: false }
+impl<B> Pace<B> {
+    pub fn new(inner: B, idle: Duration, min_rate: u64) -> Self {
+        Pace {
+            inner,
+            idle,
+            min_rate,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            waiting_since: None,
+            waited: Duration::ZERO,
+            window_bytes: 0,
+        }
     }
 }
 
-impl<B> Body for IdleTimeout<B>
+impl<B> Body for Pace<B>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -135,18 +153,34 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.waiting {
-            self.waiting = true;
-            let deadline = Instant::now() + self.timeout;
-            self.sleep.as_mut().reset(deadline);
-        }
+        let since = match self.waiting_since {
+            Some(t) => t,
+            None => {
+                let now = Instant::now();
+                let deadline = now + self.idle;
+                self.sleep.as_mut().reset(deadline);
+                self.waiting_since = Some(now);
+                now
+            }
+        };
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                self.waiting = false;
+                self.waiting_since = None;
+                self.waited += since.elapsed();
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    self.window_bytes += data.map_or(0, |d| d.len() as u64);
+                }
+                if self.waited >= self.idle {
+                    let needed = self.min_rate.saturating_mul(self.waited.as_secs());
+                    if self.window_bytes < needed {
+                        return Poll::Ready(Some(Err(Box::new(BodyStalled::TooSlow(self.min_rate)))));
+                    }
+                    (self.waited, self.window_bytes) = (Duration::ZERO, 0);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(self.timeout))))),
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled::Idle(self.idle))))),
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -200,7 +234,7 @@ mod tests {
     async fn silent_body_times_out_but_a_slow_reader_does_not_count() {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let mut body = IdleTimeout::new(http_body_util::StreamBody::new(stream), Duration::from_secs(10));
+        let mut body = Pace::new(http_body_util::StreamBody::new(stream), Duration::from_secs(10), 0);
         tx.send(Ok(Frame::data(Bytes::from_static(b"a")))).await.unwrap();
         assert!(body.frame().await.unwrap().is_ok());
         // The reader goes away for a minute: not the client's fault.
@@ -209,8 +243,38 @@ mod tests {
         assert!(body.frame().await.unwrap().is_ok(), "time not spent waiting does not count");
         // Now the client goes silent while we wait.
         let err = body.frame().await.unwrap().unwrap_err();
-        assert!(err.downcast_ref::<BodyIdle>().is_some(), "{err}");
+        assert!(matches!(err.downcast_ref::<BodyStalled>(), Some(BodyStalled::Idle(_))), "{err}");
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_dribbled_byte_by_byte_is_cut_but_a_slow_honest_one_is_not() {
+        let run = |bytes_per_second: usize| async move {
+            let (tx, mut rx) =
+                tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+            let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            let mut body = Pace::new(http_body_util::StreamBody::new(stream), Duration::from_secs(60), 1024);
+            tokio::spawn(async move {
+                for _ in 0..300 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; bytes_per_second])))).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut received = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => received += f.data_ref().map_or(0, |d| d.len()),
+                    Err(e) => return Err((received, e.to_string())),
+                }
+            }
+            Ok(received)
+        };
+        let dribble = run(1).await.expect_err("1 byte/s is cut off");
+        assert!(dribble.0 < 100, "cut within the first window: {dribble:?}");
+        assert!(dribble.1.contains("slower than 1024 bytes/s"), "{dribble:?}");
+        assert_eq!(run(2048).await.expect("2 KiB/s is fine"), 300 * 2048);
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use crate::body::{self, BodyIdle, ProxyBody};
+use crate::body::{self, BodyStalled, ProxyBody};
 use crate::headers::HostError;
 use crate::path::PathError;
 
@@ -22,8 +22,8 @@ pub enum ProxyError {
     AmbiguousLength,
     #[error("the request body was malformed or cut short")]
     BadRequestBody,
-    #[error("the request body stalled: nothing arrived for {} s", .0.as_secs())]
-    BodyTimeout(std::time::Duration),
+    #[error("the request body stalled: {0}")]
+    BodyTimeout(String),
     #[error("the request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("{path} is not available from {client}")]
@@ -67,8 +67,8 @@ impl ProxyError {
             if c.is::<http_body_util::LengthLimitError>() {
                 return ProxyError::TooLarge { limit };
             }
-            if let Some(idle) = c.downcast_ref::<BodyIdle>() {
-                return ProxyError::BodyTimeout(idle.0);
+            if let Some(stalled) = c.downcast_ref::<BodyStalled>() {
+                return ProxyError::BodyTimeout(stalled.to_string());
             }
             cause = c.source();
         }
@@ -113,7 +113,7 @@ mod tests {
             (ProxyError::BadPath(PathError::ForbiddenEscape), 400),
             (ProxyError::BadRequestBody, 400),
             (ProxyError::AmbiguousLength, 400),
-            (ProxyError::BodyTimeout(Duration::from_secs(60)), 408),
+            (ProxyError::BodyTimeout("nothing for 60 s".into()), 408),
             (ProxyError::TooLarge { limit: 1 }, 413),
             (ProxyError::Forbidden { path: "/admin".into(), client: "192.0.2.1".parse().unwrap() }, 403),
             (ProxyError::MethodNotAllowed(Method::CONNECT), 405),
@@ -150,7 +150,7 @@ mod tests {
             http_body_util::Limited::new(http_body_util::Full::new(bytes::Bytes::from("0123456789")), 5);
         let limit = Wrapper(too_long.collect().await.unwrap_err());
         assert!(matches!(ProxyError::from_body_failure(&limit, 5), ProxyError::TooLarge { limit: 5 }));
-        let idle = Wrapper(Box::new(BodyIdle(Duration::from_secs(3))));
+        let idle = Wrapper(Box::new(BodyStalled::Idle(Duration::from_secs(3))));
         assert!(matches!(ProxyError::from_body_failure(&idle, 5), ProxyError::BodyTimeout(_)));
         let other = Wrapper("bad chunk".into());
         assert!(matches!(ProxyError::from_body_failure(&other, 5), ProxyError::BadRequestBody));

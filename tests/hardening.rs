@@ -275,3 +275,24 @@ async fn legit_after_sni(h: &Harness) {
     let mut c = h.h1().await;
     assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn body_dribbled_below_the_minimum_rate_gets_408() {
+    let h =
+        Harness::start("[timeouts]\nrequest_body_idle = \"1s\"\n[limits]\nmin_upload_rate = \"1KiB\"").await;
+    let (tx, task) = streaming_post(&h, false).await;
+    let dribble = tokio::spawn(async move {
+        // 10 bytes every 200 ms: never silent for a second, but 50 bytes/s.
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tx.send(Ok(Frame::data(Bytes::from_static(b"0123456789")))).await.is_err() {
+                break;
+            }
+        }
+    });
+    let resp = within("the proxy to give up on the dribble", task).await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    let text = String::from_utf8_lossy(&body_bytes(resp).await).into_owned();
+    assert!(text.contains("slower than 1024 bytes/s"), "{text}");
+    dribble.abort();
+}

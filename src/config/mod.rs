@@ -115,11 +115,18 @@ pub struct Limits {
     pub max_request_body: u64,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Bytes per second a request body must average while the proxy waits.
+    pub min_upload_rate: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_body: 525_000_000, max_connections: 4096, max_connections_per_ip: 256 }
+        Limits {
+            max_request_body: 525_000_000,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            min_upload_rate: 1024,
+        }
     }
 }
 
@@ -159,6 +166,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("limits", "max_request_body"),
     ("limits", "max_connections"),
     ("limits", "max_connections_per_ip"),
+    ("limits", "min_upload_rate"),
     ("client_ip", "trusted_proxies"),
     ("client_ip", "header"),
     ("access", "path"),
@@ -221,6 +229,7 @@ struct RawLimits {
     max_request_body: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     max_connections_per_ip: Option<Spanned<i64>>,
+    min_upload_rate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

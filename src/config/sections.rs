@@ -181,6 +181,16 @@ pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, Config
             )
         })?;
     }
+    if let Some(v) = l.min_upload_rate {
+        limits.min_upload_rate = parse_size(v.get_ref()).map_err(|problem| {
+            ctx.err(
+                v.span(),
+                "limits.min_upload_rate",
+                problem,
+                "write bytes per second, e.g. \"1KiB\"; \"0B\" turns the check off",
+            )
+        })?;
+    }
     for (value, slot, name) in [
         (l.max_connections, &mut limits.max_connections, "max_connections"),
         (l.max_connections_per_ip, &mut limits.max_connections_per_ip, "max_connections_per_ip"),

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::access_log::{Entry, Sink};
-use crate::body::{self, BodyEnd, IdleTimeout, Metered, ProxyBody};
+use crate::body::{self, BodyEnd, Metered, Pace, ProxyBody};
 use crate::config::Config;
 use crate::metrics::{Metrics, UpstreamError};
 pub use crate::proxy_error::ProxyError;
@@ -37,6 +37,8 @@ pub struct Proxy {
     body_idle: Duration,
     hub_idle: Duration,
     max_request_body: u64,
+    /// Bytes per second a request body must average (see `body::Pace`).
+    min_body_rate: u64,
     client_ip: client_ip::Policy,
     access: Vec<access::Rule>,
     hsts: bool,
@@ -71,6 +73,7 @@ impl Proxy {
             body_idle: config.timeouts.request_body_idle,
             hub_idle: config.timeouts.hub_idle,
             max_request_body: config.limits.max_request_body,
+            min_body_rate: config.limits.min_upload_rate,
             client_ip: config.client_ip.clone(),
             access: config.access.clone(),
             hsts: config.tls.hsts,
@@ -98,7 +101,13 @@ impl Proxy {
         let mut resp = match self.route(req, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::warn!(client = %client.ip, path = %log.path, "{e}");
+                // Refusals of bad requests are the client's business (and an
+                // attacker's flood); trouble with Vaultwarden is the operator's.
+                if e.status().is_server_error() {
+                    tracing::warn!(client = %client.ip, path = %log.path, "{e}");
+                } else {
+                    tracing::debug!(client = %client.ip, path = %log.path, "{e}");
+                }
                 let upstream = match e {
                     ProxyError::UpstreamUnreachable { .. } => Some(UpstreamError::Unreachable),
                     ProxyError::UpstreamTimeout { .. } => Some(UpstreamError::Timeout),
@@ -188,10 +197,13 @@ impl Proxy {
         let already_sent = http_body::Body::is_end_stream(&body).then_some(BodyEnd::Complete);
         let (sent_tx, sent_rx) = watch::channel(already_sent);
         let limited = Limited::new(body, usize::try_from(self.max_request_body).unwrap_or(usize::MAX));
-        let body =
-            Metered::new(IdleTimeout::new(limited, self.body_idle), log.bytes_in.clone(), move |how| {
+        let body = Metered::new(
+            Pace::new(limited, self.body_idle, self.min_body_rate),
+            log.bytes_in.clone(),
+            move |how| {
                 sent_tx.send_replace(Some(how));
-            });
+            },
+        );
         let req = Request::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers)));
         let timeout = self.response_timeout;
         let mut sent = sent_rx.clone();
