@@ -28,10 +28,7 @@ impl Proxy {
         log: &Entry,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let in_flight = parts.extensions.remove::<InFlight>();
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let mut resp = self.upgrade_upstream(parts).await?;
-        log.upstream_answered();
+        let mut resp = self.upgrade_upstream(parts, log).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // Relayed as an ordinary answer; the client's connection is closed
             // afterwards so nothing it sends next can be mistaken for tunnel bytes.
@@ -60,15 +57,12 @@ impl Proxy {
         let key = websocket::new_key();
         let h = &mut parts.headers;
         h.remove(header::SEC_WEBSOCKET_ACCEPT);
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         h.insert(
             header::SEC_WEBSOCKET_KEY,
             HeaderValue::from_str(&key).expect("base64 is a valid header value"),
         );
-        let mut resp = self.upgrade_upstream(parts).await?;
-        log.upstream_answered();
+        let mut resp = self.upgrade_upstream(parts, log).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(relay(resp));
         }
@@ -86,14 +80,15 @@ impl Proxy {
         Ok(ok)
     }
 
-    /// Sends `parts` as an upgrade request on a fresh upstream connection.
+    /// Sends `parts` (origin-form target, head already rewritten) as a
+    /// WebSocket upgrade request on a fresh upstream connection.
     async fn upgrade_upstream(
         &self,
         mut parts: http::request::Parts,
+        log: &Entry,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let mut origin = http::uri::Parts::default();
-        origin.path_and_query = parts.uri.path_and_query().cloned();
-        parts.uri = http::Uri::from_parts(origin).map_err(|_| ProxyError::BadTarget)?;
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         let addr = self.upstream_authority.as_str();
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
@@ -114,7 +109,10 @@ impl Proxy {
         });
         let send = sender.send_request(Request::from_parts(parts, body::empty()));
         match tokio::time::timeout(self.response_timeout, send).await {
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => {
+                log.upstream_answered();
+                Ok(resp)
+            }
             Ok(Err(e)) => Err(self.unreachable(&e)),
             Err(_) => Err(self.timed_out()),
         }
