@@ -206,8 +206,13 @@ impl Entry {
         version: Version,
         sink: Arc<Sink>,
     ) -> Self {
+        // Only the stand-alone formats print the agent and referer; the process
+        // log line and "off" need neither, so nothing is copied for them.
+        let wanted = matches!(sink.destination, Destination::Stderr | Destination::File(_));
         let header = |name: http::header::HeaderName| {
-            req.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).replace(['"', '\\'], "'"))
+            req.get(name)
+                .filter(|_| wanted)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).replace(['"', '\\'], "'"))
         };
         Entry {
             client,
