@@ -97,16 +97,7 @@ async fn connect(
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let mut config = if verify {
-        let mut roots = rustls::RootCertStore::empty();
-        // The system's trust store, or another bundle in SSL_CERT_FILE (as
-        // OpenSSL-based tools read it), e.g. a private CA.
-        let bundle =
-            std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
-        if let Ok(certs) = rustls::pki_types::pem::PemObject::pem_file_iter(&bundle) {
-            for cert in certs.flatten() {
-                let _ = roots.add(cert);
-            }
-        }
+        let roots = crate::tls::client_roots(None).map_err(|e| e.to_string())?;
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder
@@ -130,7 +121,7 @@ async fn connect(
 async fn tls_hop(target: &Target) -> (Option<TlsStream<TcpStream>>, Finding) {
     match connect(target, true).await {
         Ok((tls, chain)) => {
-            let days = chain.first().and_then(|c| not_after(c)).map(days_left);
+            let days = chain.first().and_then(|c| crate::x509::not_after(c)).map(days_left);
             let expiry = days.map_or(String::new(), |d| format!(", valid {d} more days"));
             let finding = if days.is_some_and(|d| d < 14) {
                 bad(
@@ -269,58 +260,6 @@ fn days_left(not_after: SystemTime) -> i64 {
     (end - now).div_euclid(86400)
 }
 
-/// The notAfter of an X.509 certificate (DER): Certificate → tbsCertificate →
-/// validity → second time. Just enough DER to find it.
-pub fn not_after(cert: &[u8]) -> Option<SystemTime> {
-    fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let tag = *data.first()?;
-        let first = *data.get(1)?;
-        let (len, header) = if first < 0x80 {
-            (usize::from(first), 2)
-        } else {
-            let n = usize::from(first & 0x7f);
-            let bytes = data.get(2..2 + n)?;
-            (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), 2 + n)
-        };
-        let body = data.get(header..header + len)?;
-        Some((tag, body, &data[header + len..]))
-    }
-    let (_, cert, _) = tlv(cert)?;
-    let (_, tbs, _) = tlv(cert)?;
-    let mut rest = tbs;
-    let (tag, _, after) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after; // explicit version
-    }
-    for _ in 0..3 {
-        rest = tlv(rest)?.2; // serial, signature algorithm, issuer
-    }
-    let (_, validity, _) = tlv(rest)?;
-    let (_, _, after_not_before) = tlv(validity)?;
-    let (tag, time, _) = tlv(after_not_before)?;
-    let text = std::str::from_utf8(time).ok()?;
-    let digits = match tag {
-        0x17 => {
-            // UTCTime YYMMDDHHMMSSZ
-            let yy: i64 = text.get(0..2)?.parse().ok()?;
-            format!("{}{}", if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..12)?)
-        }
-        0x18 => text.get(0..14)?.to_string(),
-        _ => return None,
-    };
-    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<i64>().ok());
-    let (y, m, d, hh, mm, ss) = (n(0..4)?, n(4..6)?, n(6..8)?, n(8..10)?, n(10..12)?, n(12..14)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86400 + hh * 3600 + mm * 60 + ss;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
-}
-
 /// Accepts any server certificate (signatures are still checked). For
 /// probing a setup whose certificate may be self-signed, and for the example
 /// hub client on localhost; never for anything that sends secrets.
@@ -359,23 +298,5 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_not_after_from_a_certificate() {
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.not_after = rcgen::date_time_ymd(2031, 7, 15);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let when = not_after(cert.der()).unwrap();
-        let secs = when.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        assert_eq!(secs, 1_941_840_000, "2031-07-15T00:00:00Z");
-        assert_eq!(not_after(b"\x30\x03junk"), None);
-        assert_eq!(not_after(b""), None);
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod access_log;
+pub mod acme;
 pub mod body;
 pub mod client_ip;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod websocket;
+pub mod x509;
 
 pub use config::{Config, ConfigError};
 pub use server::{ReloadError, Server, StartError};

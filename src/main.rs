@@ -81,9 +81,12 @@ fn check(path: &std::path::Path, probe: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = vaultgate::tls::load(&config.tls) {
+    if let Err(e) = vaultgate::tls::load(&config.tls, &Default::default()) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
+    }
+    if let vaultgate::config::TlsSource::Acme(acme) = &config.tls.source {
+        println!("{}", vaultgate::acme::describe_stored(acme));
     }
     println!(
         "{}: ok (listen {}, upstream {}, hub paths {})",

@@ -1,5 +1,6 @@
 //! The optional plain-HTTP listener: every request gets a 301 to the same
-//! host and path on https, and nothing else.
+//! host and path on https, and nothing else, except the CA's HTTP-01 checks
+//! while an ACME order is pending.
 
 use std::net::SocketAddr;
 
@@ -8,6 +9,7 @@ use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
+use crate::acme::{Live, HTTP01_PREFIX};
 use crate::body::{self, ProxyBody};
 use crate::{headers, path};
 
@@ -33,7 +35,24 @@ pub fn location(
     Some(format!("https://{name}{port}{path}{query}"))
 }
 
-fn respond(req: &Request<Incoming>, https_port: u16, server_names: &[String]) -> Response<ProxyBody> {
+fn respond(
+    req: &Request<Incoming>,
+    https_port: u16,
+    server_names: &[String],
+    live: &Live,
+) -> Response<ProxyBody> {
+    if req.uri().path().starts_with(HTTP01_PREFIX) {
+        let Some(answer) = live.challenges.http_answer(req.uri().path()) else {
+            let mut resp =
+                Response::new(body::full("404 Not Found\n\nvaultgate: no ACME check is pending.\n"));
+            *resp.status_mut() = StatusCode::NOT_FOUND;
+            return resp;
+        };
+        tracing::info!("answered an ACME HTTP-01 check");
+        let mut resp = Response::new(body::full(answer));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        return resp;
+    }
     let target = location(req.uri(), req.headers(), https_port, server_names);
     let Some(value) = target.and_then(|t| HeaderValue::from_str(&t).ok()) else {
         let mut resp = Response::new(body::full("400 Bad Request\n\nvaultgate: use https.\n"));
@@ -52,10 +71,11 @@ pub async fn start(
     listen: SocketAddr,
     https_port: u16,
     server_names: Vec<String>,
+    live: std::sync::Arc<Live>,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     crate::plain_http::listener(listen, "redirect", stop, move |req| {
-        let resp = respond(&req, https_port, &server_names);
+        let resp = respond(&req, https_port, &server_names, &live);
         async move { resp }
     })
     .await

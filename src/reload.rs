@@ -56,7 +56,8 @@ pub fn reload(server: &Server, config_path: &Path, why: &str) {
 /// What identifies the current content of the certificate and key files.
 fn stamps(config: &Config) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
     match &config.tls.source {
-        TlsSource::SelfSigned => Vec::new(),
+        // The ACME task swaps its certificate itself.
+        TlsSource::SelfSigned | TlsSource::Acme(_) => Vec::new(),
         TlsSource::Files { cert, key } => [cert, key]
             .into_iter()
             .map(|p| {

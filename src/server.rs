@@ -18,8 +18,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::access_log::Sink;
+use crate::acme::{self, Live};
 use crate::body::{self, Metered};
-use crate::config::Config;
+use crate::config::{AcmeConfig, Config, TlsSource};
 use crate::conn_limit::{ConnLimit, Refused};
 use crate::h1_guard::H1Guard;
 use crate::metrics::{Metrics, Protocol};
@@ -83,12 +84,24 @@ pub struct Server {
     /// The configuration in force, for what a reload cannot change.
     config: std::sync::Mutex<Config>,
     tracker: Tracker,
+    /// The ACME certificate and challenge answers (empty without `[tls] acme`).
+    live: Arc<Live>,
+    /// Obtains and renews the certificate with `[tls] acme`.
+    acme: std::sync::Mutex<Option<acme::Manager>>,
+}
+
+fn acme_of(config: &Config) -> Option<&AcmeConfig> {
+    match &config.tls.source {
+        TlsSource::Acme(acme) => Some(acme),
+        _ => None,
+    }
 }
 
 impl Server {
     /// Loads the certificate, binds the listener and starts accepting.
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        let tls = tls::load(&config.tls)?;
+        let live = Arc::new(Live::default());
+        let tls = tls::load(&config.tls, &live)?;
         log_self_signed(&tls);
         let listener = TcpListener::bind(config.listen).await.map_err(|source| {
             let hint = match source.kind() {
@@ -122,7 +135,7 @@ impl Server {
             Some(addr) => {
                 let names = config.tls.server_names.clone();
                 let (bound, serve) =
-                    crate::redirect::start(addr, local_addr.port(), names, stop_tx.subscribe())
+                    crate::redirect::start(addr, local_addr.port(), names, live.clone(), stop_tx.subscribe())
                         .await
                         .map_err(|source| StartError::Bind { addr, source, hint: " ([redirect] listen)" })?;
                 tracing::info!(listen = %bound, "redirecting plain HTTP to https");
@@ -156,16 +169,30 @@ impl Server {
             config = %config.source.display(),
             "vaultgate is listening"
         );
+        // Started once the listeners are bound: the CA may connect at once.
+        let acme =
+            std::sync::Mutex::new(acme_of(&config).map(|a| acme::Manager::start(a.clone(), live.clone())));
         let task = tokio::spawn(accept.run(done, config.timeouts.drain));
         let config = std::sync::Mutex::new(config);
-        Ok(Server { local_addr, redirect_addr, metrics_addr, stop: stop_tx, task, current, config, tracker })
+        Ok(Server {
+            local_addr,
+            redirect_addr,
+            metrics_addr,
+            stop: stop_tx,
+            task,
+            current,
+            config,
+            tracker,
+            live,
+            acme,
+        })
     }
 
     /// Serves new connections with `config` from now on. Established
     /// connections, and the hub tunnels on them, keep what they started with.
     /// A certificate that does not load is refused and nothing changes.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
-        let tls = tls::load(&config.tls)?;
+        let tls = tls::load(&config.tls, &self.live)?;
         log_self_signed(&tls);
         let mut running = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let needs_restart = [
@@ -189,6 +216,12 @@ impl Server {
         let next = Connection::new(&config, tls, stop, &self.tracker, metrics)
             .map_err(|source| ReloadError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         self.current.send_replace(next);
+        let mut manager = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+        if manager.as_ref().map(|m| m.config()) != acme_of(&config) {
+            // A new domain, CA or challenge: start over (the old task stops when dropped).
+            *manager = acme_of(&config).map(|a| acme::Manager::start(a.clone(), self.live.clone()));
+        }
+        drop(manager);
         tracing::info!(config = %config.source.display(), upstream = %config.upstream.url, "reloaded");
         *running = config;
         Ok(())
@@ -223,6 +256,7 @@ impl Server {
     /// returns once all are done or the drain deadline has passed.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
+        drop(self.acme);
         // The tracker waits for every holder, these included.
         drop((self.current, self.tracker));
         let _ = self.task.await;
@@ -393,7 +427,13 @@ impl Connection {
                 return;
             }
         };
-        let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let alpn = tls.get_ref().1.alpn_protocol();
+        if alpn == Some(tls::ACME_TLS_ALPN) {
+            // RFC 8737: the CA's TLS-ALPN-01 check is the handshake itself.
+            tracing::info!("answered an ACME TLS-ALPN-01 check");
+            return;
+        }
+        let http2 = alpn == Some(b"h2");
         tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
         if http2 {
             self.serve_http(tls, peer, true).await;

@@ -11,6 +11,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::acme::Live;
 use crate::config::{TlsConfig, TlsSource};
 
 /// Why the certificate or key could not be used. Each names the file.
@@ -44,47 +45,96 @@ pub struct Tls {
 /// ALPN protocols offered to clients, most preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
+/// The ALPN protocol of ACME's TLS-ALPN-01 check (RFC 8737). Offered only
+/// with `[tls] acme`; a connection that negotiates it is closed after the
+/// handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 pub fn provider() -> Arc<CryptoProvider> {
     // ring's suites are all AEAD (rustls has no CBC); TLS 1.2 and 1.3 only.
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn load(tls: &TlsConfig) -> Result<Tls, TlsError> {
+/// Builds the server configuration for `tls`. `live` is where an ACME
+/// certificate (and any pending TLS-ALPN-01 answer) is found; it outlives
+/// reloads, so a renewal reaches every later handshake.
+pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
     let provider = provider();
-    let (certified, fingerprint) = match &tls.source {
+    let mut fingerprint = None;
+    let resolver: Arc<dyn ResolvesServerCert> = match &tls.source {
         TlsSource::Files { cert, key } => {
-            let certs = load_certs(cert)?;
-            let key_der = load_key(key)?;
-            let signing = provider
-                .key_provider
-                .load_private_key(key_der)
-                .map_err(|e| TlsError::BadKey { file: key.clone(), detail: e.to_string() })?;
-            let certified = CertifiedKey::new(certs, signing);
-            certified
-                .keys_match()
-                .map_err(|_| TlsError::Mismatch { cert: cert.clone(), key: key.clone() })?;
-            (certified, None)
+            let certified = load_pair(&provider, cert, key)?;
+            Arc::new(OneCertificate {
+                certified: Arc::new(certified),
+                server_names: tls.server_names.clone(),
+            })
         }
         TlsSource::SelfSigned => {
-            let (cert, key) = self_signed()?;
-            let fingerprint = sha256_fingerprint(&cert);
-            let signing = provider
-                .key_provider
-                .load_private_key(key)
-                .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
-            (CertifiedKey::new(vec![cert], signing), Some(fingerprint))
+            let (certified, fp) = self_signed(&provider, "localhost")?;
+            fingerprint = Some(fp);
+            Arc::new(OneCertificate {
+                certified: Arc::new(certified),
+                server_names: tls.server_names.clone(),
+            })
+        }
+        TlsSource::Acme(acme) => {
+            // Until the CA has issued one: a stand-in, so the listener (and
+            // the TLS-ALPN-01 check on it) works from the first second.
+            let (placeholder, _) = self_signed(&provider, &acme.domain)?;
+            Arc::new(AcmeCertificate {
+                live: live.clone(),
+                placeholder: Arc::new(placeholder),
+                server_names: tls.server_names.clone(),
+            })
         }
     };
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(OneCertificate {
-            certified: Arc::new(certified),
-            server_names: tls.server_names.clone(),
-        }));
+        .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if matches!(tls.source, TlsSource::Acme(_)) {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Ok(Tls { config: Arc::new(config), self_signed_fingerprint: fingerprint })
+}
+
+/// A chain and its key from PEM files, checked to belong together.
+pub fn load_pair(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let certs = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| TlsError::BadKey { file: key.to_path_buf(), detail: e.to_string() })?;
+    let certified = CertifiedKey::new(certs, signing);
+    certified
+        .keys_match()
+        .map_err(|_| TlsError::Mismatch { cert: cert.to_path_buf(), key: key.to_path_buf() })?;
+    Ok(certified)
+}
+
+/// The roots a client of ours (the doctor, the ACME client) trusts: the
+/// system's store, or another bundle in SSL_CERT_FILE (as OpenSSL-based
+/// tools read it), plus `extra` when given (e.g. a test CA's root).
+pub fn client_roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let bundle =
+        std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    if let Ok(certs) = CertificateDer::pem_file_iter(&bundle) {
+        for cert in certs.flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    if let Some(file) = extra {
+        for cert in load_certs(file)? {
+            roots
+                .add(cert)
+                .map_err(|e| TlsError::BadPem { file: file.to_path_buf(), detail: e.to_string() })?;
+        }
+    }
+    Ok(roots)
 }
 
 /// Serves the one configured chain, to every client or (strict SNI) only to
@@ -110,11 +160,36 @@ impl ResolvesServerCert for OneCertificate {
     }
 }
 
+/// Serves the ACME certificate once there is one (a self-signed stand-in
+/// until then), and answers the CA's TLS-ALPN-01 check while it is pending.
+#[derive(Debug)]
+struct AcmeCertificate {
+    live: Arc<Live>,
+    placeholder: Arc<CertifiedKey>,
+    server_names: Vec<String>,
+}
+
+impl ResolvesServerCert for AcmeCertificate {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name();
+        if hello.alpn().is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN)) {
+            // Only the CA asks for this; without a pending check there is
+            // nothing to show, and the handshake fails.
+            return sni.and_then(|name| self.live.challenges.alpn_answer(name));
+        }
+        if !self.server_names.is_empty() && !sni.is_some_and(|name| sni_allowed(&self.server_names, name)) {
+            tracing::debug!(sni, "refusing TLS for an unknown server name");
+            return None;
+        }
+        Some(self.live.certificate().unwrap_or_else(|| self.placeholder.clone()))
+    }
+}
+
 fn sni_allowed(names: &[String], requested: &str) -> bool {
     names.iter().any(|n| n.eq_ignore_ascii_case(requested.trim_end_matches('.')))
 }
 
-fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(file)
         .map_err(|e| pem_error(file, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -140,12 +215,19 @@ fn pem_error(file: &Path, e: rustls_pki_types::pem::Error) -> TlsError {
     }
 }
 
-/// A certificate for localhost, made fresh at each start.
-fn self_signed() -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+/// A self-signed certificate for `name` (localhost also gets its
+/// addresses), made fresh each time, and its SHA-256 fingerprint.
+fn self_signed(provider: &CryptoProvider, name: &str) -> Result<(CertifiedKey, String), TlsError> {
+    let mut names = vec![name.to_string()];
+    if name == "localhost" {
+        names.extend(["127.0.0.1".to_string(), "::1".to_string()]);
+    }
     let made = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.signing_key.serialize_der()));
-    Ok((made.cert.der().clone(), key))
+    let signing =
+        provider.key_provider.load_private_key(key).map_err(|e| TlsError::SelfSigned(e.to_string()))?;
+    let fingerprint = sha256_fingerprint(made.cert.der());
+    Ok((CertifiedKey::new(vec![made.cert.der().clone()], signing), fingerprint))
 }
 
 /// `AB:CD:…` SHA-256 of a DER certificate, as browsers display it.

@@ -74,7 +74,47 @@ pub enum TlsSource {
     Files { cert: PathBuf, key: PathBuf },
     /// No files configured: a self-signed certificate for localhost is made at start.
     SelfSigned,
+    /// Obtained and renewed by vaultgate itself from an ACME CA.
+    Acme(AcmeConfig),
 }
+
+/// `[tls] acme = { domain = "…" }`: where and how to get a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The one DNS name the certificate is for.
+    pub domain: String,
+    /// Contact address given to the CA (optional with Let's Encrypt).
+    pub email: Option<String>,
+    /// The RFC 8555 directory URL.
+    pub directory: String,
+    /// An extra root certificate (PEM) to trust for the directory, e.g. a test CA.
+    pub ca: Option<PathBuf>,
+    /// Where the account key, certificate and key are kept.
+    pub state_dir: PathBuf,
+    /// The challenge types to try, in order.
+    pub challenges: Vec<Challenge>,
+}
+
+/// How the CA checks that this server answers for the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// On the HTTPS listener, during the TLS handshake (only 443 needs to be open).
+    TlsAlpn01,
+    /// On the `[redirect]` plain-HTTP listener (port 80).
+    Http01,
+}
+
+impl Challenge {
+    pub fn name(self) -> &'static str {
+        match self {
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+            Challenge::Http01 => "http-01",
+        }
+    }
+}
+
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
@@ -155,6 +195,13 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("tls", "server_names"),
     ("tls", "hsts"),
     ("tls", "watch_interval"),
+    ("tls", "acme"),
+    ("tls.acme", "domain"),
+    ("tls.acme", "email"),
+    ("tls.acme", "directory"),
+    ("tls.acme", "ca"),
+    ("tls.acme", "state_dir"),
+    ("tls.acme", "challenge"),
     ("timeouts", "tls_handshake"),
     ("timeouts", "request_header"),
     ("timeouts", "request_body_idle"),
@@ -208,6 +255,18 @@ struct RawTls {
     server_names: Option<Spanned<Vec<String>>>,
     hsts: Option<bool>,
     watch_interval: Option<Spanned<String>>,
+    acme: Option<Spanned<RawAcme>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAcme {
+    domain: Spanned<String>,
+    email: Option<Spanned<String>>,
+    directory: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    state_dir: Option<Spanned<String>>,
+    challenge: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -316,13 +375,13 @@ impl Config {
             }
         };
 
-        let tls = tls_config(&ctx, base, raw.tls)?;
+        let redirect = listen_of(&ctx, raw.redirect.as_ref(), "redirect", "0.0.0.0:80")?;
+        let tls = tls_config(&ctx, base, raw.tls, redirect.is_some())?;
         let timeouts = timeouts(&ctx, raw.timeouts)?;
         let limits = limits(&ctx, raw.limits)?;
         let client_ip = client_ip_policy(&ctx, raw.client_ip)?;
         let access = access_rules(&ctx, raw.access.unwrap_or_default())?;
 
-        let redirect = listen_of(&ctx, raw.redirect.as_ref(), "redirect", "0.0.0.0:80")?;
         let metrics = listen_of(&ctx, raw.metrics.as_ref(), "metrics", "127.0.0.1:9187")?;
 
         let (access_log, access_format) = access_settings(&ctx, base, raw.log.as_ref())?;
@@ -507,5 +566,56 @@ mod tests {
         assert_eq!(e.key, "tls.server_names");
         let e = parse("hub_paths = [\"/notifications//hub\"]\n").unwrap_err();
         assert_eq!(e.key, "hub_paths");
+    }
+
+    #[test]
+    fn acme_reads_well_and_defaults_to_lets_encrypt() {
+        let c =
+            parse("[tls]\nacme = { domain = \"Vault.Example.com\", email = \"me@example.com\" }\n").unwrap();
+        let TlsSource::Acme(a) = c.tls.source else { panic!("not acme") };
+        assert_eq!(a.domain, "vault.example.com");
+        assert_eq!(a.email.as_deref(), Some("me@example.com"));
+        assert_eq!(a.directory, LETSENCRYPT);
+        assert_eq!(a.state_dir, Path::new("/etc/vaultgate/acme"));
+        assert_eq!(a.challenges, [Challenge::TlsAlpn01]);
+
+        let c = parse(
+            "[tls]\nacme = { domain = \"v.example.com\", directory = \"letsencrypt-staging\", ca = \"root.pem\", state_dir = \"/var/lib/vg\" }\n[redirect]\nlisten = \"0.0.0.0:80\"\n",
+        )
+        .unwrap();
+        let TlsSource::Acme(a) = c.tls.source else { panic!("not acme") };
+        assert_eq!(a.directory, LETSENCRYPT_STAGING);
+        assert_eq!(a.ca.as_deref(), Some(Path::new("/etc/vaultgate/root.pem")));
+        assert_eq!(a.state_dir, Path::new("/var/lib/vg"));
+        assert_eq!(a.challenges, [Challenge::TlsAlpn01, Challenge::Http01], "both when port 80 is served");
+
+        let c = parse("[tls.acme]\ndomain = \"v.example.com\"\nchallenge = \"http-01\"\n[redirect]\nlisten = \"0.0.0.0:80\"\n")
+            .unwrap();
+        let TlsSource::Acme(a) = c.tls.source else { panic!("not acme") };
+        assert_eq!(a.challenges, [Challenge::Http01]);
+    }
+
+    #[test]
+    fn acme_mistakes_name_the_key_and_the_fix() {
+        let e = parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nacme = { domain = \"v.example.com\" }\n")
+            .unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("tls.acme", Some(4)));
+        assert!(e.fix.contains("remove cert and key"), "{e}");
+        for bad in ["10.0.0.1", "*.example.com", "localhost", "a b.com"] {
+            let e = parse(&format!("[tls]\nacme = {{ domain = \"{bad}\" }}\n")).unwrap_err();
+            assert_eq!(e.key, "tls.acme.domain", "{bad}");
+        }
+        let e = parse("[tls]\nacme = { domain = \"v.example.com\", email = \"nobody\" }\n").unwrap_err();
+        assert_eq!(e.key, "tls.acme.email");
+        let e = parse("[tls]\nacme = { domain = \"v.example.com\", directory = \"http://ca/dir\" }\n")
+            .unwrap_err();
+        assert_eq!(e.key, "tls.acme.directory");
+        let e = parse("[tls]\nacme = { domain = \"v.example.com\", challenge = \"http-01\" }\n").unwrap_err();
+        assert_eq!(e.key, "tls.acme.challenge");
+        assert!(e.fix.contains("[redirect]"), "{e}");
+        let e = parse("[tls]\nacme = { domain = \"v.example.com\", challenge = \"dns-01\" }\n").unwrap_err();
+        assert_eq!(e.key, "tls.acme.challenge");
+        let e = parse("[tls]\nacme = { domian = \"v.example.com\" }\n").unwrap_err();
+        assert!(e.problem.contains("domian"), "{e}");
     }
 }

@@ -12,8 +12,8 @@ use toml::Spanned;
 use super::error::{ConfigError, Ctx};
 use super::values::{parse_duration, parse_size};
 use super::{
-    Limits, RawAccess, RawClientIp, RawLimits, RawListen, RawLog, RawTimeouts, RawTls, Timeouts, TlsConfig,
-    TlsSource,
+    AcmeConfig, Challenge, Limits, RawAccess, RawAcme, RawClientIp, RawLimits, RawListen, RawLog,
+    RawTimeouts, RawTls, Timeouts, TlsConfig, TlsSource,
 };
 use crate::client_ip::{self, Cidr};
 use crate::{access, access_log};
@@ -74,7 +74,12 @@ pub(super) fn listen_of(
     })
 }
 
-pub(super) fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<TlsConfig, ConfigError> {
+pub(super) fn tls_config(
+    ctx: &Ctx,
+    base: &Path,
+    raw: Option<RawTls>,
+    has_redirect: bool,
+) -> Result<TlsConfig, ConfigError> {
     const WATCH: Duration = Duration::from_secs(10);
     let Some(t) = raw else {
         return Ok(TlsConfig {
@@ -90,8 +95,19 @@ pub(super) fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<
             ctx.err(v.span(), "tls.watch_interval", problem, "write a duration such as \"10s\" or \"1m\"")
         })?,
     };
+    if let Some(acme) = t.acme.as_ref().filter(|_| t.cert.is_some() || t.key.is_some()) {
+        return Err(ctx.err(
+            acme.span(),
+            "tls.acme",
+            "both `acme` and `cert`/`key` are set; a certificate comes from one of them".into(),
+            "remove cert and key to let vaultgate obtain the certificate, or remove acme to use your files",
+        ));
+    }
     let source = match (t.cert, t.key) {
-        (None, None) => TlsSource::SelfSigned,
+        (None, None) => match t.acme {
+            Some(acme) => TlsSource::Acme(acme_config(ctx, base, acme.into_inner(), has_redirect)?),
+            None => TlsSource::SelfSigned,
+        },
         (Some(cert), Some(key)) => {
             TlsSource::Files { cert: base.join(cert.get_ref()), key: base.join(key.get_ref()) }
         }
@@ -127,6 +143,90 @@ pub(super) fn tls_config(ctx: &Ctx, base: &Path, raw: Option<RawTls>) -> Result<
         }
     }
     Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false), watch_interval })
+}
+
+fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Result<AcmeConfig, ConfigError> {
+    let domain = raw.domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+    let is_name = domain.parse::<std::net::IpAddr>().is_err()
+        && !domain.contains('*')
+        && domain.contains('.')
+        && rustls_pki_types::DnsName::try_from(domain.as_str()).is_ok();
+    if !is_name {
+        return Err(ctx.err(
+            raw.domain.span(),
+            "tls.acme.domain",
+            format!("`{domain}` is not a public DNS name a certificate can be issued for"),
+            "write the name clients use, e.g. domain = \"vault.example.com\" (no wildcard, no IP address)",
+        ));
+    }
+    let email = match raw.email {
+        None => None,
+        Some(v) => {
+            let e = v.get_ref().trim().trim_start_matches("mailto:");
+            let (user, host) = e.split_once('@').unwrap_or_default();
+            if user.is_empty() || !host.contains('.') || e.contains([' ', ',', '<', '>']) {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.email",
+                    format!("`{e}` is not an e-mail address"),
+                    "write an address such as email = \"admin@example.com\", or remove email",
+                ));
+            }
+            Some(e.to_string())
+        }
+    };
+    let directory = match raw.directory {
+        None => super::LETSENCRYPT.to_string(),
+        Some(v) => match v.get_ref().trim() {
+            "letsencrypt" => super::LETSENCRYPT.to_string(),
+            "letsencrypt-staging" => super::LETSENCRYPT_STAGING.to_string(),
+            url if url.starts_with("https://")
+                && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some()) =>
+            {
+                url.to_string()
+            }
+            other => {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.directory",
+                    format!("`{other}` is not an https:// ACME directory URL"),
+                    "write \"letsencrypt\", \"letsencrypt-staging\" or the CA's https:// directory URL",
+                ))
+            }
+        },
+    };
+    let challenges = match raw.challenge {
+        None if has_redirect => vec![Challenge::TlsAlpn01, Challenge::Http01],
+        None => vec![Challenge::TlsAlpn01],
+        Some(v) => match v.get_ref().as_str() {
+            "tls-alpn-01" => vec![Challenge::TlsAlpn01],
+            "http-01" if has_redirect => vec![Challenge::Http01],
+            "http-01" => {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.challenge",
+                    "http-01 is answered on the plain-HTTP listener, and there is none".into(),
+                    "add [redirect] with listen = \"0.0.0.0:80\", or write challenge = \"tls-alpn-01\"",
+                ))
+            }
+            other => {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.challenge",
+                    format!("`{other}` is not a challenge vaultgate answers"),
+                    "write \"tls-alpn-01\" (port 443) or \"http-01\" (port 80, needs [redirect]), or remove it to try both",
+                ))
+            }
+        },
+    };
+    Ok(AcmeConfig {
+        domain,
+        email,
+        directory,
+        ca: raw.ca.map(|c| base.join(c.get_ref())),
+        state_dir: base.join(raw.state_dir.as_ref().map_or("acme", |s| s.get_ref().as_str())),
+        challenges,
+    })
 }
 
 pub(super) fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, ConfigError> {

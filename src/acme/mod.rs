@@ -1,0 +1,438 @@
+//! Automatic HTTPS: with `[tls] acme = { domain = "…" }` vaultgate gets its
+//! certificate from an ACME CA (Let's Encrypt by default) and renews it when
+//! a third of its lifetime remains.
+//!
+//! The pieces: [`Live`] is what the TLS resolver reads on every handshake
+//! (the certificate in force, pending challenge answers); a [`Manager`] task
+//! keeps it current; `store` keeps the account and certificate on disk;
+//! `client` is the HTTPS client instant-acme talks through. A renewal only
+//! replaces what later handshakes get: open connections and hub WebSockets
+//! are untouched.
+
+mod challenge;
+mod client;
+mod store;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, Order,
+    OrderStatus, RetryPolicy,
+};
+use rustls::sign::CertifiedKey;
+use tokio::task::JoinHandle;
+
+pub use challenge::{Challenges, HTTP01_PREFIX};
+use store::Store;
+
+use crate::config::{AcmeConfig, Challenge};
+
+/// What handshakes read: the certificate in force and pending challenge
+/// answers. Lives as long as the server, across reloads.
+#[derive(Debug, Default)]
+pub struct Live {
+    installed: RwLock<Option<Installed>>,
+    pub challenges: Challenges,
+}
+
+#[derive(Debug, Clone)]
+struct Installed {
+    certified: Arc<CertifiedKey>,
+    domain: String,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl Live {
+    /// The obtained certificate, once there is one.
+    pub fn certificate(&self) -> Option<Arc<CertifiedKey>> {
+        self.installed().map(|i| i.certified)
+    }
+
+    fn installed(&self) -> Option<Installed> {
+        self.installed.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, installed: Option<Installed>) {
+        *self.installed.write().unwrap_or_else(|e| e.into_inner()) = installed;
+    }
+}
+
+/// The task that obtains and renews one domain's certificate. Dropping it
+/// stops the task.
+pub struct Manager {
+    config: AcmeConfig,
+    task: JoinHandle<()>,
+}
+
+impl Manager {
+    /// Puts the stored certificate (if any, and still valid) into `live` at
+    /// once, so that the first handshake already gets it, then starts the
+    /// task that obtains or renews it. Must run inside a tokio runtime.
+    pub fn start(config: AcmeConfig, live: Arc<Live>) -> Manager {
+        let store = Store::new(&config);
+        live.set(None);
+        live.challenges.clear();
+        match stored(&config, &store) {
+            Ok(Some(installed)) => {
+                tracing::info!(
+                    domain = %config.domain,
+                    "ACME: using the stored certificate from {} (expires in {})",
+                    store.cert_file().display(),
+                    human(installed.not_after.duration_since(SystemTime::now()).unwrap_or_default())
+                );
+                live.set(Some(installed));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(domain = %config.domain, "ACME: the stored certificate cannot be used ({e}); obtaining a new one")
+            }
+        }
+        let task = tokio::spawn(run(config.clone(), live, store));
+        Manager { config, task }
+    }
+
+    pub fn config(&self) -> &AcmeConfig {
+        &self.config
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where the stored certificate and key are, and whether they can serve.
+/// For `vaultgate check`.
+pub fn describe_stored(config: &AcmeConfig) -> String {
+    let store = Store::new(config);
+    match stored(config, &store) {
+        Ok(Some(i)) => format!(
+            "ACME certificate for {} in {} expires in {}",
+            i.domain,
+            store.cert_file().display(),
+            human(i.not_after.duration_since(SystemTime::now()).unwrap_or_default())
+        ),
+        Ok(None) => format!(
+            "no ACME certificate for {} yet in {}; it is requested from {} at start",
+            config.domain,
+            store.cert_file().display(),
+            config.directory
+        ),
+        Err(e) => {
+            format!("the stored ACME certificate cannot be used ({e}); a new one is requested at start")
+        }
+    }
+}
+
+/// The stored certificate, `None` when there is none or it has expired.
+fn stored(config: &AcmeConfig, store: &Store) -> Result<Option<Installed>, String> {
+    if !store.cert_file().exists() {
+        return Ok(None);
+    }
+    let certified = crate::tls::load_pair(&crate::tls::provider(), &store.cert_file(), &store.key_file())
+        .map_err(|e| e.to_string())?;
+    let (not_before, not_after) = certified
+        .cert
+        .first()
+        .and_then(|c| crate::x509::validity(c))
+        .ok_or_else(|| format!("{}: cannot read the certificate's dates", store.cert_file().display()))?;
+    if not_after <= SystemTime::now() {
+        return Ok(None);
+    }
+    Ok(Some(Installed {
+        certified: Arc::new(certified),
+        domain: config.domain.clone(),
+        not_before,
+        not_after,
+    }))
+}
+
+/// How long until a certificate valid from `not_before` to `not_after` is
+/// due for renewal: when a third of its lifetime remains (30 days of Let's
+/// Encrypt's 90).
+pub fn renew_in(not_before: SystemTime, not_after: SystemTime, now: SystemTime) -> Duration {
+    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+    let due = not_after - lifetime / 3;
+    due.duration_since(now).unwrap_or_default()
+}
+
+/// The pause after the `failures`-th failed attempt in a row: 2 minutes,
+/// doubling, at most an hour (Let's Encrypt allows 5 failed validations per
+/// name per hour).
+pub fn retry_delay(failures: u32) -> Duration {
+    let minutes = 2u64.saturating_mul(1 << failures.saturating_sub(1).min(10));
+    Duration::from_secs(minutes.min(60) * 60)
+}
+
+async fn run(config: AcmeConfig, live: Arc<Live>, store: Store) {
+    let mut failures = 0u32;
+    loop {
+        let why = match live.installed() {
+            None => "there is no certificate yet".to_string(),
+            Some(i) => {
+                let wait = renew_in(i.not_before, i.not_after, SystemTime::now());
+                if !wait.is_zero() {
+                    tracing::info!(domain = %config.domain, "ACME: next renewal in {}", human(wait));
+                    tokio::time::sleep(wait).await;
+                }
+                let left = i.not_after.duration_since(SystemTime::now()).unwrap_or_default();
+                format!("a third of the certificate's lifetime remains (it expires in {})", human(left))
+            }
+        };
+        let challenge = config.challenges[failures as usize % config.challenges.len()];
+        tracing::info!(
+            domain = %config.domain,
+            "ACME: requesting a certificate from {} because {why}; answering {} ({})",
+            config.directory,
+            challenge.name(),
+            match challenge {
+                Challenge::TlsAlpn01 => "the CA connects to port 443 of the domain",
+                Challenge::Http01 => "the CA connects to port 80 of the domain, the [redirect] listener",
+            }
+        );
+        let result = obtain(&config, &live, &store, challenge).await;
+        live.challenges.clear();
+        match result {
+            Ok(installed) => {
+                failures = 0;
+                tracing::info!(
+                    domain = %config.domain,
+                    "ACME: new certificate installed (expires in {}); new connections get it, open ones are kept",
+                    human(installed.not_after.duration_since(SystemTime::now()).unwrap_or_default())
+                );
+                live.set(Some(installed));
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = retry_delay(failures);
+                tracing::error!(
+                    domain = %config.domain,
+                    "ACME: could not obtain a certificate: {e}; retrying in {}",
+                    human(delay)
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// One order, from account to stored certificate. Errors are sentences for
+/// the log: what failed and what to check.
+async fn obtain(
+    config: &AcmeConfig,
+    live: &Live,
+    store: &Store,
+    challenge: Challenge,
+) -> Result<Installed, String> {
+    let explain = |e: instant_acme::Error| explain(&e, config, challenge);
+    let roots = crate::tls::client_roots(config.ca.as_deref()).map_err(|e| e.to_string())?;
+    let http = client::Https::new(roots)?;
+    let account = account(config, store, &http).await?;
+    let ids = [Identifier::Dns(config.domain.clone())];
+    let mut order = match account.new_order(&NewOrder::new(&ids)).await {
+        Ok(order) => order,
+        Err(e) => {
+            if problem_type(&e) == Some("accountDoesNotExist") {
+                // The CA forgot us (e.g. a test CA restarted): register again next time.
+                let _ = store.forget_account();
+            }
+            return Err(explain(e));
+        }
+    };
+    {
+        let mut authorizations = order.authorizations();
+        while let Some(next) = authorizations.next().await {
+            let mut authz = next.map_err(explain)?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                other => return Err(format!("the CA reports the authorization as {other:?}")),
+            }
+            let kind = match challenge {
+                Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                Challenge::Http01 => ChallengeType::Http01,
+            };
+            let mut handle = authz
+                .challenge(kind)
+                .ok_or_else(|| format!("the CA does not offer {} for {}", challenge.name(), config.domain))?;
+            let key_authorization = handle.key_authorization();
+            match challenge {
+                Challenge::TlsAlpn01 => {
+                    let cert =
+                        challenge::alpn_certificate(&config.domain, key_authorization.digest().as_ref())?;
+                    live.challenges.set_alpn(&config.domain, Arc::new(cert));
+                }
+                Challenge::Http01 => live.challenges.set_http(&handle.token, key_authorization.as_str()),
+            }
+            handle.set_ready().await.map_err(explain)?;
+        }
+    }
+    let patience = RetryPolicy::new().timeout(Duration::from_secs(120));
+    let status = order.poll_ready(&patience).await.map_err(explain)?;
+    if status != OrderStatus::Ready {
+        return Err(why_invalid(&mut order, config, challenge).await);
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::new(vec![config.domain.clone()]).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+    order.finalize_csr(csr.der()).await.map_err(explain)?;
+    let chain = order.poll_certificate(&patience).await.map_err(explain)?;
+    store
+        .write_certificate(&chain, &key.serialize_pem())
+        .map_err(|e| format!("cannot store the certificate under {}: {e}", config.state_dir.display()))?;
+    stored(config, store)?.ok_or_else(|| "the CA issued a certificate that has already expired".to_string())
+}
+
+/// The stored account, or a new one registered (and stored).
+async fn account(config: &AcmeConfig, store: &Store, http: &client::Https) -> Result<Account, String> {
+    let file = store.account_file();
+    let unreachable = |e: instant_acme::Error| explain(&e, config, Challenge::TlsAlpn01);
+    match store.read_account() {
+        Ok(Some(json)) => match serde_json::from_str::<AccountCredentials>(&json) {
+            Ok(credentials) => {
+                return Account::builder_with_http(Box::new(http.clone()))
+                    .from_credentials(credentials)
+                    .await
+                    .map_err(unreachable)
+            }
+            Err(e) => {
+                tracing::warn!("ACME: {} is unreadable ({e}); registering a new account", file.display())
+            }
+        },
+        Ok(None) => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", file.display())),
+    }
+    let contact: Vec<String> = config.email.iter().map(|e| format!("mailto:{e}")).collect();
+    let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let new = NewAccount { contact: &contact, terms_of_service_agreed: true, only_return_existing: false };
+    let (account, credentials) = Account::builder_with_http(Box::new(http.clone()))
+        .create(&new, config.directory.clone(), None)
+        .await
+        .map_err(unreachable)?;
+    let json = serde_json::to_string(&credentials).map_err(|e| e.to_string())?;
+    store.write_account(&json).map_err(|e| format!("cannot store the account in {}: {e}", file.display()))?;
+    tracing::info!("ACME: registered account {} with {}", account.id(), config.directory);
+    Ok(account)
+}
+
+/// Why the CA gave up on the order: the first challenge error it reports.
+async fn why_invalid(order: &mut Order, config: &AcmeConfig, challenge: Challenge) -> String {
+    let mut authorizations = order.authorizations();
+    while let Some(Ok(mut authz)) = authorizations.next().await {
+        if let Ok(state) = authz.refresh().await {
+            if let Some(problem) = state.challenges.iter().find_map(|c| c.error.clone()) {
+                return explain(&instant_acme::Error::Api(problem), config, challenge);
+            }
+        }
+    }
+    "the CA marked the order invalid without saying why".to_string()
+}
+
+fn problem_type(e: &instant_acme::Error) -> Option<&str> {
+    match e {
+        instant_acme::Error::Api(p) => p.r#type.as_deref().map(|t| t.rsplit(':').next().unwrap_or(t)),
+        _ => None,
+    }
+}
+
+/// An ACME error as a log sentence: the CA's words, then what to check.
+fn explain(e: &instant_acme::Error, config: &AcmeConfig, challenge: Challenge) -> String {
+    let instant_acme::Error::Api(problem) = e else {
+        return format!(
+            "cannot talk to the ACME server at {}: {e} (check the directory URL, that this machine can reach it over HTTPS, and for a private CA set acme.ca to its root certificate)",
+            config.directory
+        );
+    };
+    let mut said = problem.detail.clone().unwrap_or_default();
+    for sub in &problem.subproblems {
+        if let Some(detail) = &sub.detail {
+            said.push_str("; ");
+            said.push_str(detail);
+        }
+    }
+    let kind = problem_type(e).unwrap_or("unknown");
+    format!("the CA answered {kind}: {said} ({})", hint(kind, &config.domain, challenge))
+}
+
+/// What to check for an RFC 8555 §6.7 error type.
+pub fn hint(kind: &str, domain: &str, challenge: Challenge) -> String {
+    let reach = match challenge {
+        Challenge::TlsAlpn01 => "port 443 from the internet reaches vaultgate's listen address (a port forward, no other proxy or CDN terminating TLS in front)",
+        Challenge::Http01 => "port 80 from the internet reaches vaultgate's [redirect] listener",
+    };
+    match kind {
+        "dns" => format!("DNS: {domain} must have an A or AAAA record with this server's public address"),
+        "connection" | "tls" | "incorrectResponse" | "unauthorized" => {
+            format!("the CA could not check {domain} with {}: make sure {domain} points here and {reach}", challenge.name())
+        }
+        "rateLimited" => "a rate limit of the CA: vaultgate backs off and retries; while experimenting use directory = \"letsencrypt-staging\"".into(),
+        "rejectedIdentifier" | "caa" => format!("the CA will not issue for {domain} (its policy, or a CAA record of the domain)"),
+        "accountDoesNotExist" => "the CA does not know the stored account; a new one is registered on the next attempt".into(),
+        "invalidContact" | "unsupportedContact" => "the CA refuses the e-mail address: fix or remove acme.email".into(),
+        "badNonce" | "serverInternal" => "a passing problem at the CA; retried".into(),
+        _ => format!("check that {domain} points here and {reach}"),
+    }
+}
+
+/// `3d 4h`, `5m 10s`: a duration for log lines.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86400);
+
+    #[test]
+    fn renewal_is_due_when_a_third_of_the_lifetime_remains() {
+        let start = SystemTime::UNIX_EPOCH + 1000 * DAY;
+        let end = start + 90 * DAY;
+        assert_eq!(renew_in(start, end, start), 60 * DAY);
+        assert_eq!(renew_in(start, end, start + 59 * DAY), DAY);
+        assert_eq!(renew_in(start, end, start + 60 * DAY), Duration::ZERO);
+        assert_eq!(renew_in(start, end, end + DAY), Duration::ZERO);
+        // Short-lived certificates (6 days) renew after 4.
+        assert_eq!(renew_in(start, start + 6 * DAY, start), 4 * DAY);
+        // Nonsense dates: due now rather than never.
+        assert_eq!(renew_in(end, start, start), Duration::ZERO);
+    }
+
+    #[test]
+    fn retries_back_off_to_an_hour() {
+        let minutes: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs() / 60).collect();
+        assert_eq!(minutes, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(u32::MAX), Duration::from_secs(3600));
+        assert_eq!(retry_delay(0), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn hints_name_what_to_check() {
+        let d = "vault.example.com";
+        assert!(hint("dns", d, Challenge::TlsAlpn01).contains("A or AAAA record"));
+        assert!(hint("connection", d, Challenge::TlsAlpn01).contains("port 443"));
+        assert!(hint("connection", d, Challenge::Http01).contains("port 80"));
+        assert!(hint("rateLimited", d, Challenge::Http01).contains("letsencrypt-staging"));
+        assert!(hint("caa", d, Challenge::Http01).contains("CAA"));
+        assert!(hint("somethingNew", d, Challenge::TlsAlpn01).contains("port 443"));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(Duration::from_secs(42)), "42s");
+        assert_eq!(human(Duration::from_secs(310)), "5m 10s");
+        assert_eq!(human(Duration::from_secs(7500)), "2h 5m");
+        assert_eq!(human(89 * DAY + Duration::from_secs(7200)), "89d 2h");
+    }
+}
