@@ -216,11 +216,10 @@ impl Server {
         let next = Connection::new(&config, tls, stop, &self.tracker, metrics)
             .map_err(|source| ReloadError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         self.current.send_replace(next);
+        // Started afresh (the old task stops when dropped): picks up a new
+        // domain or CA, and a stored certificate removed to force a renewal.
         let mut manager = self.acme.lock().unwrap_or_else(|e| e.into_inner());
-        if manager.as_ref().map(|m| m.config()) != acme_of(&config) {
-            // A new domain, CA or challenge: start over (the old task stops when dropped).
-            *manager = acme_of(&config).map(|a| acme::Manager::start(a.clone(), self.live.clone()));
-        }
+        *manager = acme_of(&config).map(|a| acme::Manager::start(a.clone(), self.live.clone()));
         drop(manager);
         tracing::info!(config = %config.source.display(), upstream = %config.upstream.url, "reloaded");
         *running = config;

@@ -36,18 +36,8 @@ fn ensure_node_modules() {
     *done = true;
 }
 
-/// Debian's Chromium, installed on first use when running as root (as CI
-/// and the development machines do), so `cargo test` alone sets up.
 fn chromium() -> &'static str {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let path = "/usr/bin/chromium";
-    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !Path::new(path).exists() {
-        let install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium";
-        let _ = std::process::Command::new("sh").args(["-c", install]).status();
-    }
-    assert!(Path::new(path).exists(), "Debian's chromium is needed: apt-get install chromium (.ci/run does)");
-    path
+    debian_program("/usr/bin/chromium", "chromium")
 }
 
 async fn node(script: &str, h: &Harness, env: &[(&str, &str)]) -> tokio::process::Child {

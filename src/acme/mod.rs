@@ -62,7 +62,6 @@ impl Live {
 /// The task that obtains and renews one domain's certificate. Dropping it
 /// stops the task.
 pub struct Manager {
-    config: AcmeConfig,
     task: JoinHandle<()>,
 }
 
@@ -70,11 +69,19 @@ impl Manager {
     /// Puts the stored certificate (if any, and still valid) into `live` at
     /// once, so that the first handshake already gets it, then starts the
     /// task that obtains or renews it. Must run inside a tokio runtime.
+    ///
+    /// Started again on every reload: removing the stored certificate and
+    /// sending SIGHUP forces a renewal, and the certificate in force keeps
+    /// being served until the new one is there.
     pub fn start(config: AcmeConfig, live: Arc<Live>) -> Manager {
         let store = Store::new(&config);
-        live.set(None);
         live.challenges.clear();
-        match stored(&config, &store) {
+        if live.installed().is_some_and(|i| i.domain != config.domain) {
+            live.set(None);
+        }
+        let found = stored(&config, &store);
+        let renew_now = !matches!(found, Ok(Some(_)));
+        match found {
             Ok(Some(installed)) => {
                 tracing::info!(
                     domain = %config.domain,
@@ -89,12 +96,7 @@ impl Manager {
                 tracing::warn!(domain = %config.domain, "ACME: the stored certificate cannot be used ({e}); obtaining a new one")
             }
         }
-        let task = tokio::spawn(run(config.clone(), live, store));
-        Manager { config, task }
-    }
-
-    pub fn config(&self) -> &AcmeConfig {
-        &self.config
+        Manager { task: tokio::spawn(run(config, live, store, renew_now)) }
     }
 }
 
@@ -167,11 +169,14 @@ pub fn retry_delay(failures: u32) -> Duration {
     Duration::from_secs(minutes.min(60) * 60)
 }
 
-async fn run(config: AcmeConfig, live: Arc<Live>, store: Store) {
+/// Obtains a certificate whenever there is none, none stored (`renew_now`)
+/// or the one in force is due; backs off after failures.
+async fn run(config: AcmeConfig, live: Arc<Live>, store: Store, mut renew_now: bool) {
     let mut failures = 0u32;
     loop {
         let why = match live.installed() {
             None => "there is no certificate yet".to_string(),
+            Some(_) if renew_now => "no certificate is stored (removed to force a renewal?)".to_string(),
             Some(i) => {
                 let wait = renew_in(i.not_before, i.not_after, SystemTime::now());
                 if !wait.is_zero() {
@@ -198,6 +203,7 @@ async fn run(config: AcmeConfig, live: Arc<Live>, store: Store) {
         match result {
             Ok(installed) => {
                 failures = 0;
+                renew_now = false;
                 tracing::info!(
                     domain = %config.domain,
                     "ACME: new certificate installed (expires in {}); new connections get it, open ones are kept",

@@ -213,7 +213,9 @@ pub struct RunningBinary {
     child: std::process::Child,
     /// Log lines up to and including "vaultgate is listening".
     pub startup_log: Vec<String>,
-    rest: Option<std::thread::JoinHandle<Vec<String>>>,
+    /// Every line after startup, as it arrives.
+    rest: Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RunningBinary {
@@ -244,8 +246,34 @@ impl RunningBinary {
             "the proxy did not start:\n{}",
             startup_log.join("\n")
         );
-        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
-        RunningBinary { child, startup_log, rest: Some(rest) }
+        let rest = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = rest.clone();
+        let reader = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        RunningBinary { child, startup_log, rest, reader: Some(reader) }
+    }
+
+    /// Waits (up to `seconds`) for a log line containing every one of
+    /// `needles`, and returns it; panics with the log so far if none comes.
+    pub async fn wait_for_log(&self, needles: &[&str], seconds: u64) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let found =
+                self.rest.lock().unwrap().iter().find(|l| needles.iter().all(|n| l.contains(n))).cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "no log line with {needles:?} within {seconds} s; log:\n{}",
+                    self.rest.lock().unwrap().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -264,7 +292,8 @@ impl RunningBinary {
         let pid = self.child.id().to_string();
         assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let status = self.child.wait().unwrap();
-        let log = self.rest.take().unwrap().join().unwrap().join("\n");
+        self.reader.take().unwrap().join().unwrap();
+        let log = self.rest.lock().unwrap().join("\n");
         (status, log)
     }
 }
@@ -334,4 +363,22 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
         Ok(out) => out,
         Err(_) => panic!("timed out waiting for {what}"),
     }
+}
+
+/// `path` from Debian's `package`, installed on first use when it is missing
+/// (CI and the development machines run as root), so `cargo test` alone
+/// sets up. Panics with what to install when that fails.
+pub fn debian_program(path: &'static str, package: &str) -> &'static str {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if !std::path::Path::new(path).exists() {
+        let install =
+            format!("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}");
+        let _ = std::process::Command::new("sh").args(["-c", &install]).status();
+    }
+    assert!(
+        std::path::Path::new(path).exists(),
+        "Debian's {package} is needed: apt-get install {package} (.ci/run does)"
+    );
+    path
 }

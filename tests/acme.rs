@@ -1,0 +1,415 @@
+//! Automatic HTTPS against Pebble, the ACME test CA from Debian's `pebble`
+//! package (installed by .ci/run), on 127.0.0.1. pebble-challtestsrv is its
+//! DNS server and answers 127.0.0.1 for every name, so Pebble's checks of
+//! "vault.example.com" land on the vaultgate under test.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::*;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const DOMAIN: &str = "vault.example.com";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Pebble and its DNS server, stopped when dropped.
+struct Pebble {
+    _children: Vec<tokio::process::Child>,
+    directory: String,
+    management: u16,
+    /// The CA of Pebble's own HTTPS listener (vaultgate's `acme.ca`).
+    listener_ca: TestCa,
+    dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    /// Pebble validating TLS-ALPN-01 on `tls_port` and HTTP-01 on
+    /// `http_port`; certificates valid for `validity` seconds (Pebble's
+    /// default of years when `None`).
+    async fn start(tls_port: u16, http_port: u16, validity: Option<u64>) -> Pebble {
+        let pebble = debian_program("/usr/bin/pebble", "pebble");
+        let challtestsrv = debian_program("/usr/bin/pebble-challtestsrv", "pebble");
+        let listener_ca = TestCa::new();
+        let dir = tempfile::tempdir().unwrap();
+        let (acme, management, dns) = (free_port(), free_port(), free_port());
+        let validity = validity.map(|s| format!(",\n\"certificateValidityPeriod\": {s}")).unwrap_or_default();
+        let config = format!(
+            "{{\"pebble\": {{\"listenAddress\": \"127.0.0.1:{acme}\", \"managementListenAddress\": \"127.0.0.1:{management}\",
+             \"certificate\": \"{}\", \"privateKey\": \"{}\", \"httpPort\": {http_port}, \"tlsPort\": {tls_port},
+             \"ocspResponderURL\": \"\", \"externalAccountBindingRequired\": false{validity}}}}}",
+            listener_ca.cert_path.display(),
+            listener_ca.key_path.display()
+        );
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config).unwrap();
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let dns_server = tokio::process::Command::new(challtestsrv)
+            .args([
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .arg("-dns01")
+            .arg(format!("127.0.0.1:{dns}"))
+            .arg("-management")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .stdout(log("challtestsrv.log"))
+            .stderr(log("challtestsrv.err"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pebble = tokio::process::Command::new(pebble)
+            .arg("-config")
+            .arg(&config_path)
+            .arg("-dnsserver")
+            .arg(format!("127.0.0.1:{dns}"))
+            // No random sleeps before validating, no nonces refused at random,
+            // no authorizations reused between orders: every order is checked.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        within("pebble to listen", async {
+            while TcpStream::connect(("127.0.0.1", acme)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        Pebble {
+            _children: vec![dns_server, pebble],
+            directory: format!("https://127.0.0.1:{acme}/dir"),
+            management,
+            listener_ca,
+            dir,
+        }
+    }
+
+    /// Pebble's issuing root (made fresh at each start), as PEM.
+    async fn root(&self) -> CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        let (ok, pem) =
+            curl_get(&self.listener_ca, &format!("https://127.0.0.1:{}/roots/0", self.management)).await;
+        assert!(ok, "pebble's management interface answers");
+        CertificateDer::from_pem_slice(&pem).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+/// `[tls] acme = {…}` for Pebble, plus whatever else the test needs.
+fn config_text(
+    pebble: &Pebble,
+    tls_port: u16,
+    upstream: SocketAddr,
+    state: &Path,
+    acme_extra: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "listen = \"127.0.0.1:{tls_port}\"\nupstream = \"http://{upstream}\"\n\n[tls]\nacme = {{ domain = \"{DOMAIN}\", email = \"admin@example.com\", directory = \"{}\", ca = \"{}\", state_dir = \"{}\"{acme_extra} }}\n{extra}",
+        pebble.directory,
+        pebble.listener_ca.ca_path.display(),
+        state.display()
+    )
+}
+
+async fn start(dir: &Path, text: &str) -> vaultgate::Server {
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    vaultgate::Server::start(vaultgate::Config::load(&path).unwrap()).await.unwrap()
+}
+
+fn client_config(root: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// A TLS connection to vaultgate for DOMAIN that verifies against `root`.
+async fn connect(
+    port: u16,
+    root: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tokio_rustls::TlsConnector::from(client_config(root, alpn))
+        .connect(ServerName::try_from(DOMAIN).unwrap(), tcp)
+        .await
+}
+
+fn leaf(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
+}
+
+/// Waits until vaultgate serves a certificate from Pebble other than
+/// `not`, and returns it.
+async fn issued(
+    port: u16,
+    root: &CertificateDer<'static>,
+    not: Option<&CertificateDer<'static>>,
+    pebble: &Pebble,
+) -> CertificateDer<'static> {
+    for _ in 0..600 {
+        if let Ok(tls) = connect(port, root, &[b"http/1.1"]).await {
+            let cert = leaf(&tls);
+            if Some(&cert) != not {
+                return cert;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no certificate from Pebble within 60 s; pebble's log:\n{}", pebble.log());
+}
+
+async fn alive_through(tls: tokio_rustls::client::TlsStream<TcpStream>) -> http::StatusCode {
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/alive")
+        .header(http::header::HOST, DOMAIN)
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    sender.send_request(req).await.unwrap().status()
+}
+
+fn state_file(state: &Path, name: &str) -> PathBuf {
+    let ca = std::fs::read_dir(state).unwrap().next().unwrap().unwrap().path();
+    if name == "account.json" {
+        ca.join(name)
+    } else {
+        ca.join(DOMAIN).join(name)
+    }
+}
+
+#[tokio::test]
+async fn tls_alpn_01_gets_a_certificate_and_a_restart_reuses_it() {
+    let (tls_port, http_port) = (free_port(), free_port());
+    let pebble = Pebble::start(tls_port, http_port, None).await;
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let text = config_text(&pebble, tls_port, upstream.addr, &state, ", challenge = \"tls-alpn-01\"", "");
+    let server = start(work.path(), &text).await;
+    let root = pebble.root().await;
+
+    let cert = issued(tls_port, &root, None, &pebble).await;
+    // The chain verified against Pebble's root for DOMAIN; requests flow.
+    let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(alive_through(tls).await, http::StatusCode::OK);
+    // Nothing listens on Pebble's HTTP-01 port: TLS-ALPN-01 did it.
+    assert!(!pebble.log().contains("validate w/ HTTP"), "{}", pebble.log());
+
+    // Kept private on disk.
+    for name in ["account.json", "cert.pem", "key.pem"] {
+        let mode = std::fs::metadata(state_file(&state, name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    let account = std::fs::read_to_string(state_file(&state, "account.json")).unwrap();
+
+    // Asking for acme-tls/1 with no check pending gets no certificate at all.
+    assert!(connect(tls_port, &root, &[b"acme-tls/1"]).await.is_err());
+
+    // A restart serves the stored certificate from the first handshake on,
+    // with the same account and no new order.
+    server.shutdown().await;
+    let orders_before = pebble.log().matches("POST /order-plz").count();
+    let server = start(work.path(), &text).await;
+    let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(leaf(&tls), cert, "the stored certificate is reused");
+    assert_eq!(alive_through(tls).await, http::StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pebble.log().matches("POST /order-plz").count(),
+        orders_before,
+        "no new order after a restart"
+    );
+    assert_eq!(std::fs::read_to_string(state_file(&state, "account.json")).unwrap(), account);
+
+    // Forcing a renewal (remove the stored certificate, reload) swaps what
+    // new handshakes get; a hub opened before stays open and working.
+    let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
+    let mut hub = open_hub(tls, tls_port).await;
+    std::fs::remove_file(state_file(&state, "cert.pem")).unwrap();
+    server.reload(vaultgate::Config::load(&work.path().join("proxy.toml")).unwrap()).unwrap();
+    let renewed = issued(tls_port, &root, Some(&cert), &pebble).await;
+    assert_ne!(renewed, cert);
+    assert!(state_file(&state, "cert.pem").exists(), "the new certificate is stored");
+    hub_still_works(&mut hub, &upstream).await;
+    server.shutdown().await;
+}
+
+type Hub = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+async fn open_hub(tls: tokio_rustls::client::TlsStream<TcpStream>, port: u16) -> Hub {
+    let req =
+        format!("wss://{DOMAIN}:{port}/notifications/hub?access_token=t").into_client_request().unwrap();
+    let (mut hub, resp) = tokio_tungstenite::client_async(req, tls).await.expect("hub upgrade");
+    assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    hub.send(Message::text("{\"protocol\":\"messagepack\",\"version\":1}\u{1e}")).await.unwrap();
+    hub
+}
+
+/// A push from the upstream arrives and a message from the client is echoed.
+async fn hub_still_works(hub: &mut Hub, upstream: &StandIn) {
+    let push = standin::notification(7, "ReceiveMessage");
+    upstream.push(push.clone());
+    within("the pushed message on the old hub", async {
+        loop {
+            match hub.next().await.expect("hub still open").expect("hub frame") {
+                Message::Binary(b) if b == push => break,
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    hub.send(Message::binary(vec![0x02, 0x91, 0x06])).await.unwrap();
+    within("the echo on the old hub", async {
+        loop {
+            match hub.next().await.expect("hub still open").expect("hub frame") {
+                Message::Binary(b) if b[..] == [0x02, 0x91, 0x06] => break,
+                _ => continue,
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http_01_is_answered_on_the_redirect_listener() {
+    // Pebble's TLS-ALPN-01 port leads nowhere: only HTTP-01 can succeed.
+    let (tls_port, http_port) = (free_port(), free_port());
+    let pebble = Pebble::start(free_port(), http_port, None).await;
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let redirect = format!("[redirect]\nlisten = \"127.0.0.1:{http_port}\"\n");
+    let text = config_text(&pebble, tls_port, upstream.addr, &state, ", challenge = \"http-01\"", &redirect);
+    let server = start(work.path(), &text).await;
+    let root = pebble.root().await;
+
+    issued(tls_port, &root, None, &pebble).await;
+    assert!(pebble.log().contains("validate w/ HTTP"), "validated by HTTP-01:\n{}", pebble.log());
+    let tls = connect(tls_port, &root, &[b"h2", b"http/1.1"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    // Between orders the challenge path answers 404; everything else is still redirected.
+    let probe = |path: &str| {
+        let path = path.to_string();
+        async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H"])
+                .arg(format!("Host: {DOMAIN}"))
+                .arg(format!("http://127.0.0.1:{http_port}{path}"))
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    assert_eq!(probe("/.well-known/acme-challenge/unknown-token").await, "404 ");
+    assert_eq!(probe("/#/vault").await, format!("301 https://{DOMAIN}:{tls_port}/"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn renewal_swaps_the_certificate_while_a_hub_stays_open() {
+    // Certificates that live 12 s are due for renewal after 8.
+    let (tls_port, http_port) = (free_port(), free_port());
+    let pebble = Pebble::start(tls_port, http_port, Some(12)).await;
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let text = config_text(&pebble, tls_port, upstream.addr, &state, "", "");
+    let server = start(work.path(), &text).await;
+    let root = pebble.root().await;
+
+    let first = issued(tls_port, &root, None, &pebble).await;
+    let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(leaf(&tls), first);
+    let mut hub = open_hub(tls, tls_port).await;
+
+    let second = issued(tls_port, &root, Some(&first), &pebble).await;
+    assert_ne!(second, first);
+
+    // The hub opened under the first certificate still carries messages both ways.
+    hub_still_works(&mut hub, &upstream).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_are_logged_with_what_to_check() {
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    // No ACME server at the directory URL.
+    let dead = free_port();
+    let path = work.path().join("dead.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[tls]\nacme = {{ domain = \"{DOMAIN}\", directory = \"https://127.0.0.1:{dead}/dir\", state_dir = \"state\" }}\n",
+            upstream.addr
+        ),
+    )
+    .unwrap();
+    let proxy = RunningBinary::start(&path, "");
+    proxy
+        .wait_for_log(&["ACME: requesting a certificate", "there is no certificate yet", "tls-alpn-01"], 20)
+        .await;
+    let line = proxy.wait_for_log(&["ACME: could not obtain a certificate"], 20).await;
+    assert!(line.contains("cannot talk to the ACME server") && line.contains("Connection refused"), "{line}");
+    assert!(line.contains("retrying in 2m"), "{line}");
+    // Meanwhile the listener serves a stand-in certificate and requests flow.
+    let (ok, _) = tokio::process::Command::new("curl")
+        .args(["-sSk", "--max-time", "5", "-o", "/dev/null"])
+        .arg(format!("https://127.0.0.1:{}/alive", proxy.port()))
+        .status()
+        .await
+        .map(|s| (s.success(), ()))
+        .unwrap();
+    assert!(ok);
+    proxy.stop();
+
+    // Pebble is up, but its TLS-ALPN-01 check cannot reach vaultgate.
+    let pebble = Pebble::start(free_port(), free_port(), None).await;
+    let path = work.path().join("unreachable.toml");
+    let text = config_text(&pebble, free_port(), upstream.addr, &work.path().join("state2"), "", "");
+    std::fs::write(&path, text).unwrap();
+    let proxy = RunningBinary::start(&path, "");
+    let line = proxy.wait_for_log(&["ACME: could not obtain a certificate"], 30).await;
+    assert!(line.contains("the CA answered") && line.contains("Failed to connect"), "{line}");
+    assert!(line.contains("vault.example.com points here") && line.contains("port 443"), "{line}");
+    proxy.stop();
+}
