@@ -384,6 +384,19 @@ async fn failures_are_logged_with_what_to_check() {
         ),
     )
     .unwrap();
+    // `check` says where the certificate will be and that there is none yet.
+    let out = std::process::Command::new(RunningBinary::PATH)
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("no ACME certificate for vault.example.com yet") && said.contains("state/"),
+        "{said}"
+    );
     let proxy = RunningBinary::start(&path, "");
     proxy
         .wait_for_log(&["ACME: requesting a certificate", "there is no certificate yet", "tls-alpn-01"], 20)
