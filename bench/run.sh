@@ -20,7 +20,7 @@ secs=${2:-10}
 # hubs as the hard limit allows, up to 10,000.
 limit=$(ulimit -Hn)
 [ "$limit" = unlimited ] && limit=1048576
-max_hubs=$(((limit - 200) / 2))
+max_hubs=$(((limit - 500) / 2))
 hubs=${3:-$((max_hubs < 10000 ? max_hubs : 10000))}
 
 need=()
@@ -57,8 +57,11 @@ max_connections_per_ip = 100000
 level = "warn"
 access = "off"
 TOML
-./target/release/vaultgate --config "$dir/proxy.toml" 2>"$dir/vaultgate.log" &
-vg_pid=$!
+start_vaultgate() {
+  ./target/release/vaultgate --config "$dir/proxy.toml" 2>>"$dir/vaultgate.log" &
+  vg_pid=$!
+}
+start_vaultgate
 cat >"$dir/nginx.conf" <<NGINX
 worker_processes 2;
 worker_rlimit_nofile $limit;
@@ -91,12 +94,23 @@ http {
   }
 }
 NGINX
-nginx -c "$dir/nginx.conf" -e "$dir/nginx-error.log"
+start_nginx() { nginx -c "$dir/nginx.conf" -e "$dir/nginx-error.log"; }
+start_nginx
 sleep 1
+# A fresh process, so that memory per hub is not hidden by memory an earlier
+# scenario left allocated.
+restart() {
+  case $1 in
+    vaultgate) kill "$vg_pid"; wait "$vg_pid" 2>/dev/null || true; start_vaultgate ;;
+    nginx) nginx -c "$dir/nginx.conf" -s stop; while [ -f "$dir/nginx.pid" ]; do sleep 0.1; done; start_nginx ;;
+  esac
+  sleep 1
+}
 nginx_pids() { pgrep -f "nginx: worker process" | tr '\n' ' '; }
 
 hz=$(getconf CLK_TCK)
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+sys_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $15}' "/proc/$p/stat"))); done; echo "$t"; }
 rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
 writes() { local t=0; for p in "$@"; do t=$((t + $(awk '/^write_bytes/ {print $2}' "/proc/$p/io"))); done; echo "$t"; }
 results="$dir/results"
@@ -112,15 +126,18 @@ base_url() { case $1 in direct) echo "http://127.0.0.1:18002" ;; *) echo "https:
 hub_url() { case $1 in direct) echo "ws://127.0.0.1:18002" ;; *) echo "wss://localhost:${port[$1]}" ;; esac; }
 
 s1_get() { # target
-  local pids before out n
-  pids=$(pids_of "$1"); before=$(ticks $pids)
+  local pids before sys_before out n
+  pids=$(pids_of "$1"); before=$(ticks $pids); sys_before=$(sys_ticks $pids)
   out=$(wrk -t2 -c50 -d"${secs}s" --latency "$(base_url "$1")/alive" 2>&1)
   n=$(awk '/requests in/ {print $1}' <<<"$out")
   record "$1" get_req_per_s "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
   record "$1" get_p99_us "$(awk '$1 == "99%" {
     v = $2 + 0; if ($2 ~ /us$/) m = 1; else if ($2 ~ /ms$/) m = 1000; else m = 1000000
     printf "%.0f", v * m }' <<<"$out")"
-  [ -n "$pids" ] && record "$1" get_cpu_us_per_req "$(us_per $(($(ticks $pids) - before)) "$n")"
+  if [ -n "$pids" ]; then
+    record "$1" get_cpu_us_per_req "$(us_per $(($(ticks $pids) - before)) "$n")"
+    record "$1" get_kernel_us_per_req "$(us_per $(($(sys_ticks $pids) - sys_before)) "$n")"
+  fi
   return 0
 }
 
@@ -137,7 +154,10 @@ s3_h2() {
   local pids before out n h1=""
   [ "$1" = direct ] && h1=--h1
   pids=$(pids_of "$1"); before=$(ticks $pids)
-  out=$(h2load $h1 -D "$secs" -c 50 -m 10 -t 2 "$(base_url "$1")/alive" 2>&1)
+  # 1,000 requests per connection: nginx closes an HTTP/2 connection after
+  # that many (keepalive_requests) and h2load does not reconnect.
+  out=$(h2load $h1 -n 50000 -c 50 -m 10 -t 2 "$(base_url "$1")/alive" 2>&1)
+  grep -q "50000 succeeded" <<<"$out" || echo "  (h2load: $(grep '^requests:' <<<"$out"))"
   n=$(awk '/^requests:/ {print $4}' <<<"$out")
   record "$1" h2_req_per_s "$(awk '/^finished in/ {print $4}' <<<"$out")"
   [ -n "$pids" ] && record "$1" h2_cpu_us_per_req "$(us_per $(($(ticks $pids) - before)) "$n")"
@@ -166,25 +186,29 @@ s4_stream() {
 }
 
 s5_echo() {
-  local out
+  local pids before out
+  pids=$(pids_of "$1"); before=$(ticks $pids)
   out=$(./target/release/examples/wsload echo "$(hub_url "$1")/notifications/hub?access_token=x" 50 "$secs")
+  [ -n "$pids" ] && record "$1" echo_cpu_us_per_msg "$(us_per $(($(ticks $pids) - before)) "$(awk '{print $3}' <<<"$out")")"
   record "$1" echo_msgs_per_s "$(awk '{print $7}' <<<"$out")"
   record "$1" echo_rtt_p50_us "$(awk '{print $9}' <<<"$out")"
   record "$1" echo_rtt_p99_us "$(awk '{print $11}' <<<"$out")"
 }
 
 s67_hubs() {
-  local pids rss0 ready rss1 out
+  local pids rss0 ready rss1 out opened
+  restart "$1"
   pids=$(pids_of "$1")
   [ -n "$pids" ] && rss0=$(rss_kib $pids)
   coproc LOAD { ./target/release/examples/wsload hubs "$(hub_url "$1")/notifications/hub?access_token=x" "$hubs" http://127.0.0.1:18002/api/ciphers 5; }
   read -r ready <&"${LOAD[0]}"
-  record "$1" hubs_open "$(awk '{print $3}' <<<"$ready")"
+  opened=$(awk '{print $3}' <<<"$ready")
+  record "$1" hubs_open "$opened"
   record "$1" hubs_open_seconds "$(awk '{print $7}' <<<"$ready")"
   if [ -n "$pids" ]; then
     sleep 1
     rss1=$(rss_kib $pids)
-    record "$1" idle_hub_KiB_each "$(awk -v a="$rss1" -v b="$rss0" -v n="$hubs" 'BEGIN {printf "%.1f", (a - b) / n}')"
+    record "$1" idle_hub_KiB_each "$(awk -v a="$rss1" -v b="$rss0" -v n="$opened" 'BEGIN {printf "%.1f", (a - b) / n}')"
   fi
   echo go >&"${LOAD[1]}"
   read -r out <&"${LOAD[0]}"

@@ -198,7 +198,10 @@ async fn hubs(url: &str, conns: usize, trigger: &str, rounds: usize) -> Result<(
             (url.to_string(), tls.clone(), arrived_tx.clone(), opening.clone());
         opened.push(tokio::spawn(async move {
             let permit = opening.acquire_owned().await.unwrap();
-            let mut ws = open(&url, &tls).await?;
+            // A proxy out of descriptors may leave a connection unanswered.
+            let mut ws = tokio::time::timeout(Duration::from_secs(20), open(&url, &tls))
+                .await
+                .map_err(|_| "no upgrade within 20 s")??;
             drop(permit);
             tokio::spawn(async move {
                 while next_binary(&mut ws).await.is_ok() {

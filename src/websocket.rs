@@ -96,7 +96,11 @@ const HALF_CLOSE_LINGER: Duration = Duration::from_secs(30);
 /// that is gone, and a hub left open would hide the outage from the client.
 const UPSTREAM_GONE_LINGER: Duration = Duration::from_secs(2);
 
-const BUF_SIZE: usize = 8 * 1024;
+/// Each direction of a tunnel starts with a buffer this small (hub messages
+/// are a few hundred bytes, and an idle hub should cost little memory) and
+/// doubles it, up to `MAX_BUF`, whenever a read fills it.
+const FIRST_BUF: usize = 1024;
+const MAX_BUF: usize = 16 * 1024;
 
 /// Copies bytes between `client` and `upstream` until both directions are
 /// closed, the tunnel is idle for `idle`, it stays half-closed too long, an
@@ -204,7 +208,7 @@ where
 {
     let mut stop = stop.clone();
     let mut frames = Frames::default();
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; FIRST_BUF];
     loop {
         let n = tokio::select! {
             n = reader.read(&mut buf) => n?,
@@ -223,6 +227,9 @@ where
         frames.advance(&buf[..n]);
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if n == buf.len() && buf.len() < MAX_BUF {
+            buf.resize(buf.len() * 2, 0);
+        }
     }
 }
 
@@ -323,6 +330,28 @@ mod tests {
         assert!(!is_hub_path("/notifications/hub/../../api", &hubs));
         assert!(!is_hub_path("/notifications/hubx", &hubs));
         assert!(!is_hub_path("/api", &hubs));
+    }
+
+    #[tokio::test]
+    async fn large_messages_pass_intact_as_the_buffers_grow() {
+        let (client, mut client_peer) = tokio::io::duplex(256 * 1024);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(256 * 1024);
+        let (_stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(splice(client, upstream, Duration::from_secs(60), stop));
+        // 300 KiB that no shifted or repeated chunk could reproduce.
+        let data: Vec<u8> = (0..300 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            client_peer.write_all(&sent).await.unwrap();
+            client_peer.shutdown().await.unwrap();
+            client_peer
+        });
+        let mut got = Vec::new();
+        upstream_peer.read_to_end(&mut got).await.unwrap();
+        assert!(got == data, "byte for byte ({} of {} bytes)", got.len(), data.len());
+        drop(writer.await.unwrap());
+        upstream_peer.shutdown().await.unwrap();
+        assert_eq!(task.await.unwrap().up, data.len() as u64);
     }
 
     #[tokio::test]
