@@ -203,6 +203,7 @@ impl Server {
                 "limits.max_connections_per_ip",
             ),
             (config.timeouts.drain != running.timeouts.drain, "timeouts.drain"),
+            (config.limits.workers != running.limits.workers, "limits.workers"),
         ];
         for (changed, key) in needs_restart {
             if changed {

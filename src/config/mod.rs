@@ -157,6 +157,8 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Bytes per second a request body must average while the proxy waits.
     pub min_upload_rate: u64,
+    /// Threads serving connections (the async runtime's workers).
+    pub workers: usize,
 }
 
 impl Default for Limits {
@@ -166,6 +168,10 @@ impl Default for Limits {
             max_connections: 4096,
             max_connections_per_ip: 256,
             min_upload_rate: 1024,
+            // One core serves ~35,000 proxied requests a second (BENCHMARKS.md),
+            // far beyond a Vaultwarden's needs; a second thread on a small box
+            // mostly adds wake-ups between threads.
+            workers: 1,
         }
     }
 }
@@ -214,6 +220,7 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("limits", "max_connections"),
     ("limits", "max_connections_per_ip"),
     ("limits", "min_upload_rate"),
+    ("limits", "workers"),
     ("client_ip", "trusted_proxies"),
     ("client_ip", "header"),
     ("access", "path"),
@@ -289,6 +296,7 @@ struct RawLimits {
     max_connections: Option<Spanned<i64>>,
     max_connections_per_ip: Option<Spanned<i64>>,
     min_upload_rate: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -617,5 +625,15 @@ mod tests {
         assert_eq!(e.key, "tls.acme.challenge");
         let e = parse("[tls]\nacme = { domian = \"v.example.com\" }\n").unwrap_err();
         assert!(e.problem.contains("domian"), "{e}");
+    }
+
+    #[test]
+    fn workers_default_to_one_and_are_bounded() {
+        assert_eq!(parse("").unwrap().limits.workers, 1);
+        assert_eq!(parse("[limits]\nworkers = 4\n").unwrap().limits.workers, 4);
+        for bad in ["0", "-1", "100000"] {
+            let e = parse(&format!("[limits]\nworkers = {bad}\n")).unwrap_err();
+            assert_eq!((e.key.as_str(), e.line), ("limits.workers", Some(2)), "{bad}");
+        }
     }
 }

@@ -306,6 +306,17 @@ pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, Config
             })?;
         }
     }
+    if let Some(v) = l.workers {
+        limits.workers =
+            usize::try_from(*v.get_ref()).ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
+                ctx.err(
+                    v.span(),
+                    "limits.workers",
+                    format!("{} is not a number of threads", v.get_ref()),
+                    "write a whole number from 1 (the default) to the machine's cores, e.g. workers = 2",
+                )
+            })?;
+    }
     Ok(limits)
 }
 
