@@ -3,7 +3,7 @@
 //! fan-out to all of them. For benchmarks on 127.0.0.1 only: certificates
 //! are not checked.
 //!
-//!     wsload handshakes HOST:PORT SECONDS CONCURRENCY
+//!     wsload handshakes HOST:PORT SECONDS CONCURRENCY [full|resume]
 //!     wsload echo URL CONNECTIONS SECONDS
 //!     wsload hubs URL CONNECTIONS TRIGGER_URL ROUNDS
 //!
@@ -13,6 +13,11 @@
 //! for the caller to read the proxy's memory), then POSTs TRIGGER_URL (the
 //! upstream's "cipher created", which pushes to every hub) ROUNDS times and
 //! reports how long until the last hub had each push.
+//!
+//! `handshakes` alone closes each connection right after a full handshake.
+//! With `full` or `resume` each connection also sends one `GET /alive` and
+//! reads the answer (so the client receives the TLS 1.3 session tickets);
+//! `resume` lets later connections resume a session from those tickets.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,10 +42,13 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let result = rt.block_on(async {
         match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-            ["handshakes", addr, secs, conc] => handshakes(addr, secs.parse()?, conc.parse()?).await,
+            ["handshakes", addr, secs, conc] => handshakes(addr, secs.parse()?, conc.parse()?, None).await,
+            ["handshakes", addr, secs, conc, mode @ ("full" | "resume")] => {
+                handshakes(addr, secs.parse()?, conc.parse()?, Some(*mode == "resume")).await
+            }
             ["echo", url, conns, secs] => echo(url, conns.parse()?, secs.parse()?).await,
             ["hubs", url, conns, trigger, rounds] => hubs(url, conns.parse()?, trigger, rounds.parse()?).await,
-            _ => Err("usage: wsload handshakes HOST:PORT SECONDS CONCURRENCY | echo URL CONNECTIONS SECONDS | hubs URL CONNECTIONS TRIGGER_URL ROUNDS".into()),
+            _ => Err("usage: wsload handshakes HOST:PORT SECONDS CONCURRENCY [full|resume] | echo URL CONNECTIONS SECONDS | hubs URL CONNECTIONS TRIGGER_URL ROUNDS".into()),
         }
     });
     if let Err(e) = result {
@@ -51,6 +59,11 @@ fn main() {
 
 /// TLS 1.3 only, no session resumption: every connection is a full handshake.
 fn client_config() -> Arc<rustls::ClientConfig> {
+    client_config_with(false)
+}
+
+/// TLS 1.3 only; `resume` keeps the server's session tickets and offers them.
+fn client_config_with(resume: bool) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -58,35 +71,51 @@ fn client_config() -> Arc<rustls::ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
 
-async fn handshakes(addr: &str, secs: u64, conc: usize) -> Result<(), Error> {
+/// `request`: None closes after the handshake; Some(resume) sends one GET
+/// and reads the answer, resuming sessions when `resume`.
+async fn handshakes(addr: &str, secs: u64, conc: usize, request: Option<bool>) -> Result<(), Error> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
-    let connector = tokio_rustls::TlsConnector::from(client_config());
+    let connector = tokio_rustls::TlsConnector::from(client_config_with(request == Some(true)));
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let resumed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for _ in 0..conc {
         let (connector, addr, host) = (connector.clone(), addr.to_string(), host.clone());
-        let (done, failed) = (done.clone(), failed.clone());
+        let (done, failed, resumed) = (done.clone(), failed.clone(), resumed.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let name = ServerName::try_from(host.clone()).unwrap();
                 let ok = match TcpStream::connect(&addr).await {
-                    Ok(tcp) => match connector.connect(name, tcp).await {
+                    Ok(tcp) if tcp.set_nodelay(true).is_ok() => match connector.connect(name, tcp).await {
                         Ok(mut tls) => {
-                            use tokio::io::AsyncWriteExt;
-                            let _ = tls.shutdown().await;
-                            true
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                                resumed.fetch_add(1, Ordering::Relaxed);
+                            }
+                            match request {
+                                None => tls.shutdown().await.is_ok(),
+                                Some(_) => {
+                                    let ask = b"GET /alive HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+                                    let mut answer = Vec::new();
+                                    tls.write_all(ask).await.is_ok()
+                                        && tls.read_to_end(&mut answer).await.is_ok()
+                                        && answer.starts_with(b"HTTP/1.1 200")
+                                }
+                            }
                         }
                         Err(_) => false,
                     },
-                    Err(_) => false,
+                    _ => false,
                 };
                 if ok { &done } else { &failed }.fetch_add(1, Ordering::Relaxed);
             }
@@ -98,8 +127,9 @@ async fn handshakes(addr: &str, secs: u64, conc: usize) -> Result<(), Error> {
     let elapsed = start.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
     println!(
-        "handshakes {n} failed {} seconds {elapsed:.2} rate {:.0}",
+        "handshakes {n} failed {} resumed {} seconds {elapsed:.2} rate {:.0}",
         failed.load(Ordering::Relaxed),
+        resumed.load(Ordering::Relaxed),
         n as f64 / elapsed
     );
     Ok(())
