@@ -46,28 +46,38 @@ pub enum BodyEnd {
 }
 
 /// A body passed through frame by frame (never buffered), counting the data
-/// bytes and calling `on_end` exactly once with how it ended.
-pub struct Metered<B> {
+/// bytes and calling `on_end` exactly once with how it ended and the count.
+/// Nothing is allocated for it: the callback is stored as its own type.
+pub struct Metered<B, F: FnOnce(BodyEnd, u64)> {
     inner: B,
-    bytes: Arc<AtomicU64>,
-    on_end: Option<Box<dyn FnOnce(BodyEnd) + Send>>,
+    bytes: u64,
+    /// Where the count is also kept as it grows, for a reader that cannot
+    /// wait for the end (the access log of a response that ends first).
+    live: Option<Arc<AtomicU64>>,
+    on_end: Option<F>,
 }
 
-impl<B: Body + Unpin> Metered<B> {
-    pub fn new(inner: B, bytes: Arc<AtomicU64>, on_end: impl FnOnce(BodyEnd) + Send + 'static) -> Self {
-        Metered { inner, bytes, on_end: Some(Box::new(on_end)) }
+impl<B: Body + Unpin, F: FnOnce(BodyEnd, u64)> Metered<B, F> {
+    pub fn new(inner: B, on_end: F) -> Self {
+        Metered { inner, bytes: 0, live: None, on_end: Some(on_end) }
+    }
+
+    /// Also keeps the running count in `live`.
+    pub fn counting_into(mut self, live: Arc<AtomicU64>) -> Self {
+        self.live = Some(live);
+        self
     }
 }
 
-impl<B> Metered<B> {
+impl<B, F: FnOnce(BodyEnd, u64)> Metered<B, F> {
     fn end(&mut self, how: BodyEnd) {
         if let Some(f) = self.on_end.take() {
-            f(how);
+            f(how, self.bytes);
         }
     }
 }
 
-impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
+impl<B: Body<Data = Bytes> + Unpin, F: FnOnce(BodyEnd, u64) + Unpin> Body for Metered<B, F> {
     type Data = Bytes;
     type Error = B::Error;
 
@@ -79,7 +89,11 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let len = data.len() as u64;
+                    self.bytes += len;
+                    if let Some(live) = &self.live {
+                        live.fetch_add(len, Ordering::Relaxed);
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.end(BodyEnd::Complete);
@@ -195,7 +209,7 @@ where
     }
 }
 
-impl<B> Drop for Metered<B> {
+impl<B, F: FnOnce(BodyEnd, u64)> Drop for Metered<B, F> {
     fn drop(&mut self) {
         self.end(BodyEnd::Dropped);
     }
@@ -210,22 +224,22 @@ mod tests {
         let count = Arc::new(AtomicU64::new(0));
         let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
         let e = ended.clone();
-        let body = Metered::new(Full::new(Bytes::from_static(b"hello")), count.clone(), move |how| {
-            e.lock().unwrap().push(how);
-        });
+        let body = Metered::new(Full::new(Bytes::from_static(b"hello")), move |how, bytes| {
+            e.lock().unwrap().push((how, bytes));
+        })
+        .counting_into(count.clone());
         let collected = body.collect().await.unwrap().to_bytes();
         assert_eq!(&collected[..], b"hello");
         assert_eq!(count.load(Ordering::SeqCst), 5);
-        assert_eq!(*ended.lock().unwrap(), [BodyEnd::Complete]);
+        assert_eq!(*ended.lock().unwrap(), [(BodyEnd::Complete, 5)]);
     }
 
     #[test]
     fn dropping_unfinished_body_still_reports_the_end() {
         let ended = Arc::new(std::sync::Mutex::new(None));
         let e = ended.clone();
-        let body = Metered::new(Full::new(Bytes::from_static(b"x")), Arc::default(), move |how| {
-            *e.lock().unwrap() = Some(how)
-        });
+        let body =
+            Metered::new(Full::new(Bytes::from_static(b"x")), move |how, _| *e.lock().unwrap() = Some(how));
         drop(body);
         assert_eq!(*ended.lock().unwrap(), Some(BodyEnd::Dropped));
     }
@@ -284,7 +298,7 @@ mod tests {
         let failing = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<Frame<Bytes>, _>(
             "bad chunk",
         )]));
-        let body = Metered::new(failing, Arc::default(), move |how| *e.lock().unwrap() = Some(how));
+        let body = Metered::new(failing, move |how, _| *e.lock().unwrap() = Some(how));
         assert!(body.collect().await.is_err());
         assert_eq!(*ended.lock().unwrap(), Some(BodyEnd::Error));
     }

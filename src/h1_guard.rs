@@ -22,10 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Longer heads are hyper's to refuse (431); the guard stops watching.
 const MAX_HEAD: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Collecting a request head.
-    Head(Vec<u8>),
+    /// Collecting a request head (in [`Framing::line`]).
+    Head,
     /// Inside a body of known length: this many bytes to skip.
     Fixed(u64),
     /// Inside a chunked body.
@@ -34,10 +34,10 @@ enum State {
     Off,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// Reading a chunk-size line (its length so far, to bound it).
-    Size(Vec<u8>),
+    /// Reading a chunk-size line (in [`Framing::line`]).
+    Size,
     /// Skipping chunk data, then its CRLF.
     Data(u64),
     /// Skipping the CRLF (or LF) after chunk data.
@@ -51,6 +51,9 @@ enum Chunk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Framing {
     state: State,
+    /// The head or chunk-size line being collected. One buffer, cleared and
+    /// reused for every message on the connection: no allocation per request.
+    line: Vec<u8>,
 }
 
 /// What a complete head said about the message behind it.
@@ -63,7 +66,7 @@ enum Verdict {
 
 impl Default for Framing {
     fn default() -> Self {
-        Framing { state: State::Head(Vec::new()) }
+        Framing { state: State::Head, line: Vec::new() }
     }
 }
 
@@ -81,26 +84,30 @@ impl Framing {
                     *left -= take;
                     i += take as usize;
                     if *left == 0 {
-                        self.state = State::Head(Vec::new());
+                        self.next(State::Head);
                     }
                 }
-                State::Head(head) => {
-                    let b = bytes[i];
-                    i += 1;
+                State::Head => {
                     // Empty lines before a request line are allowed and skipped.
-                    if head.is_empty() && (b == b'\r' || b == b'\n') {
+                    if self.line.is_empty() && (bytes[i] == b'\r' || bytes[i] == b'\n') {
+                        i += 1;
                         continue;
                     }
-                    head.push(b);
+                    // Up to and including the next line end, in one piece.
+                    let rest = &bytes[i..];
+                    let take = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |at| at + 1);
+                    self.line.extend_from_slice(&rest[..take]);
+                    i += take;
+                    let head = &self.line;
                     if head.len() > MAX_HEAD {
-                        self.state = State::Off;
-                    } else if b == b'\n' && (head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
+                        self.next(State::Off);
+                    } else if head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n") {
                         match judge(head) {
                             Verdict::Refuse => {
-                                self.state = State::Off;
+                                self.next(State::Off);
                                 return Some(i - 1);
                             }
-                            Verdict::Next(next) => self.state = next,
+                            Verdict::Next(next) => self.next(next),
                         }
                     }
                 }
@@ -118,15 +125,18 @@ impl Framing {
                         }
                         Chunk::DataEnd => {
                             if b == b'\n' {
-                                *chunk = Chunk::Size(Vec::new());
+                                *chunk = Chunk::Size;
                             }
                         }
-                        Chunk::Size(line) => {
+                        Chunk::Size => {
+                            let line = &mut self.line;
                             if b == b'\n' {
                                 let text = String::from_utf8_lossy(line);
                                 let digits =
                                     text.trim_end_matches('\r').split(';').next().unwrap_or("").trim();
-                                match u64::from_str_radix(digits, 16) {
+                                let size = u64::from_str_radix(digits, 16);
+                                line.clear();
+                                match size {
                                     Ok(0) => *chunk = Chunk::Trailers(0),
                                     Ok(n) => *chunk = Chunk::Data(n),
                                     // hyper will refuse this body itself.
@@ -141,7 +151,7 @@ impl Framing {
                         Chunk::Trailers(len) => {
                             if b == b'\n' {
                                 if *len == 0 {
-                                    self.state = State::Head(Vec::new());
+                                    self.state = State::Head;
                                 } else {
                                     *len = 0;
                                 }
@@ -156,7 +166,21 @@ impl Framing {
         }
         None
     }
+
+    /// Moves on to `state` with an empty line buffer. A buffer grown by an
+    /// unusually long head is given back; once the guard is off it is freed.
+    fn next(&mut self, state: State) {
+        self.state = state;
+        if state == State::Off || self.line.capacity() > KEEP_LINE {
+            self.line = Vec::new();
+        } else {
+            self.line.clear();
+        }
+    }
 }
+
+/// Line buffer capacity kept between requests: ordinary heads fit.
+const KEEP_LINE: usize = 4096;
 
 /// Reads a complete request head for the two shapes hyper would accept.
 fn judge(head: &[u8]) -> Verdict {
@@ -167,20 +191,23 @@ fn judge(head: &[u8]) -> Verdict {
     if bare_lf {
         return Verdict::Refuse;
     }
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n");
-    let request_line = lines.next().unwrap_or("");
+    // Every line ends in CRLF now; read them as bytes, nothing copied.
+    let mut lines = head.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let request_line = lines.next().unwrap_or(b"");
     let (mut content_length, mut chunked, mut transfer_encoding) = (None, false, false);
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
-            chunked =
-                value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name.eq_ignore_ascii_case("content-length") {
-            content_length = content_length.or(Some(value.parse::<u64>().ok()));
-        } else if name.eq_ignore_ascii_case("upgrade") {
+            chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let length = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok());
+            content_length = content_length.or(Some(length));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
             // After an upgrade the bytes are not HTTP any more.
             return Verdict::Next(State::Off);
         }
@@ -188,14 +215,14 @@ fn judge(head: &[u8]) -> Verdict {
     if transfer_encoding && content_length.is_some() {
         return Verdict::Refuse;
     }
-    if request_line.starts_with("CONNECT ") {
+    if request_line.starts_with(b"CONNECT ") {
         return Verdict::Next(State::Off);
     }
     Verdict::Next(match (transfer_encoding, content_length) {
-        (true, _) if chunked => State::Chunked(Chunk::Size(Vec::new())),
+        (true, _) if chunked => State::Chunked(Chunk::Size),
         // Not chunked last, or a bad length: hyper refuses the request.
         (true, _) | (false, Some(None)) => State::Off,
-        (false, Some(Some(0))) | (false, None) => State::Head(Vec::new()),
+        (false, Some(Some(0))) | (false, None) => State::Head,
         (false, Some(Some(n))) => State::Fixed(n),
     })
 }
@@ -307,6 +334,23 @@ mod tests {
             assert_eq!(feed(input, step).1, whole, "split every {step} bytes");
         }
         whole
+    }
+
+    #[test]
+    fn one_line_buffer_serves_every_request_and_a_long_head_gives_its_growth_back() {
+        let mut framing = Framing::default();
+        for _ in 0..3 {
+            assert_eq!(framing.watch(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n"), None);
+            assert!(framing.line.is_empty() && framing.state == State::Head);
+        }
+        let capacity = framing.line.capacity();
+        assert_eq!(framing.watch(b"GET /b HTTP/1.1\r\nHost: a\r\n\r\n"), None);
+        assert_eq!(framing.line.capacity(), capacity, "reused, not reallocated");
+        let long = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "x".repeat(20_000));
+        assert_eq!(framing.watch(long.as_bytes()), None);
+        assert!(framing.line.capacity() <= KEEP_LINE);
+        assert_eq!(framing.watch(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"), None);
+        assert_eq!((framing.state, framing.line.capacity()), (State::Off, 0));
     }
 
     #[test]

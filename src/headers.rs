@@ -50,6 +50,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = tokens(headers, &header::CONNECTION)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
+    // Most messages carry none of them: one look at the few names present is
+    // cheaper than nine removals that each hash a name.
+    if named.is_empty() && !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
@@ -77,9 +82,8 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// (behind a trusted proxy, `client.forwarded_for` carries the vetted chain):
 /// Vaultwarden's fail2ban lines and rate limits key on `X-Real-IP`.
 pub fn set_forwarding(headers: &mut HeaderMap, client: &Client, host: &HeaderValue) {
-    let ip = HeaderValue::from_str(&client.ip.to_string()).expect("an IP address is a valid header value");
     headers.remove(header::FORWARDED);
-    headers.insert(X_REAL_IP, ip);
+    headers.insert(X_REAL_IP, crate::client_ip::ip_value(client.ip));
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     headers.insert(X_FORWARDED_HOST, host.clone());
@@ -126,29 +130,30 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<HeaderValue, HostE
     if hosts.next().is_some() {
         return Err(HostError::Duplicate);
     }
-    let host = match host {
-        Some(v) => Some(valid_authority(v.as_bytes())?),
-        None => None,
-    };
+    if let Some(v) = host {
+        valid_authority(v.as_bytes())?;
+    }
     match (uri.authority(), host) {
         (Some(authority), host) => {
-            let target = valid_authority(authority.as_str().as_bytes())?;
-            if host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(target.as_bytes())) {
+            valid_authority(authority.as_str().as_bytes())?;
+            if host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())) {
                 return Err(HostError::Mismatch);
             }
-            Ok(target)
+            HeaderValue::from_str(authority.as_str()).map_err(|_| HostError::Malformed)
         }
-        (None, Some(host)) => Ok(host),
+        // The client's own value, shared rather than copied.
+        (None, Some(host)) => Ok(host.clone()),
         (None, None) => Err(HostError::Missing),
     }
 }
 
-fn valid_authority(bytes: &[u8]) -> Result<HeaderValue, HostError> {
+/// A host and optional port, nothing else (no user info, not empty).
+fn valid_authority(bytes: &[u8]) -> Result<(), HostError> {
     let authority = Authority::try_from(bytes).map_err(|_| HostError::Malformed)?;
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return Err(HostError::Malformed);
     }
-    HeaderValue::from_bytes(bytes).map_err(|_| HostError::Malformed)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -91,13 +91,20 @@ fn decode_unreserved(path: &str) -> Result<Cow<'_, str>, PathError> {
 
 /// The form access lists compare: lower-cased, each segment cut at `;`.
 /// (`/Admin;x=1/` and `/admin/` have the same key.)
-pub fn match_key(normalized: &str) -> String {
-    normalized
-        .split('/')
-        .map(|seg| seg.split(';').next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("/")
-        .to_ascii_lowercase()
+/// Borrowed when there is nothing to change, as for nearly every request.
+pub fn match_key(normalized: &str) -> Cow<'_, str> {
+    if !normalized.bytes().any(|b| b == b';' || b.is_ascii_uppercase()) {
+        return Cow::Borrowed(normalized);
+    }
+    let mut key = String::with_capacity(normalized.len());
+    for (i, segment) in normalized.split('/').enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        key.push_str(segment.split(';').next().unwrap_or(""));
+    }
+    key.make_ascii_lowercase();
+    Cow::Owned(key)
 }
 
 /// True when `key` (a [`match_key`]) is `prefix` or lies below it, segment-wise:
@@ -160,6 +167,8 @@ mod tests {
     #[test]
     fn match_keys_ignore_case_and_parameters() {
         assert_eq!(match_key("/Admin;jsessionid=1/Users"), "/admin/users");
+        assert_eq!(match_key("/a;x/;y/B;"), "/a//b");
+        assert!(matches!(match_key("/api/sync"), Cow::Borrowed("/api/sync")));
         assert!(under(&match_key("/ADMIN"), "/admin"));
         assert!(under(&match_key("/admin;x"), "/admin"));
         assert!(under(&match_key("/admin/diagnostics"), "/admin"));

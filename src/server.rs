@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::access_log::Sink;
 use crate::acme::{self, Live};
-use crate::body::{self, Metered};
+use crate::body::Metered;
 use crate::config::{AcmeConfig, Config, TlsSource};
 use crate::conn_limit::{ConnLimit, Refused};
 use crate::h1_guard::H1Guard;
@@ -457,9 +457,7 @@ impl Connection {
             async move {
                 let resp = proxy.handle(req, peer).await;
                 // The request counts as in flight until its response body is done.
-                Ok::<_, Infallible>(
-                    resp.map(|b| body::boxed(Metered::new(b, Arc::default(), move |_| drop(busy)))),
-                )
+                Ok::<_, Infallible>(resp.map(|b| Metered::new(b, move |_, _| drop(busy))))
             }
         });
         let conn = self.http.serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -4,7 +4,6 @@
 mod hub;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -204,13 +203,10 @@ impl Proxy {
         let already_sent = http_body::Body::is_end_stream(&body).then_some(BodyEnd::Complete);
         let (sent_tx, sent_rx) = watch::channel(already_sent);
         let limited = Limited::new(body, usize::try_from(self.max_request_body).unwrap_or(usize::MAX));
-        let body = Metered::new(
-            Pace::new(limited, self.body_idle, self.min_body_rate),
-            log.bytes_in.clone(),
-            move |how| {
-                sent_tx.send_replace(Some(how));
-            },
-        );
+        let body = Metered::new(Pace::new(limited, self.body_idle, self.min_body_rate), move |how, _| {
+            sent_tx.send_replace(Some(how));
+        })
+        .counting_into(log.bytes_in.clone());
         let req = Request::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers)));
         let timeout = self.response_timeout;
         let mut sent = sent_rx.clone();
@@ -294,11 +290,5 @@ fn sanitize_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
 /// Attaches the access-log line to the end of the response body.
 fn logged(resp: Response<ProxyBody>, log: Entry) -> Response<ProxyBody> {
     let status = resp.status();
-    let bytes_out = Arc::new(AtomicU64::new(0));
-    let counted = bytes_out.clone();
-    resp.map(move |b| {
-        body::boxed(Metered::new(b, counted, move |_| {
-            log.finish(status, bytes_out.load(std::sync::atomic::Ordering::Relaxed))
-        }))
-    })
+    resp.map(move |b| body::boxed(Metered::new(b, move |_, bytes_out| log.finish(status, bytes_out))))
 }
