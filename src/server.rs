@@ -454,11 +454,14 @@ impl Connection {
             let proxy = proxy.clone();
             let busy = InFlight(Arc::new(tracked.begin()));
             req.extensions_mut().insert(busy.clone());
-            async move {
+            // Boxed: hyper's HTTP/2 server moves each stream's future by value
+            // several times, and ours is kilobytes (callgrind: 4 % fewer
+            // instructions per HTTP/2 request boxed, 0.7 % more for HTTP/1.1).
+            Box::pin(async move {
                 let resp = proxy.handle(req, peer).await;
                 // The request counts as in flight until its response body is done.
                 Ok::<_, Infallible>(resp.map(|b| Metered::new(b, move |_, _| drop(busy))))
-            }
+            })
         });
         let conn = self.http.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
