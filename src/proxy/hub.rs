@@ -8,7 +8,6 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::{Proxy, ProxyError};
@@ -89,24 +88,7 @@ impl Proxy {
     ) -> Result<Response<Incoming>, ProxyError> {
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let addr = self.upstream_authority.as_str();
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(self.unreachable(&e)),
-            Err(_) => {
-                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                return Err(self.unreachable(&e));
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("hub upstream connection: {e}");
-            }
-        });
+        let mut sender = self.connect_upstream(true).await?;
         let send = sender.send_request(Request::from_parts(parts, body::empty()));
         match tokio::time::timeout(self.response_timeout, send).await {
             Ok(Ok(resp)) => {

@@ -2,6 +2,7 @@
 //! wrong upstream to a status the client can read. Hub tunnels are in `hub.rs`.
 
 mod hub;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use crate::metrics::{Metrics, UpstreamError};
 pub use crate::proxy_error::ProxyError;
 use crate::server::Tracker;
 use crate::{access, client_ip, headers, path, websocket};
+pub use upstream::Dedicated;
+use upstream::SendFailure;
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
@@ -93,7 +96,14 @@ impl Proxy {
 
     /// Serves one request from a client at `peer`. Never fails: every problem
     /// becomes a response, and every response gets an access-log line.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// `dedicated`: the client connection's own upstream connection (HTTP/1.1
+    /// clients); without it, the pooled client.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        dedicated: Option<&Dedicated>,
+    ) -> Response<ProxyBody> {
         let client = self.client_ip.resolve(peer.ip(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let log = Entry::new(
@@ -104,7 +114,7 @@ impl Proxy {
             req.version(),
             self.access_log.clone(),
         );
-        let mut resp = match self.route(req, &client, &log).await {
+        let mut resp = match self.route(req, &client, &log, dedicated).await {
             Ok(resp) => resp,
             Err(e) => {
                 // Refusals of bad requests are the client's business (and an
@@ -137,6 +147,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: &client_ip::Client,
         log: &Entry,
+        dedicated: Option<&Dedicated>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // HTTP/2 extended CONNECT (RFC 8441) is how browsers open WebSockets
         // on an HTTP/2 connection; any other CONNECT is a tunnel request.
@@ -186,8 +197,11 @@ impl Proxy {
         } else {
             let (mut parts, body) = req.into_parts();
             rewrite_request_head(&mut parts, client, host);
-            parts.uri = target(Some(&self.upstream_authority), &normalized, parts.uri.query())?;
-            self.forward(parts, body, log).await
+            // The pooled client wants the absolute form; a connection of our
+            // own is sent the origin form directly.
+            let authority = dedicated.is_none().then_some(&self.upstream_authority);
+            parts.uri = target(authority, &normalized, parts.uri.query())?;
+            self.forward(parts, body, log, dedicated).await
         }
     }
 
@@ -197,6 +211,7 @@ impl Proxy {
         parts: http::request::Parts,
         body: Incoming,
         log: &Entry,
+        dedicated: Option<&Dedicated>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The response clock starts when the request body has been sent, so a
         // 500 MB upload over a slow line is not mistaken for a slow upstream.
@@ -214,16 +229,27 @@ impl Proxy {
             let _ = sent.wait_for(Option::is_some).await;
             tokio::time::sleep(timeout).await;
         };
+        // A body the client broke (bad chunk, too large, stalled, vanished)
+        // is the client's fault, not Vaultwarden's.
+        let failed = |e: &(dyn std::error::Error + 'static)| {
+            if *sent_rx.borrow() == Some(BodyEnd::Error) {
+                ProxyError::from_body_failure(e, self.max_request_body)
+            } else {
+                self.unreachable(e)
+            }
+        };
+        let sending = async {
+            match dedicated {
+                Some(dedicated) => match self.send_dedicated(dedicated, req).await {
+                    Ok(resp) => Ok(resp),
+                    Err(SendFailure::Connect(e)) => Err(e),
+                    Err(SendFailure::Send(e)) => Err(failed(&e)),
+                },
+                None => self.client.request(req).await.map_err(|e| failed(&e)),
+            }
+        };
         let resp = tokio::select! {
-            r = self.client.request(req) => match r {
-                Ok(resp) => resp,
-                // A body the client broke (bad chunk, too large, stalled,
-                // vanished) is the client's fault, not Vaultwarden's.
-                Err(e) if *sent_rx.borrow() == Some(BodyEnd::Error) => {
-                    return Err(ProxyError::from_body_failure(&e, self.max_request_body))
-                }
-                Err(e) => return Err(self.unreachable(&e)),
-            },
+            r = sending => r?,
             _ = deadline => return Err(self.timed_out()),
         };
         log.upstream_answered();
