@@ -140,10 +140,10 @@ impl Framing {
                                     Ok(0) => *chunk = Chunk::Trailers(0),
                                     Ok(n) => *chunk = Chunk::Data(n),
                                     // hyper will refuse this body itself.
-                                    Err(_) => self.state = State::Off,
+                                    Err(_) => self.next(State::Off),
                                 }
                             } else if line.len() > 1024 {
-                                self.state = State::Off;
+                                self.next(State::Off);
                             } else {
                                 line.push(b);
                             }

@@ -54,14 +54,29 @@ async fn numbering_upstream(close_after_first: bool) -> (std::net::SocketAddr, A
     (addr, accepted)
 }
 
-async fn h1_client(
-    ca: &TestCa,
+/// The proxy in front of a [`numbering_upstream`], and how many connections
+/// that upstream has accepted.
+struct Setup {
+    ca: TestCa,
+    proxy: vaultgate::Server,
     addr: std::net::SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
-    let tls = tls_connect(ca, addr, &[b"http/1.1"]).await;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
-    sender
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Setup {
+    async fn start(close_after_first: bool) -> Setup {
+        let (upstream, accepted) = numbering_upstream(close_after_first).await;
+        let ca = TestCa::new();
+        let (proxy, addr) = start_proxy(&ca, &format!("http://{upstream}"), "").await;
+        Setup { ca, proxy, addr, accepted }
+    }
+
+    async fn h1_client(&self) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+        let tls = tls_connect(&self.ca, self.addr, &[b"http/1.1"]).await;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(conn);
+        sender
+    }
 }
 
 async fn upstream_connection_of(
@@ -75,27 +90,23 @@ async fn upstream_connection_of(
 
 #[tokio::test]
 async fn each_http1_client_connection_keeps_one_upstream_connection_of_its_own() {
-    let (upstream, accepted) = numbering_upstream(false).await;
-    let ca = TestCa::new();
-    let (proxy, addr) = start_proxy(&ca, &format!("http://{upstream}"), "").await;
-    let mut first = h1_client(&ca, addr).await;
-    let mut second = h1_client(&ca, addr).await;
+    let setup = Setup::start(false).await;
+    let mut first = setup.h1_client().await;
+    let mut second = setup.h1_client().await;
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push((upstream_connection_of(&mut first).await, upstream_connection_of(&mut second).await));
     }
     assert!(seen.iter().all(|pair| *pair == seen[0]), "each client stays on its connection: {seen:?}");
     assert_ne!(seen[0].0, seen[0].1, "two clients never share one");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2, "six requests, two upstream connections");
-    proxy.shutdown().await;
+    assert_eq!(setup.accepted.load(Ordering::SeqCst), 2, "six requests, two upstream connections");
+    setup.proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_upstream_connection_closed_by_vaultwarden_is_replaced_without_an_error() {
-    let (upstream, accepted) = numbering_upstream(true).await;
-    let ca = TestCa::new();
-    let (proxy, addr) = start_proxy(&ca, &format!("http://{upstream}"), "").await;
-    let mut client = h1_client(&ca, addr).await;
+    let setup = Setup::start(true).await;
+    let mut client = setup.h1_client().await;
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(upstream_connection_of(&mut client).await);
@@ -103,6 +114,6 @@ async fn an_upstream_connection_closed_by_vaultwarden_is_replaced_without_an_err
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(seen, ["0", "1", "2"], "a new upstream connection each time, and every answer a 200");
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
-    proxy.shutdown().await;
+    assert_eq!(setup.accepted.load(Ordering::SeqCst), 3);
+    setup.proxy.shutdown().await;
 }
