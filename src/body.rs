@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,6 +37,7 @@ where
 
 /// How a [`Metered`] body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum BodyEnd {
     /// The last frame went through.
     Complete,
@@ -43,6 +45,39 @@ pub enum BodyEnd {
     Error,
     /// Dropped before the end (the other side stopped reading).
     Dropped,
+}
+
+/// How a body ended, for another task to wait on or look up: set once by
+/// the body's [`Metered`] callback.
+#[derive(Default)]
+pub struct Ended {
+    /// 0 while the body goes on, else `1 + BodyEnd as u8`.
+    how: AtomicU8,
+    done: Notify,
+}
+
+impl Ended {
+    pub fn set(&self, how: BodyEnd) {
+        self.how.store(1 + how as u8, Ordering::Release);
+        // Leaves a permit when nobody waits yet: a later `wait` returns at once.
+        self.done.notify_one();
+    }
+
+    pub fn get(&self) -> Option<BodyEnd> {
+        match self.how.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(BodyEnd::Complete),
+            2 => Some(BodyEnd::Error),
+            _ => Some(BodyEnd::Dropped),
+        }
+    }
+
+    /// Resolves once the body has ended, however it ended.
+    pub async fn wait(&self) {
+        while self.get().is_none() {
+            self.done.notified().await;
+        }
+    }
 }
 
 /// A body passed through frame by frame (never buffered), counting the data
@@ -218,6 +253,30 @@ impl<B, F: FnOnce(BodyEnd, u64)> Drop for Metered<B, F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn ended_tells_a_waiter_how_the_body_ended_whether_it_waited_first_or_not() {
+        for how in [BodyEnd::Complete, BodyEnd::Error, BodyEnd::Dropped] {
+            // Set before anyone waits.
+            let ended = Ended::default();
+            assert_eq!(ended.get(), None);
+            ended.set(how);
+            ended.wait().await;
+            assert_eq!(ended.get(), Some(how));
+            // Waited on first.
+            let ended = Arc::new(Ended::default());
+            let waiter = tokio::spawn({
+                let ended = ended.clone();
+                async move {
+                    ended.wait().await;
+                    ended.get()
+                }
+            });
+            tokio::task::yield_now().await;
+            ended.set(how);
+            assert_eq!(waiter.await.unwrap(), Some(how));
+        }
+    }
 
     #[tokio::test]
     async fn counts_bytes_and_ends_once() {

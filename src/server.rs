@@ -24,7 +24,7 @@ use crate::config::{AcmeConfig, Config, TlsSource};
 use crate::conn_limit::{ConnLimit, Refused};
 use crate::h1_guard::H1Guard;
 use crate::metrics::{Metrics, Protocol};
-use crate::proxy::{Dedicated, Proxy};
+use crate::proxy::Proxy;
 use crate::tls;
 
 /// Counts live tasks (connections, hub tunnels) so shutdown can wait for them.
@@ -450,19 +450,15 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let proxy = self.proxy.clone();
         let tracked = activity.clone();
-        // An HTTP/1.1 client sends one request at a time: it gets an upstream
-        // connection of its own (see proxy/upstream.rs).
-        let dedicated = (!http2).then(Dedicated::default);
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
-            let dedicated = dedicated.clone();
             let busy = InFlight(Arc::new(tracked.begin()));
             req.extensions_mut().insert(busy.clone());
             // Boxed: hyper's HTTP/2 server moves each stream's future by value
             // several times, and ours is kilobytes (callgrind: 4 % fewer
             // instructions per HTTP/2 request boxed, 0.7 % more for HTTP/1.1).
             Box::pin(async move {
-                let resp = proxy.handle(req, peer, dedicated.as_ref()).await;
+                let resp = proxy.handle(req, peer).await;
                 // The request counts as in flight until its response body is done.
                 Ok::<_, Infallible>(resp.map(|b| Metered::new(b, move |_, _| drop(busy))))
             })

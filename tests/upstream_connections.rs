@@ -1,22 +1,35 @@
-//! Which upstream connection a request travels on: an HTTP/1.1 client
-//! connection keeps one of its own, never shared with another client, and a
-//! connection Vaultwarden has closed is replaced without the client noticing.
+//! Which upstream connection a request travels on: idle connections are
+//! shared by all client connections and reused, never by two requests at
+//! once; a connection goes back only when its exchange is whole, and one
+//! Vaultwarden has closed is replaced without the client noticing.
 
 mod support;
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
-/// A minimal HTTP/1.1 upstream that answers every GET with the number of the
-/// TCP connection it came on (0, 1, 2, …). With `close_after_first`, it
-/// closes each connection shortly after its first answer, without saying so
-/// in the answer — as a server does when its keep-alive timeout runs out.
+/// A minimal HTTP/1.1 upstream that answers with the number of the TCP
+/// connection a request came on (0, 1, 2, …), after its head:
+/// - `/slow`: after 300 ms, so that concurrent requests overlap;
+/// - `/big`: followed by 4 MiB of padding, more than any socket buffer holds;
+/// - `/early`: at once, then reads nothing more on that connection (as a
+///   server answering before it has read the request body).
+///
+/// With `close_after_first`, each connection is closed shortly after its first
+/// answer without saying so, as a server does when its keep-alive runs out.
 async fn numbering_upstream(close_after_first: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -31,12 +44,23 @@ async fn numbering_upstream(close_after_first: bool) -> (std::net::SocketAddr, A
                 let mut buf = [0u8; 4096];
                 loop {
                     while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
                         pending.drain(..end + 4);
-                        let body = number.to_string();
-                        let answer =
-                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                        if tcp.write_all(answer.as_bytes()).await.is_err() {
+                        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                        let mut body = number.to_string().into_bytes();
+                        match path.as_str() {
+                            "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+                            "/big" => body.resize(4 << 20, b'.'),
+                            _ => {}
+                        }
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                        if tcp.write_all(head.as_bytes()).await.is_err()
+                            || tcp.write_all(&body).await.is_err()
+                        {
                             return;
+                        }
+                        if path == "/early" {
+                            std::future::pending::<()>().await;
                         }
                         if close_after_first {
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -71,35 +95,107 @@ impl Setup {
         Setup { ca, proxy, addr, accepted }
     }
 
-    async fn h1_client(&self) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    async fn h1_client<B>(&self) -> hyper::client::conn::http1::SendRequest<B>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let tls = tls_connect(&self.ca, self.addr, &[b"http/1.1"]).await;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(conn);
         sender
     }
+
+    async fn h2_client(&self) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
+        let tls = tls_connect(&self.ca, self.addr, &[b"h2"]).await;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
 }
 
+/// The number of the upstream connection that answered a GET of `path`.
 async fn upstream_connection_of(
-    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    path: &str,
 ) -> String {
     sender.ready().await.unwrap();
-    let resp = sender.send_request(get("/api/sync")).await.unwrap();
+    let resp = sender.send_request(get(path)).await.unwrap();
     assert_eq!(resp.status(), 200);
     String::from_utf8(body_bytes(resp).await.to_vec()).unwrap()
 }
 
+/// A request body sent chunk by chunk as the test pushes them.
+struct Chunks(mpsc::Receiver<Bytes>);
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
+
 #[tokio::test]
-async fn each_http1_client_connection_keeps_one_upstream_connection_of_its_own() {
+async fn an_idle_upstream_connection_serves_the_next_request_whichever_client_sends_it() {
     let setup = Setup::start(false).await;
     let mut first = setup.h1_client().await;
     let mut second = setup.h1_client().await;
     let mut seen = Vec::new();
     for _ in 0..3 {
-        seen.push((upstream_connection_of(&mut first).await, upstream_connection_of(&mut second).await));
+        seen.push(upstream_connection_of(&mut first, "/api/sync").await);
+        seen.push(upstream_connection_of(&mut second, "/api/sync").await);
     }
-    assert!(seen.iter().all(|pair| *pair == seen[0]), "each client stays on its connection: {seen:?}");
-    assert_ne!(seen[0].0, seen[0].1, "two clients never share one");
-    assert_eq!(setup.accepted.load(Ordering::SeqCst), 2, "six requests, two upstream connections");
+    assert_eq!(seen, ["0"; 6], "one after the other, all on one upstream connection");
+    assert_eq!(setup.accepted(), 1);
+    setup.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_in_flight_together_never_share_an_upstream_connection() {
+    let setup = Setup::start(false).await;
+    let client = setup.h2_client().await;
+    let url = format!("https://localhost:{}/slow", setup.addr.port());
+    let wave = || {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let requests = (0..8).map(|_| {
+                let mut client = client.clone();
+                let url = url.clone();
+                tokio::spawn(async move {
+                    let resp = client.send_request(get(&url)).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                    String::from_utf8(body_bytes(resp).await.to_vec()).unwrap()
+                })
+            });
+            let mut numbers = Vec::new();
+            for r in requests.collect::<Vec<_>>() {
+                numbers.push(r.await.unwrap());
+            }
+            numbers.sort();
+            numbers
+        }
+    };
+    let first = wave().await;
+    let mut distinct = first.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 8, "eight requests at once, eight upstream connections: {first:?}");
+    let second = wave().await;
+    assert_eq!(second, first, "the next eight reuse them");
+    assert_eq!(setup.accepted(), 8);
     setup.proxy.shutdown().await;
 }
 
@@ -109,11 +205,57 @@ async fn an_upstream_connection_closed_by_vaultwarden_is_replaced_without_an_err
     let mut client = setup.h1_client().await;
     let mut seen = Vec::new();
     for _ in 0..3 {
-        seen.push(upstream_connection_of(&mut client).await);
+        seen.push(upstream_connection_of(&mut client, "/api/sync").await);
         // Long enough for the upstream to have closed the connection.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(seen, ["0", "1", "2"], "a new upstream connection each time, and every answer a 200");
-    assert_eq!(setup.accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(setup.accepted(), 3);
+    setup.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_download_the_client_abandons_is_not_continued_by_the_next_request() {
+    let setup = Setup::start(false).await;
+    let mut downloader = setup.h1_client().await;
+    downloader.ready().await.unwrap();
+    let resp = downloader.send_request(get("/big")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The client reads the head and goes away; most of the 4 MiB is unsent.
+    drop((resp, downloader));
+    let mut next = setup.h1_client().await;
+    assert_eq!(
+        upstream_connection_of(&mut next, "/api/sync").await,
+        "1",
+        "a new upstream connection, not the rest of the abandoned download"
+    );
+    assert_eq!(upstream_connection_of(&mut next, "/api/sync").await, "1", "which is then kept");
+    setup.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answer_before_the_whole_request_body_does_not_hold_up_the_next_request() {
+    let setup = Setup::start(false).await;
+    let mut uploader = setup.h1_client::<Chunks>().await;
+    let (chunks, body) = mpsc::channel(1);
+    chunks.send(Bytes::from_static(b"first part")).await.unwrap();
+    let req = Request::post("/early")
+        .header("host", "localhost")
+        .header("content-length", "1000000")
+        .body(Chunks(body))
+        .unwrap();
+    uploader.ready().await.unwrap();
+    let resp = uploader.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_bytes(resp).await, "0");
+    // The upload is still open (`chunks` is alive) when the next request
+    // comes: it must not be queued on that connection.
+    let mut next = setup.h1_client().await;
+    let answer =
+        tokio::time::timeout(Duration::from_secs(10), upstream_connection_of(&mut next, "/api/sync"))
+            .await
+            .expect("the next request is answered, not stuck behind the unfinished upload");
+    assert_eq!(answer, "1");
+    drop(chunks);
     setup.proxy.shutdown().await;
 }

@@ -14,20 +14,16 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::access_log::{Entry, Sink};
-use crate::body::{self, BodyEnd, Metered, Pace, ProxyBody};
+use crate::body::{self, BodyEnd, Ended, Metered, Pace, ProxyBody};
 use crate::config::Config;
 use crate::metrics::{Metrics, UpstreamError};
 pub use crate::proxy_error::ProxyError;
 use crate::server::Tracker;
 use crate::{access, client_ip, headers, path, websocket};
-pub use upstream::Dedicated;
-use upstream::SendFailure;
+use upstream::{Idle, SendFailure};
 
 /// Everything a request needs, shared by all connections.
 pub struct Proxy {
@@ -44,7 +40,8 @@ pub struct Proxy {
     client_ip: client_ip::Policy,
     access: Vec<access::Rule>,
     hsts: bool,
-    client: Client<HttpConnector, ProxyBody>,
+    /// Idle connections to Vaultwarden for ordinary requests.
+    idle: Arc<Idle>,
     stop: watch::Receiver<bool>,
     tracker: Tracker,
     metrics: Arc<Metrics>,
@@ -61,18 +58,6 @@ impl Proxy {
         tracker: Tracker,
         access_log: Arc<Sink>,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeouts.upstream_connect));
-        connector.set_nodelay(true);
-        // Idle upstream connections kept for reuse. As many as requests are in
-        // flight at a busy moment (an HTTP/2 client alone may have 100): fewer
-        // means opening a connection to Vaultwarden per request in bursts
-        // (bench/run.sh: HTTP/2 GET at 20k instead of 36k req/s with 64);
-        // bounded, so a burst cannot leave thousands of idle descriptors.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Proxy {
             upstream_url: config.upstream.url.clone(),
             upstream_authority: config.upstream.authority.clone(),
@@ -86,7 +71,7 @@ impl Proxy {
             client_ip: config.client_ip.clone(),
             access: config.access.clone(),
             hsts: config.tls.hsts,
-            client,
+            idle: Arc::default(),
             stop,
             tracker,
             metrics: access_log.metrics().clone(),
@@ -96,14 +81,7 @@ impl Proxy {
 
     /// Serves one request from a client at `peer`. Never fails: every problem
     /// becomes a response, and every response gets an access-log line.
-    /// `dedicated`: the client connection's own upstream connection (HTTP/1.1
-    /// clients); without it, the pooled client.
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-        dedicated: Option<&Dedicated>,
-    ) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let client = self.client_ip.resolve(peer.ip(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let log = Entry::new(
@@ -114,7 +92,7 @@ impl Proxy {
             req.version(),
             self.access_log.clone(),
         );
-        let mut resp = match self.route(req, &client, &log, dedicated).await {
+        let mut resp = match self.route(req, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
                 // Refusals of bad requests are the client's business (and an
@@ -147,7 +125,6 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: &client_ip::Client,
         log: &Entry,
-        dedicated: Option<&Dedicated>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // HTTP/2 extended CONNECT (RFC 8441) is how browsers open WebSockets
         // on an HTTP/2 connection; any other CONNECT is a tunnel request.
@@ -188,7 +165,7 @@ impl Proxy {
             let (mut parts, _) = req.into_parts();
             let http2 = parts.version == Version::HTTP_2;
             rewrite_request_head(&mut parts, client, host);
-            parts.uri = target(None, &normalized, parts.uri.query())?;
+            parts.uri = target(&normalized, parts.uri.query())?;
             if http2 {
                 self.open_hub_http2(parts, client_upgrade, log).await
             } else {
@@ -197,65 +174,82 @@ impl Proxy {
         } else {
             let (mut parts, body) = req.into_parts();
             rewrite_request_head(&mut parts, client, host);
-            // The pooled client wants the absolute form; a connection of our
-            // own is sent the origin form directly.
-            let authority = dedicated.is_none().then_some(&self.upstream_authority);
-            parts.uri = target(authority, &normalized, parts.uri.query())?;
-            self.forward(parts, body, log, dedicated).await
+            parts.uri = target(&normalized, parts.uri.query())?;
+            self.forward(parts, body, log).await
         }
     }
 
-    /// An ordinary request: through the pooled client, bodies streamed both ways.
+    /// An ordinary request, bodies streamed both ways.
     async fn forward(
         &self,
         parts: http::request::Parts,
         body: Incoming,
         log: &Entry,
-        dedicated: Option<&Dedicated>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The response clock starts when the request body has been sent, so a
         // 500 MB upload over a slow line is not mistaken for a slow upstream.
-        let already_sent = http_body::Body::is_end_stream(&body).then_some(BodyEnd::Complete);
-        let (sent_tx, sent_rx) = watch::channel(already_sent);
-        let limited = Limited::new(body, usize::try_from(self.max_request_body).unwrap_or(usize::MAX));
-        let body = Metered::new(Pace::new(limited, self.body_idle, self.min_body_rate), move |how, _| {
-            sent_tx.send_replace(Some(how));
-        })
-        .counting_into(log.bytes_in.clone());
-        let req = Request::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers)));
+        // A request without a body has nothing to wait for (and nothing to wrap).
+        let (body, sent) = if http_body::Body::is_end_stream(&body) {
+            (body::empty(), None)
+        } else {
+            let sent = Arc::new(Ended::default());
+            let limited = Limited::new(body, usize::try_from(self.max_request_body).unwrap_or(usize::MAX));
+            let paced = Pace::new(limited, self.body_idle, self.min_body_rate);
+            let ends = sent.clone();
+            let metered =
+                Metered::new(paced, move |how, _| ends.set(how)).counting_into(log.bytes_in.clone());
+            (body::boxed(metered.map_frame(sanitize_trailers)), Some(sent))
+        };
+        let req = Request::from_parts(parts, body);
+        let sent_how = || sent.as_ref().map_or(Some(BodyEnd::Complete), |s| s.get());
         let timeout = self.response_timeout;
-        let mut sent = sent_rx.clone();
-        let deadline = async move {
-            let _ = sent.wait_for(Option::is_some).await;
+        let deadline = async {
+            if let Some(sent) = &sent {
+                sent.wait().await;
+            }
             tokio::time::sleep(timeout).await;
         };
         // A body the client broke (bad chunk, too large, stalled, vanished)
         // is the client's fault, not Vaultwarden's.
         let failed = |e: &(dyn std::error::Error + 'static)| {
-            if *sent_rx.borrow() == Some(BodyEnd::Error) {
+            if sent_how() == Some(BodyEnd::Error) {
                 ProxyError::from_body_failure(e, self.max_request_body)
             } else {
                 self.unreachable(e)
             }
         };
         let sending = async {
-            match dedicated {
-                Some(dedicated) => match self.send_dedicated(dedicated, req).await {
-                    Ok(resp) => Ok(resp),
-                    Err(SendFailure::Connect(e)) => Err(e),
-                    Err(SendFailure::Send(e)) => Err(failed(&e)),
-                },
-                None => self.client.request(req).await.map_err(|e| failed(&e)),
-            }
+            self.send_upstream(req).await.map_err(|e| match e {
+                SendFailure::Connect(e) => e,
+                SendFailure::Send(e) => failed(&e),
+            })
         };
-        let resp = tokio::select! {
+        let (resp, sender) = tokio::select! {
             r = sending => r?,
             _ = deadline => return Err(self.timed_out()),
         };
         log.upstream_answered();
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body::boxed(body.map_frame(sanitize_trailers))))
+        // The connection is free again once the request has been sent whole
+        // and its answer read to the end. Otherwise (an answer abandoned
+        // half-way, or given before the request body was all sent) it goes
+        // with this request: the next one must not wait behind it.
+        let body = body.map_frame(sanitize_trailers);
+        if http_body::Body::is_end_stream(&body) {
+            if sent_how() == Some(BodyEnd::Complete) {
+                self.idle.put(sender);
+            }
+            return Ok(Response::from_parts(parts, body::boxed(body)));
+        }
+        let idle = self.idle.clone();
+        let body = Metered::new(body, move |how, _| {
+            if how == BodyEnd::Complete && sent.as_ref().map_or(true, |s| s.get() == Some(BodyEnd::Complete))
+            {
+                idle.put(sender);
+            }
+        });
+        Ok(Response::from_parts(parts, body::boxed(body)))
     }
 
     /// A 502 naming the root cause (e.g. "Connection refused"), not hyper's wrappers.
@@ -284,22 +278,14 @@ fn rewrite_request_head(parts: &mut http::request::Parts, client: &client_ip::Cl
     parts.headers.insert(header::HOST, host);
 }
 
-/// The request target sent upstream: the normalised path and the query byte
-/// for byte, absolute (for the pooled client) or origin-form (for a hub).
-fn target(
-    authority: Option<&http::uri::Authority>,
-    path: &str,
-    query: Option<&str>,
-) -> Result<Uri, ProxyError> {
+/// The request target sent upstream (origin form): the normalised path and
+/// the query byte for byte.
+fn target(path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
     let path_and_query = match query {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let builder = match authority {
-        Some(a) => Uri::builder().scheme("http").authority(a.clone()),
-        None => Uri::builder(),
-    };
-    builder.path_and_query(path_and_query).build().map_err(|_| ProxyError::BadTarget)
+    Uri::builder().path_and_query(path_and_query).build().map_err(|_| ProxyError::BadTarget)
 }
 
 /// Applies [`headers::sanitize_trailers`] to a trailers frame; data passes.
