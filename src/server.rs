@@ -26,6 +26,7 @@ use crate::h1_guard::H1Guard;
 use crate::metrics::{Metrics, Protocol};
 use crate::proxy::Proxy;
 use crate::tls;
+use crate::write_batch::WriteBatch;
 
 /// Counts live tasks (connections, hub tunnels) so shutdown can wait for them.
 /// Each task holds a token; when the last token and the tracker itself are
@@ -436,7 +437,7 @@ impl Connection {
         let http2 = alpn == Some(b"h2");
         tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
         if http2 {
-            self.serve_http(tls, peer, true).await;
+            self.serve_http(WriteBatch::new(tls), peer, true).await;
         } else {
             self.serve_http(H1Guard::new(tls), peer, false).await;
         }
