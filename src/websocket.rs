@@ -1,7 +1,9 @@
 //! WebSocket hubs: which requests may open a tunnel, and the splice that copies
 //! bytes both ways once the upstream has answered 101.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap};
@@ -124,12 +126,18 @@ where
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
 
     let end = {
-        let pumps_stop = stop.clone();
+        // Set when stopping; the pumps look at it each time this loop polls
+        // them (at once after it is set), so it needs no waking of its own.
+        let closing = AtomicBool::new(false);
         let up =
-            pump(&mut client_r, &mut upstream_w, start, &activity, &up_bytes, &pumps_stop, CLOSE_TO_UPSTREAM);
+            pump(&mut client_r, &mut upstream_w, start, &activity, &up_bytes, &closing, CLOSE_TO_UPSTREAM);
         let down =
-            pump(&mut upstream_r, &mut client_w, start, &activity, &down_bytes, &pumps_stop, CLOSE_TO_CLIENT);
-        tokio::pin!(up, down);
+            pump(&mut upstream_r, &mut client_w, start, &activity, &down_bytes, &closing, CLOSE_TO_CLIENT);
+        // One wait for the stop, made once: a wait made afresh per wake-up
+        // registers with the channel each time (a tenth of a hub echo's
+        // instructions when each pump had its own).
+        let stop_wait = stopped(&mut stop);
+        tokio::pin!(up, down, stop_wait);
         let (mut up_done, mut down_done) = (false, false);
         let mut linger_until: Option<Instant> = None;
         let mut stopping = false;
@@ -161,10 +169,11 @@ where
                         break SpliceEnd::Idle;
                     }
                 }
-                _ = stopped(&mut stop), if !stopping => {
+                _ = &mut stop_wait, if !stopping => {
                     // Each pump sends a WebSocket Close at its next frame
                     // boundary and ends; they get a moment to get there.
                     stopping = true;
+                    closing.store(true, Ordering::Relaxed);
                     linger_until = Some(Instant::now() + CLOSE_GRACE);
                 }
             }
@@ -191,7 +200,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Copies one direction until EOF, then shuts the writer down (half-close).
 /// Every chunk is written and flushed at once: hub frames are tiny and must
-/// never be held back. When `stop` turns true it sends `close_frame` at the
+/// never be held back. When `closing` is set it sends `close_frame` at the
 /// next WebSocket frame boundary, so the peer sees a proper close, and ends.
 async fn pump<R, W>(
     reader: &mut R,
@@ -199,20 +208,20 @@ async fn pump<R, W>(
     start: Instant,
     activity: &AtomicU64,
     bytes: &AtomicU64,
-    stop: &watch::Receiver<bool>,
+    closing: &AtomicBool,
     close_frame: &[u8],
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut stop = stop.clone();
     let mut frames = Frames::default();
     let mut buf = vec![0u8; FIRST_BUF];
     loop {
         let n = tokio::select! {
             n = reader.read(&mut buf) => n?,
-            _ = stopped(&mut stop), if frames.at_boundary() => {
+            _ = poll_fn(|_| if closing.load(Ordering::Relaxed) { Poll::Ready(()) } else { Poll::Pending }),
+                if frames.at_boundary() => {
                 writer.write_all(close_frame).await?;
                 writer.flush().await?;
                 return Ok(());
