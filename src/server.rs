@@ -89,6 +89,70 @@ pub struct Server {
     live: Arc<Live>,
     /// Obtains and renews the certificate with `[tls] acme`.
     acme: std::sync::Mutex<Option<acme::Manager>>,
+    /// The runtimes of workers beyond the first (which is the caller's).
+    workers: Workers,
+}
+
+/// Extra workers: each a runtime with one thread of its own, accepting on a
+/// listening socket of its own (SO_REUSEPORT) and serving its connections
+/// start to end, as nginx's worker processes do with `reuseport`. (One runtime with several threads moves
+/// tasks between them, and every request then wakes the other thread:
+/// BENCHMARKS.md.) Shut down without waiting when the server goes.
+struct Workers(Vec<tokio::runtime::Runtime>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for runtime in self.0.drain(..) {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+thread_local! {
+    /// Which worker this thread is (0: the caller's runtime).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The worker the current thread belongs to (0 outside the extra workers).
+pub fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+fn worker_runtime(index: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(format!("vaultgate-w{index}"))
+        .on_thread_start(move || WORKER.with(|w| w.set(index)))
+        .enable_all()
+        .build()
+}
+
+/// A listening socket for `addr`, set up as tokio's `bind` does, plus
+/// SO_REUSEPORT so that each worker can have one: the kernel hashes new
+/// connections over them. (One socket shared by all workers goes to whichever
+/// wakes first: measured, one worker took all 50 of a load test's
+/// connections.) Only sockets of the same user can join, and a port held by
+/// another program without the option is still refused as in use.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    // Registered with this runtime by `listen`; each worker registers its own.
+    socket.listen(1024)?.into_std()
+}
+
+/// Waits for every worker to stop accepting, then for the live connections
+/// and tunnels to finish, at most `drain`.
+async fn drained(accepting: Vec<JoinHandle<()>>, mut done: mpsc::Receiver<()>, drain: Duration) {
+    for worker in accepting {
+        let _ = worker.await;
+    }
+    tracing::info!("stopped accepting; draining for up to {drain:?}");
+    if tokio::time::timeout(drain, done.recv()).await.is_err() {
+        tracing::warn!("drain deadline passed with connections still open");
+    }
 }
 
 fn acme_of(config: &Config) -> Option<&AcmeConfig> {
@@ -104,7 +168,7 @@ impl Server {
         let live = Arc::new(Live::default());
         let tls = tls::load(&config.tls, &live)?;
         log_self_signed(&tls);
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| {
+        let listener = bind(config.listen).map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::PermissionDenied => {
                     " (ports below 1024 need root or CAP_NET_BIND_SERVICE; see examples/deploy/vaultgate.service)"
@@ -119,18 +183,42 @@ impl Server {
             source,
             hint: "",
         })?;
+        // Every further worker listens on a socket of its own on the same
+        // address; the kernel spreads new connections over them.
+        let copies = (1..config.limits.workers)
+            .map(|_| bind(local_addr))
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| StartError::Bind { addr: local_addr, source, hint: " (a further worker)" })?;
+        let listener = TcpListener::from_std(listener).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+            hint: "",
+        })?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tracker, done) = Tracker::new();
         let metrics = Arc::new(Metrics::default());
         let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone())
             .map_err(|source| StartError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         let (current, conn) = watch::channel(first);
-        let accept = Accept {
-            listener,
-            limit: ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip),
-            conn,
-            tracker: tracker.clone(),
-        };
+        let limit = ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip);
+        let accept = Accept { listener, limit: limit.clone(), conn: conn.clone(), tracker: tracker.clone() };
+        let mut workers = Workers(Vec::new());
+        let mut accepting = vec![tokio::spawn(accept.run())];
+        for (index, copy) in (1..).zip(copies) {
+            let runtime = worker_runtime(index).map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+                hint: " (starting a worker)",
+            })?;
+            let (limit, conn, tracker) = (limit.clone(), conn.clone(), tracker.clone());
+            accepting.push(runtime.spawn(async move {
+                match TcpListener::from_std(copy) {
+                    Ok(listener) => Accept { listener, limit, conn, tracker }.run().await,
+                    Err(e) => tracing::error!("worker {index} cannot accept: {e}"),
+                }
+            }));
+            workers.0.push(runtime);
+        }
         let redirect_addr = match config.redirect {
             None => None,
             Some(addr) => {
@@ -173,7 +261,7 @@ impl Server {
         // Started once the listeners are bound: the CA may connect at once.
         let acme =
             std::sync::Mutex::new(acme_of(&config).map(|a| acme::Manager::start(a.clone(), live.clone())));
-        let task = tokio::spawn(accept.run(done, config.timeouts.drain));
+        let task = tokio::spawn(drained(accepting, done, config.timeouts.drain));
         let config = std::sync::Mutex::new(config);
         Ok(Server {
             local_addr,
@@ -186,6 +274,7 @@ impl Server {
             tracker,
             live,
             acme,
+            workers,
         })
     }
 
@@ -261,6 +350,8 @@ impl Server {
         // The tracker waits for every holder, these included.
         drop((self.current, self.tracker));
         let _ = self.task.await;
+        // Whatever outlived the drain deadline ends with its worker.
+        drop(self.workers);
     }
 }
 
@@ -328,7 +419,8 @@ struct Accept {
 }
 
 impl Accept {
-    async fn run(self, mut done: mpsc::Receiver<()>, drain: Duration) {
+    /// Accepts until shutdown begins.
+    async fn run(self) {
         let mut stop = self.conn.borrow().stop.clone();
         loop {
             tokio::select! {
@@ -368,13 +460,6 @@ impl Accept {
                     }
                 },
             }
-        }
-        drop(self.listener);
-        tracing::info!("stopped accepting; draining for up to {drain:?}");
-        drop(self.tracker);
-        drop(self.conn);
-        if tokio::time::timeout(drain, done.recv()).await.is_err() {
-            tracing::warn!("drain deadline passed with connections still open");
         }
     }
 }

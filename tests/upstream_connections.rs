@@ -88,10 +88,17 @@ struct Setup {
 }
 
 impl Setup {
+    /// With one worker unless said otherwise: which worker takes a client
+    /// connection is the kernel's choice, and each keeps its own idle ones.
     async fn start(close_after_first: bool) -> Setup {
+        Setup::with_workers(close_after_first, 1).await
+    }
+
+    async fn with_workers(close_after_first: bool, workers: usize) -> Setup {
         let (upstream, accepted) = numbering_upstream(close_after_first).await;
         let ca = TestCa::new();
-        let (proxy, addr) = start_proxy(&ca, &format!("http://{upstream}"), "").await;
+        let extra = format!("[limits]\nworkers = {workers}\n");
+        let (proxy, addr) = start_proxy(&ca, &format!("http://{upstream}"), &extra).await;
         Setup { ca, proxy, addr, accepted }
     }
 
@@ -160,6 +167,22 @@ async fn an_idle_upstream_connection_serves_the_next_request_whichever_client_se
     }
     assert_eq!(seen, ["0"; 6], "one after the other, all on one upstream connection");
     assert_eq!(setup.accepted(), 1);
+    setup.proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_worker_reuses_its_own_idle_connections() {
+    let setup = Setup::with_workers(false, 2).await;
+    let mut seen = std::collections::BTreeSet::new();
+    // One request each on sixteen client connections, one after the other:
+    // each worker opens at most one upstream connection and reuses it.
+    for _ in 0..16 {
+        let mut client = setup.h1_client().await;
+        seen.insert(upstream_connection_of(&mut client, "/api/sync").await);
+    }
+    let accepted = setup.accepted();
+    assert!((1..=2).contains(&accepted), "at most one upstream connection per worker: {accepted}");
+    assert_eq!(seen.len(), accepted, "{seen:?}");
     setup.proxy.shutdown().await;
 }
 

@@ -157,7 +157,8 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Bytes per second a request body must average while the proxy waits.
     pub min_upload_rate: u64,
-    /// Threads serving connections (the async runtime's workers).
+    /// Workers serving connections: each a thread that accepts and serves
+    /// connections of its own.
     pub workers: usize,
 }
 
@@ -168,10 +169,8 @@ impl Default for Limits {
             max_connections: 4096,
             max_connections_per_ip: 256,
             min_upload_rate: 1024,
-            // One core serves ~35,000 proxied requests a second (BENCHMARKS.md),
-            // far beyond a Vaultwarden's needs; a second thread on a small box
-            // mostly adds wake-ups between threads.
-            workers: 1,
+            // One per core, like nginx's `worker_processes auto`.
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -628,8 +627,9 @@ mod tests {
     }
 
     #[test]
-    fn workers_default_to_one_and_are_bounded() {
-        assert_eq!(parse("").unwrap().limits.workers, 1);
+    fn workers_default_to_one_per_core_and_are_bounded() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(parse("").unwrap().limits.workers, cores);
         assert_eq!(parse("[limits]\nworkers = 4\n").unwrap().limits.workers, 4);
         for bad in ["0", "-1", "100000"] {
             let e = parse(&format!("[limits]\nworkers = {bad}\n")).unwrap_err();

@@ -313,7 +313,7 @@ pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, Config
                     v.span(),
                     "limits.workers",
                     format!("{} is not a number of threads", v.get_ref()),
-                    "write a whole number from 1 (the default) to the machine's cores, e.g. workers = 2",
+                    "write a whole number from 1 to 1024, e.g. workers = 2 (the default is one per core)",
                 )
             })?;
     }

@@ -40,8 +40,10 @@ pub struct Proxy {
     client_ip: client_ip::Policy,
     access: Vec<access::Rule>,
     hsts: bool,
-    /// Idle connections to Vaultwarden for ordinary requests.
-    idle: Arc<Idle>,
+    /// Idle connections to Vaultwarden for ordinary requests, one stack per
+    /// worker: a connection is driven by the worker that opened it, so
+    /// another worker using it would wake that one for every request.
+    idle: Vec<Arc<Idle>>,
     stop: watch::Receiver<bool>,
     tracker: Tracker,
     metrics: Arc<Metrics>,
@@ -71,7 +73,7 @@ impl Proxy {
             client_ip: config.client_ip.clone(),
             access: config.access.clone(),
             hsts: config.tls.hsts,
-            idle: Arc::default(),
+            idle: (0..config.limits.workers.max(1)).map(|_| Arc::default()).collect(),
             stop,
             tracker,
             metrics: access_log.metrics().clone(),
@@ -238,11 +240,11 @@ impl Proxy {
         let body = body.map_frame(sanitize_trailers);
         if http_body::Body::is_end_stream(&body) {
             if sent_how() == Some(BodyEnd::Complete) {
-                self.idle.put(sender);
+                self.idle().put(sender);
             }
             return Ok(Response::from_parts(parts, body::boxed(body)));
         }
-        let idle = self.idle.clone();
+        let idle = self.idle().clone();
         let body = Metered::new(body, move |how, _| {
             if how == BodyEnd::Complete && sent.as_ref().map_or(true, |s| s.get() == Some(BodyEnd::Complete))
             {
@@ -250,6 +252,12 @@ impl Proxy {
             }
         });
         Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+
+    /// The idle connections of the worker running this request.
+    fn idle(&self) -> &Arc<Idle> {
+        let worker = crate::server::worker_index();
+        self.idle.get(worker).unwrap_or(&self.idle[0])
     }
 
     /// A 502 naming the root cause (e.g. "Connection refused"), not hyper's wrappers.

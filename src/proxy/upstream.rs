@@ -121,7 +121,7 @@ impl Proxy {
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), SendFailure> {
         let mut attempts = 0;
         loop {
-            let kept = if attempts < REUSE_ATTEMPTS { self.idle.take() } else { None };
+            let kept = if attempts < REUSE_ATTEMPTS { self.idle().take() } else { None };
             attempts += 1;
             let reused = kept.is_some();
             let mut sender = match kept {
