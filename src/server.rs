@@ -202,23 +202,15 @@ impl Server {
         let (current, conn) = watch::channel(first);
         let limit = ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip);
         let accept = Accept { listener, limit: limit.clone(), conn: conn.clone(), tracker: tracker.clone() };
-        let mut workers = Workers(Vec::new());
-        let mut accepting = vec![tokio::spawn(accept.run())];
-        for (index, copy) in (1..).zip(copies) {
-            let runtime = worker_runtime(index).map_err(|source| StartError::Bind {
+        let workers = (1..config.limits.workers)
+            .map(worker_runtime)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map(Workers)
+            .map_err(|source| StartError::Bind {
                 addr: config.listen,
                 source,
                 hint: " (starting a worker)",
             })?;
-            let (limit, conn, tracker) = (limit.clone(), conn.clone(), tracker.clone());
-            accepting.push(runtime.spawn(async move {
-                match TcpListener::from_std(copy) {
-                    Ok(listener) => Accept { listener, limit, conn, tracker }.run().await,
-                    Err(e) => tracing::error!("worker {index} cannot accept: {e}"),
-                }
-            }));
-            workers.0.push(runtime);
-        }
         let redirect_addr = match config.redirect {
             None => None,
             Some(addr) => {
@@ -261,6 +253,17 @@ impl Server {
         // Started once the listeners are bound: the CA may connect at once.
         let acme =
             std::sync::Mutex::new(acme_of(&config).map(|a| acme::Manager::start(a.clone(), live.clone())));
+        // Accepting starts last, when nothing more can fail.
+        let mut accepting = vec![tokio::spawn(accept.run())];
+        for ((index, runtime), copy) in (1..).zip(&workers.0).zip(copies) {
+            let (limit, conn, tracker) = (limit.clone(), conn.clone(), tracker.clone());
+            accepting.push(runtime.spawn(async move {
+                match TcpListener::from_std(copy) {
+                    Ok(listener) => Accept { listener, limit, conn, tracker }.run().await,
+                    Err(e) => tracing::error!("worker {index} cannot accept: {e}"),
+                }
+            }));
+        }
         let task = tokio::spawn(drained(accepting, done, config.timeouts.drain));
         let config = std::sync::Mutex::new(config);
         Ok(Server {

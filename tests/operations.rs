@@ -196,3 +196,30 @@ async fn access_log_file_in_json_or_text_reopens_after_rotation() {
         drop(proxy);
     }
 }
+
+#[tokio::test]
+async fn a_start_that_fails_leaves_nothing_listening() {
+    let ca = TestCa::new();
+    // A free port for the proxy, and a metrics port another program holds.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let path = ca.dir.path().join("proxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"{free}\"\nupstream = \"http://127.0.0.1:9\"\n[limits]\nworkers = 2\n\
+             [metrics]\nlisten = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            held.local_addr().unwrap(),
+            ca.cert_path.display(),
+            ca.key_path.display()
+        ),
+    )
+    .unwrap();
+    let e = vaultgate::Server::start(vaultgate::Config::load(&path).unwrap()).await.err().unwrap();
+    assert!(e.to_string().contains("[metrics] listen"), "{e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(free).await.is_err(),
+        "no worker accepts on the main port after a failed start"
+    );
+}
