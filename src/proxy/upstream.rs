@@ -1,5 +1,6 @@
 //! Connections to Vaultwarden: opened by hand for each hub, and kept idle
-//! between ordinary requests in one stack shared by all client connections.
+//! between ordinary requests in one stack per worker, shared by all of that
+//! worker's client connections.
 //!
 //! There is one upstream, so a pool needs no keys: the most recently used
 //! idle connection is taken first (it is the likeliest to be alive and warm)
@@ -22,7 +23,7 @@ use tokio::net::TcpStream;
 use super::{Proxy, ProxyError};
 use crate::body::ProxyBody;
 
-/// At most this many idle connections are kept: as many as requests are in
+/// At most this many idle connections are kept (per worker): as many as requests are in
 /// flight at a busy moment (an HTTP/2 client alone may have 100), bounded so
 /// that a burst cannot leave thousands of idle descriptors.
 const MAX_IDLE: usize = 1024;
