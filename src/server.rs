@@ -2,14 +2,16 @@
 //! shutdown. Requests themselves are `proxy.rs`'s business.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -381,20 +383,24 @@ where
     }
 }
 
-fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
-    let mut builder = auto::Builder::new(SpanExecutor);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+/// How connections are served, one builder per protocol.
+struct Http {
+    h1: http1::Builder,
+    h2: http2::Builder<SpanExecutor>,
+}
+
+fn http_builder(config: &Config) -> Http {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.request_header)
-        // Bounds the request head (431 past it) and hyper's read buffer.
+        // Bounds the request head (414 for a longer request line, else 431)
+        // and hyper's read buffer.
         .max_buf_size(64 * 1024)
         .max_headers(100)
         // Vaultwarden sends its own Date; a 101 must reach the client unchanged.
         .auto_date_header(false);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(SpanExecutor);
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(100)
         .max_header_list_size(64 * 1024)
         // Rapid reset (CVE-2023-44487): a client that keeps cancelling streams
@@ -408,9 +414,9 @@ fn http_builder(config: &Config) -> auto::Builder<SpanExecutor> {
     if config.http2_websockets {
         // SETTINGS_ENABLE_CONNECT_PROTOCOL: browsers may open hubs as extended
         // CONNECT streams (RFC 8441); proxy/hub.rs translates them.
-        builder.http2().enable_connect_protocol();
+        h2.enable_connect_protocol();
     }
-    builder
+    Http { h1, h2 }
 }
 
 struct Accept {
@@ -472,7 +478,7 @@ impl Accept {
 #[derive(Clone)]
 struct Connection {
     acceptor: TlsAcceptor,
-    http: Arc<auto::Builder<SpanExecutor>>,
+    http: Arc<Http>,
     proxy: Arc<Proxy>,
     handshake_timeout: Duration,
     /// An HTTP/2 connection with no request in flight for this long is closed.
@@ -531,7 +537,7 @@ impl Connection {
         }
     }
 
-    async fn serve_http<IO>(mut self, io: IO, peer: SocketAddr, http2: bool)
+    async fn serve_http<IO>(self, io: IO, peer: SocketAddr, http2: bool)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -552,20 +558,31 @@ impl Connection {
                 Ok::<_, Infallible>(resp.map(|b| Metered::new(b, move |_, _| drop(busy))))
             })
         });
-        let conn = self.http.serve_connection_with_upgrades(TokioIo::new(io), service);
+        // The protocol is the one ALPN chose: HTTP/2 over TLS is only ever
+        // negotiated there (RFC 9113 §3.2), so nothing is sniffed from the bytes.
+        let io = TokioIo::new(io);
+        if http2 {
+            let conn = self.http.h2.serve_connection(io, service);
+            let idle = activity.idle_for(self.keep_alive);
+            self.drive(conn, http2::Connection::graceful_shutdown, idle).await;
+        } else {
+            // HTTP/1.1 keep-alive idleness is bounded by hyper's header read timeout.
+            let conn = self.http.h1.serve_connection(io, service).with_upgrades();
+            self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, std::future::pending()).await;
+        }
+    }
+
+    /// Serves a connection until it ends, or until shutdown begins or it has
+    /// been `idle`, and then lets it finish what is in flight.
+    async fn drive<C>(mut self, conn: C, graceful_shutdown: fn(Pin<&mut C>), idle: impl Future<Output = ()>)
+    where
+        C: Future<Output = hyper::Result<()>>,
+    {
         tokio::pin!(conn);
-        // HTTP/1.1 keep-alive idleness is bounded by hyper's header read timeout.
-        let idle = async {
-            if http2 {
-                activity.idle_for(self.keep_alive).await
-            } else {
-                std::future::pending().await
-            }
-        };
         let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = async { tokio::select! { _ = stopped(&mut self.stop) => {}, _ = idle => {} } } => {
-                conn.as_mut().graceful_shutdown();
+                graceful_shutdown(conn.as_mut());
                 conn.await
             }
         };

@@ -250,3 +250,23 @@ async fn streams_beyond_the_concurrency_limit_are_refused() {
     assert!(refused.is_some(), "stream 201 (the 101st) is refused or the connection told to go away");
     legit_request_works(&h).await;
 }
+
+#[tokio::test]
+async fn http2_without_alpn_is_refused_as_http1() {
+    // Over TLS, HTTP/2 is only ever chosen by ALPN (RFC 9113 §3.2): a client
+    // that offers no protocol and sends the HTTP/2 preface anyway is served
+    // as HTTP/1.1, where hyper recognises the preface and closes.
+    let h = Harness::start("").await;
+    let mut tls = h.tls(&[]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    tls.write_all(PREFACE).await.unwrap();
+    tls.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = within("the refusal", tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 505"),
+        "closed or refused as HTTP/1.1, never answered as HTTP/2: {answer:?}"
+    );
+    legit_request_works(&h).await;
+}

@@ -93,7 +93,7 @@ fn refused_shapes() -> Vec<(&'static str, Vec<u8>, u16)> {
         (
             "huge request line",
             format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100_000)).into_bytes(),
-            431,
+            414,
         ),
     ]
 }
