@@ -24,6 +24,7 @@ pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod websocket;
+pub mod workers;
 pub mod write_batch;
 pub mod x509;
 

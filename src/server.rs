@@ -28,6 +28,7 @@ use crate::h1_guard::H1Guard;
 use crate::metrics::{Metrics, Protocol};
 use crate::proxy::Proxy;
 use crate::tls;
+use crate::workers::{bind, Workers};
 use crate::write_batch::WriteBatch;
 
 /// Counts live tasks (connections, hub tunnels) so shutdown can wait for them.
@@ -95,56 +96,6 @@ pub struct Server {
     workers: Workers,
 }
 
-/// Extra workers: each a runtime with one thread of its own, accepting on a
-/// listening socket of its own (SO_REUSEPORT) and serving its connections
-/// start to end, as nginx's worker processes do with `reuseport`. (One runtime with several threads moves
-/// tasks between them, and every request then wakes the other thread:
-/// BENCHMARKS.md.) Shut down without waiting when the server goes.
-struct Workers(Vec<tokio::runtime::Runtime>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for runtime in self.0.drain(..) {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-thread_local! {
-    /// Which worker this thread is (0: the caller's runtime).
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The worker the current thread belongs to (0 outside the extra workers).
-pub fn worker_index() -> usize {
-    WORKER.with(|w| w.get())
-}
-
-fn worker_runtime(index: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(format!("vaultgate-w{index}"))
-        .on_thread_start(move || WORKER.with(|w| w.set(index)))
-        .enable_all()
-        .build()
-}
-
-/// A listening socket for `addr`, set up as tokio's `bind` does, plus
-/// SO_REUSEPORT so that each worker can have one: the kernel hashes new
-/// connections over them. (One socket shared by all workers goes to whichever
-/// wakes first: measured, one worker took all 50 of a load test's
-/// connections.) Only sockets of the same user can join, and a port held by
-/// another program without the option is still refused as in use.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket =
-        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    // Registered with this runtime by `listen`; each worker registers its own.
-    socket.listen(1024)?.into_std()
-}
-
 /// Waits for every worker to stop accepting, then for the live connections
 /// and tunnels to finish, at most `drain`.
 async fn drained(accepting: Vec<JoinHandle<()>>, mut done: mpsc::Receiver<()>, drain: Duration) {
@@ -204,15 +155,11 @@ impl Server {
         let (current, conn) = watch::channel(first);
         let limit = ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip);
         let accept = Accept { listener, limit: limit.clone(), conn: conn.clone(), tracker: tracker.clone() };
-        let workers = (1..config.limits.workers)
-            .map(worker_runtime)
-            .collect::<std::io::Result<Vec<_>>>()
-            .map(Workers)
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-                hint: " (starting a worker)",
-            })?;
+        let workers = Workers::start(config.limits.workers).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+            hint: " (starting a worker)",
+        })?;
         let redirect_addr = match config.redirect {
             None => None,
             Some(addr) => {
@@ -257,7 +204,7 @@ impl Server {
             std::sync::Mutex::new(acme_of(&config).map(|a| acme::Manager::start(a.clone(), live.clone())));
         // Accepting starts last, when nothing more can fail.
         let mut accepting = vec![tokio::spawn(accept.run())];
-        for ((index, runtime), copy) in (1..).zip(&workers.0).zip(copies) {
+        for ((index, runtime), copy) in workers.runtimes().zip(copies) {
             let (limit, conn, tracker) = (limit.clone(), conn.clone(), tracker.clone());
             accepting.push(runtime.spawn(async move {
                 match TcpListener::from_std(copy) {

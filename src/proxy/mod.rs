@@ -256,7 +256,7 @@ impl Proxy {
 
     /// The idle connections of the worker running this request.
     fn idle(&self) -> &Arc<Idle> {
-        let worker = crate::server::worker_index();
+        let worker = crate::workers::index();
         self.idle.get(worker).unwrap_or(&self.idle[0])
     }
 
