@@ -83,6 +83,9 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 /// Vaultwarden's fail2ban lines and rate limits key on `X-Real-IP`.
 pub fn set_forwarding(headers: &mut HeaderMap, client: &Client, host: &HeaderValue) {
     headers.remove(header::FORWARDED);
+    // Room for these four and `Host` at once, rather than growing the map
+    // (and rehashing it) part-way through.
+    headers.reserve(5);
     headers.insert(X_REAL_IP, crate::client_ip::ip_value(client.ip));
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
@@ -135,7 +138,8 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<HeaderValue, HostE
     }
     match (uri.authority(), host) {
         (Some(authority), host) => {
-            valid_authority(authority.as_str().as_bytes())?;
+            // Parsed as an authority already, with the URI.
+            plain_authority(authority)?;
             if host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())) {
                 return Err(HostError::Mismatch);
             }
@@ -149,7 +153,10 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<HeaderValue, HostE
 
 /// A host and optional port, nothing else (no user info, not empty).
 fn valid_authority(bytes: &[u8]) -> Result<(), HostError> {
-    let authority = Authority::try_from(bytes).map_err(|_| HostError::Malformed)?;
+    plain_authority(&Authority::try_from(bytes).map_err(|_| HostError::Malformed)?)
+}
+
+fn plain_authority(authority: &Authority) -> Result<(), HostError> {
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return Err(HostError::Malformed);
     }

@@ -277,3 +277,26 @@ async fn connect_method_is_refused() {
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn a_normalised_path_goes_upstream_with_its_query_byte_for_byte() {
+    let h = Harness::start("").await;
+    let sent = "/api/x/.././/sync/%7Eme?a=1&b=%2F..%2f&c=%zz";
+    let expected = "/api/sync/~me?a=1&b=%2F..%2f&c=%zz";
+    let mut c1 = h.h1().await;
+    let echo = echoed(c1.send_request(get(sent)).await.unwrap()).await;
+    assert_eq!(echo["target"], expected, "HTTP/1.1");
+    let mut c2 = h.h2().await;
+    let echo = echoed(c2.send_request(get(&h.url(sent))).await.unwrap()).await;
+    assert_eq!(echo["target"], expected, "HTTP/2");
+    // Unchanged paths go as they came, absolute-form turned to origin-form.
+    let echo = echoed(c2.send_request(get(&h.url("/api/sync?x=%41"))).await.unwrap()).await;
+    assert_eq!(echo["target"], "/api/sync?x=%41");
+    let absolute = format!("https://localhost:{}/api/sync?y=1", h.addr.port());
+    let req = Request::get(absolute.as_str())
+        .header("host", format!("localhost:{}", h.addr.port()))
+        .body(Full::default())
+        .unwrap();
+    let echo = echoed(c1.send_request(req).await.unwrap()).await;
+    assert_eq!(echo["target"], "/api/sync?y=1", "absolute-form to origin-form");
+}

@@ -4,6 +4,7 @@
 mod hub;
 mod upstream;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,20 +143,25 @@ impl Proxy {
         if headers::has_repeated_content_length(req.headers()) {
             return Err(ProxyError::AmbiguousLength);
         }
-        let normalized = path::normalize(req.uri().path())?.into_owned();
-        if access::refusing(&self.access, &normalized, client.ip).is_some() {
-            return Err(ProxyError::Forbidden { path: normalized, client: client.ip });
+        // The normalised path when it differs from the one sent (most do not:
+        // then the request target goes upstream as it came, nothing rebuilt).
+        let rewritten = match path::normalize(req.uri().path())? {
+            Cow::Owned(p) if p != req.uri().path() => Some(p),
+            _ => None,
+        };
+        let normalized = rewritten.as_deref().unwrap_or(req.uri().path());
+        if access::refusing(&self.access, normalized, client.ip).is_some() {
+            return Err(ProxyError::Forbidden { path: normalized.to_string(), client: client.ip });
         }
         if http_body::Body::size_hint(req.body()).lower() > self.max_request_body {
             return Err(ProxyError::TooLarge { limit: self.max_request_body });
         }
         // A tunnel only for the hub path written plainly: any other spelling
         // (`//`, dot segments, escapes) is served as an ordinary request.
-        let on_hub_path =
-            req.uri().path() == normalized && websocket::is_hub_path(&normalized, &self.hub_paths);
+        let on_hub_path = rewritten.is_none() && websocket::is_hub_path(normalized, &self.hub_paths);
         if let Some(protocol) = protocol {
             if protocol != "websocket" || !on_hub_path {
-                return Err(ProxyError::NotAHub { protocol, path: normalized });
+                return Err(ProxyError::NotAHub { protocol, path: normalized.to_string() });
             }
         }
         let is_http1_hub =
@@ -167,7 +173,7 @@ impl Proxy {
             let (mut parts, _) = req.into_parts();
             let http2 = parts.version == Version::HTTP_2;
             rewrite_request_head(&mut parts, client, host);
-            parts.uri = target(&normalized, parts.uri.query())?;
+            parts.uri = target(&parts.uri, rewritten.as_deref())?;
             if http2 {
                 self.open_hub_http2(parts, client_upgrade, log).await
             } else {
@@ -176,7 +182,7 @@ impl Proxy {
         } else {
             let (mut parts, body) = req.into_parts();
             rewrite_request_head(&mut parts, client, host);
-            parts.uri = target(&normalized, parts.uri.query())?;
+            parts.uri = target(&parts.uri, rewritten.as_deref())?;
             self.forward(parts, body, log).await
         }
     }
@@ -286,14 +292,22 @@ fn rewrite_request_head(parts: &mut http::request::Parts, client: &client_ip::Cl
     parts.headers.insert(header::HOST, host);
 }
 
-/// The request target sent upstream (origin form): the normalised path and
-/// the query byte for byte.
-fn target(path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
-    let path_and_query = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
+/// The request target sent upstream (origin form): the path, or `rewritten`
+/// (the normalised one) when it differs, and the query byte for byte.
+fn target(uri: &Uri, rewritten: Option<&str>) -> Result<Uri, ProxyError> {
+    let path_and_query = match (rewritten, uri.path_and_query()) {
+        (None, _) if uri.scheme().is_none() && uri.authority().is_none() => return Ok(uri.clone()),
+        (None, Some(pq)) => pq.clone(),
+        (Some(path), _) => {
+            let rebuilt = match uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            http::uri::PathAndQuery::try_from(rebuilt).map_err(|_| ProxyError::BadTarget)?
+        }
+        (None, None) => http::uri::PathAndQuery::from_static("/"),
     };
-    Uri::builder().path_and_query(path_and_query).build().map_err(|_| ProxyError::BadTarget)
+    Ok(Uri::from(path_and_query))
 }
 
 /// Applies [`headers::sanitize_trailers`] to a trailers frame; data passes.
