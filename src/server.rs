@@ -196,6 +196,7 @@ impl Server {
         tracing::info!(
             listen = %local_addr,
             upstream = %config.upstream.url,
+            workers = config.limits.workers,
             config = %config.source.display(),
             "vaultgate is listening"
         );
