@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Instructions vaultgate executes per unit of work, counted by valgrind's
+# callgrind: numbers that do not move with the machine's noise, for
+# comparing two versions of the code (BENCHMARKS.md, "Levers tried").
+#
+#   bench/instructions.sh h1|h2|echo [binary=target/release/vaultgate]
+#
+# h1: a keep-alive HTTPS GET (h2load --h1, 10 connections);
+# h2: an HTTP/2 GET (h2load, 10 connections, 10 streams each);
+# echo: one hub WebSocket message there and back (wsload, 10 hubs).
+# Each is measured twice, small and large (1,000 and 3,000 requests; 3 and 6
+# seconds of echo), and the difference divided by the difference in work, so
+# that start-up and the TLS handshakes cancel out. Runs as root (installs
+# valgrind and nghttp2-client); uses 127.0.0.1:18012 and :18455.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:?usage: bench/instructions.sh h1|h2|echo [binary]}
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet --bin vaultgate --example upstream --example wsload
+bin=$(realpath "${2:-target/release/vaultgate}")
+dir=$(mktemp -d)
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+./target/release/examples/upstream 127.0.0.1:18012 >/dev/null 2>&1 &
+cat >"$dir/proxy.toml" <<TOML
+listen = "127.0.0.1:18455"
+upstream = "http://127.0.0.1:18012"
+[tls]
+cert = "$dir/cert.pem"
+key = "$dir/key.pem"
+[limits]
+# One worker: under valgrind the threads take turns, and a second worker
+# would only change how work is batched, from run to run.
+workers = 1
+[log]
+level = "warn"
+access = "off"
+TOML
+
+# Total instructions of one run of vaultgate under callgrind while `load`
+# (the rest of the arguments) runs against it; the load's own output goes to
+# $dir/load.
+counted() {
+  local out="$dir/callgrind.out" pid
+  rm -f "$out"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --config "$dir/proxy.toml" 2>"$dir/valgrind.log" &
+  pid=$!
+  for _ in $(seq 150); do ss -ltn | grep -q 127.0.0.1:18455 && break; sleep 0.2; done
+  "$@" >"$dir/load" 2>&1
+  kill -INT "$pid"
+  wait "$pid" || true
+  awk '/^totals:/ {print $2}' "$out"
+}
+
+case $what in
+  h1 | h2)
+    # HTTP/1.1: one request at a time per connection (no pipelining).
+    how=(-m 10)
+    [ "$what" = h1 ] && how=(--h1 -m 1)
+    small=$(counted h2load "${how[@]}" -n 1000 -c 10 https://localhost:18455/alive)
+    grep -q "1000 succeeded" "$dir/load" || { cat "$dir/load"; exit 1; }
+    large=$(counted h2load "${how[@]}" -n 3000 -c 10 https://localhost:18455/alive)
+    grep -q "3000 succeeded" "$dir/load" || { cat "$dir/load"; exit 1; }
+    echo "$what: $(((large - small) / 2000)) instructions per request ($small for 1,000, $large for 3,000)"
+    ;;
+  echo)
+    url="wss://localhost:18455/notifications/hub?access_token=x"
+    small=$(counted ./target/release/examples/wsload echo "$url" 10 3)
+    small_msgs=$(awk '{print $3}' "$dir/load")
+    large=$(counted ./target/release/examples/wsload echo "$url" 10 6)
+    large_msgs=$(awk '{print $3}' "$dir/load")
+    echo "echo: $(((large - small) / (large_msgs - small_msgs))) instructions per message" \
+      "($small for $small_msgs, $large for $large_msgs)"
+    ;;
+  *)
+    echo "usage: bench/instructions.sh h1|h2|echo [binary]" >&2
+    exit 2
+    ;;
+esac
