@@ -85,6 +85,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteBatch<IO> {
         if self.pending.len() + total > LIMIT && !self.pending.is_empty() {
             ready!(self.poll_drain(cx))?;
         }
+        // One allocation per batch, not a regrowth (and copy) at 16 and 32 KiB.
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(LIMIT.max(total));
+        }
         // Takes what fits (at least the first slice, whatever its size).
         let mut taken = 0;
         for b in bufs {
