@@ -15,12 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: bench/instructions.sh h1|h2|echo [binary]}
-need=()
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/common.sh
+install_missing valgrind:valgrind h2load:nghttp2-client
 cargo build --release --quiet --bin vaultgate --example upstream --example wsload
 bin=$(realpath "${2:-target/release/vaultgate}")
 dir=$(mktemp -d)
@@ -30,23 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
-./target/release/examples/upstream 127.0.0.1:18012 >/dev/null 2>&1 &
-cat >"$dir/proxy.toml" <<TOML
-listen = "127.0.0.1:18455"
-upstream = "http://127.0.0.1:18012"
-[tls]
-cert = "$dir/cert.pem"
-key = "$dir/key.pem"
-[limits]
 # One worker: under valgrind the threads take turns, and a second worker
 # would only change how work is batched, from run to run.
-workers = 1
-[log]
-level = "warn"
-access = "off"
-TOML
+proxy_setup "$dir" 18012 18455 "workers = 1"
 
 # Total instructions of one run of vaultgate under callgrind while `load`
 # (the rest of the arguments) runs against it; the load's own output goes to

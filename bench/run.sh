@@ -23,14 +23,8 @@ limit=$(ulimit -Hn)
 max_hubs=$(((limit - 500) / 2))
 hubs=${3:-$((max_hubs < 10000 ? max_hubs : 10000))}
 
-need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. bench/common.sh
+install_missing nginx:nginx-light wrk:wrk h2load:nghttp2-client curl:curl
 cargo build --release --quiet --bin vaultgate --example upstream --example wsload
 ulimit -n "$limit"
 dir=$(mktemp -d)
@@ -41,22 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
-./target/release/examples/upstream 127.0.0.1:18002 >/dev/null 2>&1 &
-cat >"$dir/proxy.toml" <<TOML
-listen = "127.0.0.1:18445"
-upstream = "http://127.0.0.1:18002"
-[tls]
-cert = "$dir/cert.pem"
-key = "$dir/key.pem"
-[limits]
-max_connections = 100000
-max_connections_per_ip = 100000
-[log]
-level = "warn"
-access = "off"
-TOML
+proxy_setup "$dir" 18002 18445 $'max_connections = 100000\nmax_connections_per_ip = 100000'
 start_vaultgate() {
   ./target/release/vaultgate --config "$dir/proxy.toml" 2>>"$dir/vaultgate.log" &
   vg_pid=$!
