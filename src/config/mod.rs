@@ -131,6 +131,10 @@ pub struct Timeouts {
     pub hub_idle: Duration,
     /// How long shutdown waits for in-flight requests and hubs.
     pub drain: Duration,
+    /// A response the client stops taking (a full socket, or an HTTP/2 window
+    /// held at zero) for this long is cut off, and its upstream connection
+    /// released (nginx: `send_timeout`).
+    pub send_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -145,6 +149,7 @@ impl Default for Timeouts {
             // Vaultwarden pings every 15 s; nginx's 60 s default is what kills hubs.
             hub_idle: Duration::from_secs(10 * 60),
             drain: Duration::from_secs(30),
+            send_idle: Duration::from_secs(60),
         }
     }
 }
@@ -160,6 +165,18 @@ pub struct Limits {
     /// Workers serving connections: each a thread that accepts and serves
     /// connections of its own.
     pub workers: usize,
+    /// IPv6 clients are grouped by this prefix length for every per-address
+    /// limit: a /64 is one subscriber.
+    pub ipv6_prefix: u8,
+    /// Open hub WebSockets per client address (Vaultwarden caps its anonymous
+    /// hub at 25 per address).
+    pub max_hubs_per_ip: usize,
+    /// Upstream requests in flight for one client connection; more wait.
+    pub max_upstream_per_connection: usize,
+    /// Upstream requests in flight for one client address; more wait.
+    pub max_upstream_per_ip: usize,
+    /// Bytes in one request header line (name and value), else 431.
+    pub max_header_line: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +188,12 @@ impl Default for Limits {
             min_upload_rate: 1024,
             // One per core, like nginx's `worker_processes auto`.
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ipv6_prefix: 64,
+            max_hubs_per_ip: 32,
+            max_upstream_per_connection: 32,
+            max_upstream_per_ip: 128,
+            // nginx's 8k; Bitwarden's bearer tokens are 1-2 KiB.
+            max_header_line: 8 * 1024,
         }
     }
 }
@@ -215,11 +238,17 @@ const KNOWN_KEYS: &[(&str, &str)] = &[
     ("timeouts", "upstream_response"),
     ("timeouts", "hub_idle"),
     ("timeouts", "drain"),
+    ("timeouts", "send_idle"),
     ("limits", "max_request_body"),
     ("limits", "max_connections"),
     ("limits", "max_connections_per_ip"),
     ("limits", "min_upload_rate"),
     ("limits", "workers"),
+    ("limits", "ipv6_prefix"),
+    ("limits", "max_hubs_per_ip"),
+    ("limits", "max_upstream_per_connection"),
+    ("limits", "max_upstream_per_ip"),
+    ("limits", "max_header_line"),
     ("client_ip", "trusted_proxies"),
     ("client_ip", "header"),
     ("access", "path"),
@@ -286,6 +315,7 @@ struct RawTimeouts {
     upstream_response: Option<Spanned<String>>,
     hub_idle: Option<Spanned<String>>,
     drain: Option<Spanned<String>>,
+    send_idle: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +326,11 @@ struct RawLimits {
     max_connections_per_ip: Option<Spanned<i64>>,
     min_upload_rate: Option<Spanned<String>>,
     workers: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
+    max_hubs_per_ip: Option<Spanned<i64>>,
+    max_upstream_per_connection: Option<Spanned<i64>>,
+    max_upstream_per_ip: Option<Spanned<i64>>,
+    max_header_line: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -241,6 +241,7 @@ pub(super) fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, 
         (t.upstream_response, &mut timeouts.upstream_response, "upstream_response"),
         (t.hub_idle, &mut timeouts.hub_idle, "hub_idle"),
         (t.drain, &mut timeouts.drain, "drain"),
+        (t.send_idle, &mut timeouts.send_idle, "send_idle"),
     ];
     for (value, slot, name) in fields {
         if let Some(v) = value {
@@ -291,9 +292,36 @@ pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, Config
             )
         })?;
     }
+    if let Some(v) = l.max_header_line {
+        limits.max_header_line = parse_size(v.get_ref())
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (256..=64 * 1024).contains(n))
+            .ok_or_else(|| {
+                ctx.err(
+                    v.span(),
+                    "limits.max_header_line",
+                    format!("`{}` is not a size from 256B to 64KiB", v.get_ref()),
+                    "write a size such as \"8KiB\" (nginx's default) or \"16KiB\"",
+                )
+            })?;
+    }
+    if let Some(v) = l.ipv6_prefix {
+        limits.ipv6_prefix = u8::try_from(*v.get_ref()).ok().filter(|n| (32..=128).contains(n)).ok_or_else(|| {
+            ctx.err(
+                v.span(),
+                "limits.ipv6_prefix",
+                format!("{} is not a prefix length from 32 to 128", v.get_ref()),
+                "write 64 (one subscriber's network, the default), 56 or 48; 128 counts every address alone",
+            )
+        })?;
+    }
     for (value, slot, name) in [
         (l.max_connections, &mut limits.max_connections, "max_connections"),
         (l.max_connections_per_ip, &mut limits.max_connections_per_ip, "max_connections_per_ip"),
+        (l.max_hubs_per_ip, &mut limits.max_hubs_per_ip, "max_hubs_per_ip"),
+        (l.max_upstream_per_connection, &mut limits.max_upstream_per_connection, "max_upstream_per_connection"),
+        (l.max_upstream_per_ip, &mut limits.max_upstream_per_ip, "max_upstream_per_ip"),
     ] {
         if let Some(v) = value {
             *slot = usize::try_from(*v.get_ref()).ok().filter(|n| *n > 0).ok_or_else(|| {
