@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod proxy_error;
 pub mod redirect;
 pub mod reload;
+pub mod send_watch;
 pub mod server;
 pub mod tls;
 pub mod websocket;

@@ -70,8 +70,9 @@ pub async fn start(
     metrics: Arc<Metrics>,
     upstream: Upstream,
     stop: watch::Receiver<bool>,
+    cap: Arc<crate::conn_limit::ConnLimit>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    crate::plain_http::listener(listen, "metrics", stop, move |req| {
+    crate::plain_http::listener(listen, "metrics", stop, cap, move |req| {
         answer(req, metrics.clone(), upstream.clone())
     })
     .await

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -14,13 +15,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::ProxyBody;
+use crate::conn_limit::ConnLimit;
 
 /// Binds `listen`; the returned future answers every request with `handle`
-/// until `stop` turns true.
+/// until `stop` turns true, with at most what `cap` allows open at once.
 pub async fn listener<F, Fut>(
     listen: SocketAddr,
     name: &'static str,
     mut stop: watch::Receiver<bool>,
+    cap: Arc<ConnLimit>,
     handle: F,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()>)>
 where
@@ -31,10 +34,18 @@ where
     let bound = listener.local_addr()?;
     let serve = async move {
         loop {
-            let tcp = tokio::select! {
+            let (tcp, slot) = tokio::select! {
                 _ = crate::server::stopped(&mut stop) => return,
                 accepted = listener.accept() => match accepted {
-                    Ok((tcp, _)) => tcp,
+                    Ok((tcp, peer)) => match cap.acquire(peer.ip()) {
+                        Ok(slot) => (tcp, slot),
+                        Err(refused) => {
+                            if cap.should_warn() {
+                                tracing::warn!("{name} listener: {} connections open, refusing {}", refused.limit(), peer.ip());
+                            }
+                            continue;
+                        }
+                    },
                     Err(e) => {
                         tracing::error!("{name} listener: accept failed: {e}; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -53,6 +64,7 @@ where
                     .header_read_timeout(Duration::from_secs(10))
                     .serve_connection(TokioIo::new(tcp), service);
                 let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+                drop(slot);
             });
         }
     };

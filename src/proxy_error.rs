@@ -32,6 +32,12 @@ pub enum ProxyError {
     MethodNotAllowed(Method),
     #[error("`{protocol}` tunnels are not offered on {path}; WebSockets are carried only on the hub paths")]
     NotAHub { protocol: String, path: String },
+    #[error("{client} already has {limit} hubs open")]
+    TooManyHubs { client: IpAddr, limit: usize },
+    #[error("{client} already has {limit} requests waiting on Vaultwarden")]
+    TooManyRequests { client: IpAddr, limit: usize },
+    #[error("too many connections are open ({0})")]
+    Busy(&'static str),
     #[error("Vaultwarden answered the WebSocket upgrade with a wrong Sec-WebSocket-Accept")]
     BadUpgrade,
     #[error("Vaultwarden at {url} is not answering ({detail})")]
@@ -53,6 +59,10 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotAHub { .. } => StatusCode::NOT_FOUND,
+            ProxyError::TooManyHubs { .. } | ProxyError::TooManyRequests { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -89,6 +99,9 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        }
         if matches!(
             self,
             ProxyError::TooLarge { .. } | ProxyError::BodyTimeout(_) | ProxyError::BadRequestBody
@@ -118,6 +131,9 @@ mod tests {
             (ProxyError::Forbidden { path: "/admin".into(), client: "192.0.2.1".parse().unwrap() }, 403),
             (ProxyError::MethodNotAllowed(Method::CONNECT), 405),
             (ProxyError::NotAHub { protocol: "websocket".into(), path: "/api".into() }, 404),
+            (ProxyError::TooManyHubs { client: "192.0.2.1".parse().unwrap(), limit: 32 }, 429),
+            (ProxyError::TooManyRequests { client: "192.0.2.1".parse().unwrap(), limit: 128 }, 429),
+            (ProxyError::Busy("max_connections"), 503),
             (ProxyError::BadUpgrade, 502),
             (ProxyError::UpstreamUnreachable { url: url(), detail: "Connection refused".into() }, 502),
             (ProxyError::UpstreamTimeout { url: url(), secs: 100 }, 504),

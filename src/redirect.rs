@@ -73,8 +73,9 @@ pub async fn start(
     server_names: Vec<String>,
     live: std::sync::Arc<Live>,
     stop: watch::Receiver<bool>,
+    cap: std::sync::Arc<crate::conn_limit::ConnLimit>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    crate::plain_http::listener(listen, "redirect", stop, move |req| {
+    crate::plain_http::listener(listen, "redirect", stop, cap, move |req| {
         let resp = respond(&req, https_port, &server_names, &live);
         async move { resp }
     })

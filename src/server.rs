@@ -23,10 +23,11 @@ use crate::access_log::Sink;
 use crate::acme::{self, Live};
 use crate::body::Metered;
 use crate::config::{AcmeConfig, Config, TlsSource};
-use crate::conn_limit::{ConnLimit, Refused};
+use crate::conn_limit::{Caps, ConnLimit, Refused, Slot};
 use crate::h1_guard::H1Guard;
 use crate::metrics::{Metrics, Protocol};
-use crate::proxy::Proxy;
+use crate::proxy::{ClientConn, Proxy};
+use crate::send_watch::{self, Guarded, SendWatch, Watched};
 use crate::tls;
 use crate::workers::{bind, Workers};
 use crate::write_batch::WriteBatch;
@@ -94,6 +95,8 @@ pub struct Server {
     acme: std::sync::Mutex<Option<acme::Manager>>,
     /// The runtimes of workers beyond the first (which is the caller's).
     workers: Workers,
+    /// What is open, counted across reloads.
+    caps: Arc<Caps>,
 }
 
 /// Waits for every worker to stop accepting, then for the live connections
@@ -150,10 +153,11 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tracker, done) = Tracker::new();
         let metrics = Arc::new(Metrics::default());
-        let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone())
+        let caps = Caps::new(&config.limits);
+        let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone(), &caps)
             .map_err(|source| StartError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         let (current, conn) = watch::channel(first);
-        let limit = ConnLimit::new(config.limits.max_connections, config.limits.max_connections_per_ip);
+        let limit = caps.connections.clone();
         let accept = Accept { listener, limit: limit.clone(), conn: conn.clone(), tracker: tracker.clone() };
         let workers = Workers::start(config.limits.workers).map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -164,10 +168,27 @@ impl Server {
             None => None,
             Some(addr) => {
                 let names = config.tls.server_names.clone();
-                let (bound, serve) =
-                    crate::redirect::start(addr, local_addr.port(), names, live.clone(), stop_tx.subscribe())
-                        .await
-                        .map_err(|source| StartError::Bind { addr, source, hint: " ([redirect] listen)" })?;
+                // Its own cap: plain-HTTP clients must not use up the
+                // descriptors that HTTPS needs.
+                let cap = ConnLimit::new(
+                    config.limits.max_connections.min(REDIRECT_MAX_CONNECTIONS),
+                    config.limits.max_connections_per_ip,
+                    config.limits.ipv6_prefix,
+                );
+                let (bound, serve) = crate::redirect::start(
+                    addr,
+                    local_addr.port(),
+                    names,
+                    live.clone(),
+                    stop_tx.subscribe(),
+                    cap,
+                )
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr,
+                    source,
+                    hint: " ([redirect] listen)",
+                })?;
                 tracing::info!(listen = %bound, "redirecting plain HTTP to https");
                 tokio::spawn(serve);
                 Some(bound)
@@ -176,11 +197,13 @@ impl Server {
         let metrics_addr = match config.metrics {
             None => None,
             Some(addr) => {
+                let cap = ConnLimit::new(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS, 128);
                 let (bound, serve) = crate::metrics_listener::start(
                     addr,
                     metrics.clone(),
                     config.upstream.clone(),
                     stop_tx.subscribe(),
+                    cap,
                 )
                 .await
                 .map_err(|source| StartError::Bind {
@@ -228,6 +251,7 @@ impl Server {
             live,
             acme,
             workers,
+            caps,
         })
     }
 
@@ -247,6 +271,12 @@ impl Server {
             ),
             (config.timeouts.drain != running.timeouts.drain, "timeouts.drain"),
             (config.limits.workers != running.limits.workers, "limits.workers"),
+            (config.limits.ipv6_prefix != running.limits.ipv6_prefix, "limits.ipv6_prefix"),
+            (config.limits.max_hubs_per_ip != running.limits.max_hubs_per_ip, "limits.max_hubs_per_ip"),
+            (
+                config.limits.max_upstream_per_ip != running.limits.max_upstream_per_ip,
+                "limits.max_upstream_per_ip",
+            ),
         ];
         for (changed, key) in needs_restart {
             if changed {
@@ -257,7 +287,7 @@ impl Server {
             let current = self.current.borrow();
             (current.stop.clone(), current.metrics.clone())
         };
-        let next = Connection::new(&config, tls, stop, &self.tracker, metrics)
+        let next = Connection::new(&config, tls, stop, &self.tracker, metrics, &self.caps)
             .map_err(|source| ReloadError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         self.current.send_replace(next);
         // Started afresh (the old task stops when dropped): picks up a new
@@ -316,10 +346,17 @@ fn log_self_signed(tls: &tls::Tls) {
     }
 }
 
+/// The plain-HTTP redirect listener's cap on open connections.
+const REDIRECT_MAX_CONNECTIONS: usize = 1024;
+/// The metrics listener's: a scraper and a health checker need a few.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
 /// Spawns hyper's per-stream tasks (HTTP/2) inside the connection's span, so
-/// their log lines carry the peer and protocol.
+/// their log lines carry the peer and protocol, each under the send timeout.
 #[derive(Clone, Copy)]
-struct SpanExecutor;
+struct SpanExecutor {
+    send_idle: Duration,
+}
 
 impl<F> hyper::rt::Executor<F> for SpanExecutor
 where
@@ -327,7 +364,15 @@ where
     F::Output: Send + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::spawn(fut.in_current_span());
+        let limit = self.send_idle;
+        tokio::spawn(
+            async move {
+                if send_watch::stream(fut, limit).await.is_none() {
+                    tracing::debug!("stream reset: the client took nothing of its response for {limit:?}");
+                }
+            }
+            .in_current_span(),
+        );
     }
 }
 
@@ -347,7 +392,7 @@ fn http_builder(config: &Config) -> Http {
         .max_headers(100)
         // Vaultwarden sends its own Date; a 101 must reach the client unchanged.
         .auto_date_header(false);
-    let mut h2 = http2::Builder::new(SpanExecutor);
+    let mut h2 = http2::Builder::new(SpanExecutor { send_idle: config.timeouts.send_idle });
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(100)
         .max_header_list_size(64 * 1024)
@@ -355,6 +400,9 @@ fn http_builder(config: &Config) -> Http {
         // the server has not yet accepted is sent GOAWAY.
         .max_pending_accept_reset_streams(50)
         .max_local_error_reset_streams(256)
+        // Response bytes h2 buffers per stream beyond what the client's
+        // window lets out: the rest waits upstream, not in our memory.
+        .max_send_buf_size(64 * 1024)
         // Dead peers are found by ping rather than by the idle timeout.
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
@@ -399,12 +447,15 @@ impl Accept {
                             }
                         };
                         let conn = self.conn.borrow().clone();
+                        let current = self.conn.clone();
                         let token = self.tracker.token();
                         let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
                         tokio::spawn(
                             async move {
-                                conn.serve(tcp, peer).await;
-                                drop((slot, token));
+                                // Shared: a hub tunnel taken over from this
+                                // connection holds its place until it closes.
+                                conn.serve(tcp, peer, Arc::new(slot), current).await;
+                                drop(token);
                             }
                             .instrument(span),
                         );
@@ -431,6 +482,13 @@ struct Connection {
     handshake_timeout: Duration,
     /// An HTTP/2 connection with no request in flight for this long is closed.
     keep_alive: Duration,
+    /// How long a connection may take to send its first request (HTTP/2:
+    /// the preface included), and how long a connection closed for
+    /// idleness may take to finish closing.
+    request_header: Duration,
+    drain: Duration,
+    send_idle: Duration,
+    max_upstream_per_connection: usize,
     stop: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 }
@@ -442,20 +500,41 @@ impl Connection {
         stop: watch::Receiver<bool>,
         tracker: &Tracker,
         metrics: Arc<Metrics>,
+        caps: &Arc<Caps>,
     ) -> std::io::Result<Connection> {
         let access = Sink::open(config.access_log.clone(), config.access_format, metrics.clone())?;
         Ok(Connection {
             acceptor: TlsAcceptor::from(tls.config),
             http: Arc::new(http_builder(config)),
-            proxy: Arc::new(Proxy::new(config, stop.clone(), tracker.clone(), Arc::new(access))),
+            proxy: Arc::new(Proxy::new(
+                config,
+                stop.clone(),
+                tracker.clone(),
+                Arc::new(access),
+                caps.clone(),
+            )),
             handshake_timeout: config.timeouts.tls_handshake,
             keep_alive: config.timeouts.keep_alive,
+            request_header: config.timeouts.request_header,
+            drain: config.timeouts.drain,
+            send_idle: config.timeouts.send_idle,
+            max_upstream_per_connection: config.limits.max_upstream_per_connection,
             stop,
             metrics,
         })
     }
 
-    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+    /// Serves one client connection: TLS and the protocol with this
+    /// generation's settings, each request with the proxy of the generation
+    /// `current` holds when it arrives (a reload's access lists and trusted
+    /// proxies apply to the next request, also on connections open before).
+    async fn serve(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        slot: Arc<Slot>,
+        current: watch::Receiver<Connection>,
+    ) {
         let _ = tcp.set_nodelay(true);
         let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
@@ -478,23 +557,34 @@ impl Connection {
         }
         let http2 = alpn == Some(b"h2");
         tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
+        let client = Arc::new(ClientConn::new(peer, slot, self.max_upstream_per_connection));
         if http2 {
-            self.serve_http(WriteBatch::new(tls), peer, true).await;
+            self.serve_http(WriteBatch::new(tls), client, current, true).await;
         } else {
-            self.serve_http(H1Guard::new(tls), peer, false).await;
+            self.serve_http(H1Guard::new(tls), client, current, false).await;
         }
     }
 
-    async fn serve_http<IO>(self, io: IO, peer: SocketAddr, http2: bool)
-    where
+    async fn serve_http<IO>(
+        self,
+        io: IO,
+        client: Arc<ClientConn>,
+        current: watch::Receiver<Connection>,
+        http2: bool,
+    ) where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let _open = self.metrics.connection(if http2 { Protocol::Http2 } else { Protocol::Http1 });
         let activity = Arc::new(Activity::new());
-        let proxy = self.proxy.clone();
         let tracked = activity.clone();
+        // HTTP/1.1 answers one request at a time: one watch for the
+        // connection. Each HTTP/2 stream has its own (see SpanExecutor).
+        let conn_watch = (!http2).then(SendWatch::new);
+        let watching = conn_watch.clone();
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
+            let proxy = current.borrow().proxy.clone();
+            let client = client.clone();
+            let watching = watching.clone();
             // Only HTTP/2 connections are closed for idleness by counting
             // requests in flight (HTTP/1.1's is hyper's header read timeout):
             // nothing to count, and no extensions map to allocate, otherwise.
@@ -506,9 +596,12 @@ impl Connection {
             // several times, and ours is kilobytes (callgrind: 4 % fewer
             // instructions per HTTP/2 request boxed, 0.7 % more for HTTP/1.1).
             Box::pin(async move {
-                let resp = proxy.handle(req, peer).await;
+                let resp = proxy.handle(req, &client).await;
+                let watch = watching.or_else(send_watch::current).unwrap_or_else(SendWatch::new);
                 // The request counts as in flight until its response body is done.
-                Ok::<_, Infallible>(resp.map(|b| Metered::new(b, move |_, _| drop(busy))))
+                Ok::<_, Infallible>(
+                    resp.map(|b| Watched::new(Metered::new(b, move |_, _| drop(busy)), watch)),
+                )
             })
         });
         // The protocol is the one ALPN chose: HTTP/2 over TLS is only ever
@@ -516,17 +609,28 @@ impl Connection {
         let io = TokioIo::new(io);
         if http2 {
             let conn = self.http.h2.serve_connection(io, service);
-            let idle = activity.idle_for(self.keep_alive);
+            let idle = activity.idle_for(self.request_header, self.keep_alive);
             self.drive(conn, http2::Connection::graceful_shutdown, idle).await;
         } else {
-            // HTTP/1.1 keep-alive idleness is bounded by hyper's header read timeout.
+            // HTTP/1.1 keep-alive idleness (and the first request's wait) is
+            // bounded by hyper's header read timeout.
             let conn = self.http.h1.serve_connection(io, service).with_upgrades();
-            self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, std::future::pending()).await;
+            let send_idle = self.send_idle;
+            let watch = conn_watch.expect("made for HTTP/1.1");
+            let driven =
+                self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, std::future::pending());
+            if Guarded::new(driven, watch, send_idle).await.is_none() {
+                tracing::debug!(
+                    "connection closed: the client took nothing of its response for {send_idle:?}"
+                );
+            }
         }
     }
 
     /// Serves a connection until it ends, or until shutdown begins or it has
-    /// been `idle`, and then lets it finish what is in flight.
+    /// been `idle`, and then lets it finish what is in flight: at most the
+    /// drain deadline after shutdown, at most `request_header` after
+    /// idleness (a peer that never answers the close cannot hold its slot).
     async fn drive<C>(mut self, conn: C, graceful_shutdown: fn(Pin<&mut C>), idle: impl Future<Output = ()>)
     where
         C: Future<Output = hyper::Result<()>>,
@@ -534,9 +638,18 @@ impl Connection {
         tokio::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,
-            _ = async { tokio::select! { _ = stopped(&mut self.stop) => {}, _ = idle => {} } } => {
+            grace = async { tokio::select! {
+                _ = stopped(&mut self.stop) => self.drain,
+                _ = idle => self.request_header,
+            } } => {
                 graceful_shutdown(conn.as_mut());
-                conn.await
+                match tokio::time::timeout(grace, conn).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::debug!("connection cut: it did not finish closing within {grace:?}");
+                        Ok(())
+                    }
+                }
             }
         };
         if let Err(e) = result {
@@ -548,6 +661,8 @@ impl Connection {
 /// Requests in flight on one connection, and when the last one ended.
 struct Activity {
     start: Instant,
+    /// Requests begun so far (only whether there was one matters).
+    begun: AtomicUsize,
     in_flight: AtomicUsize,
     /// Milliseconds after `start` when the connection last became idle.
     idle_since_ms: AtomicU64,
@@ -563,17 +678,35 @@ pub struct InFlight(#[allow(dead_code)] Arc<Busy>);
 
 impl Activity {
     fn new() -> Activity {
-        Activity { start: Instant::now(), in_flight: AtomicUsize::new(0), idle_since_ms: AtomicU64::new(0) }
+        Activity {
+            start: Instant::now(),
+            begun: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
     }
 
     fn begin(self: &Arc<Self>) -> Busy {
+        self.begun.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         Busy(self.clone())
     }
 
-    /// Resolves once no request has been in flight for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    /// Resolves once no request has been in flight for `limit`, or, before
+    /// the first request (a peer that sends no preface, or only SETTINGS
+    /// and PINGs), once `first` has passed.
+    async fn idle_for(&self, first: Duration, limit: Duration) {
         loop {
+            if self.begun.load(Ordering::Relaxed) == 0 {
+                let due = self.start + first;
+                if Instant::now() >= due {
+                    return;
+                }
+                // Looked at again within `limit`: the first request may
+                // begin meanwhile, and then `limit` is what counts.
+                tokio::time::sleep_until(due.min(Instant::now() + limit)).await;
+                continue;
+            }
             let wake = if self.in_flight.load(Ordering::SeqCst) == 0 {
                 let since = self.start + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst));
                 if since.elapsed() >= limit && self.in_flight.load(Ordering::SeqCst) == 0 {

@@ -145,3 +145,20 @@ async fn renewed_certificate_files_are_picked_up_without_a_signal() {
     let (_, log) = tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
     assert!(log.contains("reload (the certificate files changed) done"), "{log}");
 }
+
+#[tokio::test]
+async fn a_reloaded_access_list_applies_to_the_next_request_on_open_connections() {
+    let h = Harness::start("").await;
+    let mut h1 = h.h1().await;
+    let mut h2 = h.h2().await;
+    assert_eq!(h1.send_request(get("/admin")).await.unwrap().status(), 200);
+    assert_eq!(h2.send_request(get(&h.url("/admin"))).await.unwrap().status(), 200);
+    let before = h.upstream.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let locked = "[[access]]\npath = \"/admin\"\nallow = [\"10.0.0.0/8\"]";
+    h.proxy.as_ref().unwrap().reload(config_for(&h.ca, h.upstream.addr, locked)).expect("reload accepted");
+    // The same connections, opened before the reload: refused now.
+    assert_eq!(h1.send_request(get("/admin")).await.unwrap().status(), 403);
+    assert_eq!(h2.send_request(get(&h.url("/admin"))).await.unwrap().status(), 403);
+    assert_eq!(h.upstream.requests.load(std::sync::atomic::Ordering::SeqCst), before);
+    assert_eq!(h1.send_request(get("/alive")).await.unwrap().status(), 200, "the rest is served");
+}

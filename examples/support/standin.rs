@@ -35,6 +35,9 @@ pub struct StandIn {
     notify: broadcast::Sender<Vec<u8>>,
     /// How many request heads have arrived, whatever became of them.
     pub requests: Arc<AtomicUsize>,
+    /// How many HTTP connections are open right now (one upgraded to a hub
+    /// stops counting at its 101).
+    pub open: Arc<AtomicUsize>,
     down: tokio::sync::watch::Sender<bool>,
 }
 
@@ -48,6 +51,8 @@ impl StandIn {
         let (down, _) = tokio::sync::watch::channel(false);
         let hub = Hub { notify: notify.clone(), ping_every, requests: requests.clone(), down: down.clone() };
         let mut stop = down.subscribe();
+        let open = Arc::new(AtomicUsize::new(0));
+        let counting = open.clone();
         tokio::spawn(async move {
             loop {
                 let tcp = tokio::select! {
@@ -56,6 +61,8 @@ impl StandIn {
                 };
                 let hub = hub.clone();
                 let mut stop = hub.down.subscribe();
+                let open = counting.clone();
+                open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let hub = hub.clone();
@@ -68,10 +75,11 @@ impl StandIn {
                         _ = conn => {}
                         _ = dead(&mut stop) => {}
                     }
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        Ok(StandIn { addr, notify, requests, down })
+        Ok(StandIn { addr, notify, requests, open, down })
     }
 
     /// Dies like a restarted Vaultwarden: the listener and every connection,

@@ -10,7 +10,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
-use super::{Proxy, ProxyError};
+use super::{HubPlaces, Proxy, ProxyError};
 use crate::access_log::Entry;
 use crate::body::{self, ProxyBody};
 use crate::metrics::Protocol;
@@ -25,6 +25,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         client_upgrade: OnUpgrade,
         log: &Entry,
+        held: HubPlaces,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let in_flight = parts.extensions.remove::<InFlight>();
         let mut resp = self.upgrade_upstream(parts, log).await?;
@@ -35,7 +36,13 @@ impl Proxy {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Ok(resp);
         }
-        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, in_flight, Protocol::Http1);
+        self.spawn_splice(
+            client_upgrade,
+            hyper::upgrade::on(&mut resp),
+            log,
+            (in_flight, held),
+            Protocol::Http1,
+        );
         let (parts, _) = resp.into_parts();
         Ok(Response::from_parts(parts, body::empty()))
     }
@@ -48,6 +55,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         client_upgrade: OnUpgrade,
         log: &Entry,
+        held: HubPlaces,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let in_flight = parts.extensions.remove::<InFlight>();
         parts.method = Method::GET;
@@ -69,7 +77,13 @@ impl Proxy {
         if accept.map(HeaderValue::as_bytes) != Some(websocket::accept_for(&key).as_bytes()) {
             return Err(ProxyError::BadUpgrade);
         }
-        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, in_flight, Protocol::Http2);
+        self.spawn_splice(
+            client_upgrade,
+            hyper::upgrade::on(&mut resp),
+            log,
+            (in_flight, held),
+            Protocol::Http2,
+        );
         // 200 with what still means something on HTTP/2: the chosen subprotocol
         // and extensions, none of HTTP/1.1's upgrade machinery.
         let mut ok = Response::new(body::empty());
@@ -101,14 +115,15 @@ impl Proxy {
     }
 
     /// Copies bytes both ways once both sides have switched protocols. The
-    /// task is tracked for shutdown, and keeps its client connection counted
-    /// as busy (an HTTP/2 connection carrying a hub is not idle).
+    /// task is tracked for shutdown, keeps its client connection counted as
+    /// busy (an HTTP/2 connection carrying a hub is not idle), and holds its
+    /// places under the caps until it ends.
     fn spawn_splice(
         &self,
         client: OnUpgrade,
         upstream: OnUpgrade,
         log: &Entry,
-        in_flight: Option<InFlight>,
+        held: (Option<InFlight>, HubPlaces),
         protocol: Protocol,
     ) {
         let idle = self.hub_idle;
@@ -118,7 +133,7 @@ impl Proxy {
         let client_ip = log.client;
         let tunnel_log = log.for_tunnel();
         let task = async move {
-            let _held = (token, in_flight);
+            let _held = (token, held);
             let (client_io, upstream_io) = match tokio::try_join!(client, upstream) {
                 Ok(pair) => pair,
                 Err(e) => {

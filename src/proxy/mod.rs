@@ -15,11 +15,12 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::access_log::{Entry, Sink};
 use crate::body::{self, BodyEnd, Ended, Metered, Pace, ProxyBody};
 use crate::config::Config;
+use crate::conn_limit::{Caps, Slot};
 use crate::metrics::{Metrics, UpstreamError};
 pub use crate::proxy_error::ProxyError;
 use crate::server::Tracker;
@@ -49,7 +50,27 @@ pub struct Proxy {
     tracker: Tracker,
     metrics: Arc<Metrics>,
     access_log: Arc<Sink>,
+    caps: Arc<Caps>,
 }
+
+/// One client connection, as the requests on it see it.
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    /// Its place under `max_connections`: a hub tunnel taken over from an
+    /// HTTP/1.1 connection keeps it until the tunnel closes.
+    slot: Arc<Slot>,
+    /// Upstream requests this connection may have in flight at once.
+    upstream: Arc<Semaphore>,
+}
+
+impl ClientConn {
+    pub fn new(peer: SocketAddr, slot: Arc<Slot>, max_upstream: usize) -> ClientConn {
+        ClientConn { peer, slot, upstream: Arc::new(Semaphore::new(max_upstream)) }
+    }
+}
+
+/// What an upstream request holds until its response has been read (or dropped).
+type UpstreamPermits = (Slot, OwnedSemaphorePermit);
 
 /// Two years, as HSTS preload lists expect.
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=63072000");
@@ -60,6 +81,7 @@ impl Proxy {
         stop: watch::Receiver<bool>,
         tracker: Tracker,
         access_log: Arc<Sink>,
+        caps: Arc<Caps>,
     ) -> Proxy {
         Proxy {
             upstream_url: config.upstream.url.clone(),
@@ -79,13 +101,14 @@ impl Proxy {
             tracker,
             metrics: access_log.metrics().clone(),
             access_log,
+            caps,
         }
     }
 
     /// Serves one request from a client at `peer`. Never fails: every problem
     /// becomes a response, and every response gets an access-log line.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let client = self.client_ip.resolve(peer.ip(), req.headers());
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ClientConn) -> Response<ProxyBody> {
+        let client = self.client_ip.resolve(conn.peer.ip(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let log = Entry::new(
             client.ip,
@@ -95,7 +118,7 @@ impl Proxy {
             req.version(),
             self.access_log.clone(),
         );
-        let mut resp = match self.route(req, &client, &log).await {
+        let mut resp = match self.route(req, conn, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
                 // Refusals of bad requests are the client's business (and an
@@ -126,6 +149,7 @@ impl Proxy {
     async fn route(
         &self,
         mut req: Request<Incoming>,
+        conn: &ClientConn,
         client: &client_ip::Client,
         log: &Entry,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -167,24 +191,77 @@ impl Proxy {
         let is_http1_hub =
             req.version() == Version::HTTP_11 && websocket::wants_websocket(req.headers()) && on_hub_path;
         if is_http1_hub || req.method() == Method::CONNECT {
+            let http2 = req.version() == Version::HTTP_2;
+            let held = self.hub_places(conn, client, http2)?;
             // Taken before the request is handed on: it resolves to the client's
             // side of the tunnel once hyper has sent our 101 (or 200 on HTTP/2).
             let client_upgrade = hyper::upgrade::on(&mut req);
             let (mut parts, _) = req.into_parts();
-            let http2 = parts.version == Version::HTTP_2;
             rewrite_request_head(&mut parts, client, host);
             parts.uri = target(&parts.uri, rewritten.as_deref())?;
             if http2 {
-                self.open_hub_http2(parts, client_upgrade, log).await
+                self.open_hub_http2(parts, client_upgrade, log, held).await
             } else {
-                self.open_hub_http1(parts, client_upgrade, log).await
+                self.open_hub_http1(parts, client_upgrade, log, held).await
             }
         } else {
+            let permits = self.upstream_permits(conn, client).await?;
             let (mut parts, body) = req.into_parts();
             rewrite_request_head(&mut parts, client, host);
             parts.uri = target(&parts.uri, rewritten.as_deref())?;
-            self.forward(parts, body, log).await
+            self.forward(parts, body, log, permits).await
         }
+    }
+
+    /// The places a hub tunnel holds for as long as it lives, taken before
+    /// anything is opened upstream: one under the client address's hub cap,
+    /// and one under the connection caps (an HTTP/1.1 tunnel is its
+    /// connection and keeps that one's; an HTTP/2 tunnel needs its own).
+    fn hub_places(
+        &self,
+        conn: &ClientConn,
+        client: &client_ip::Client,
+        http2: bool,
+    ) -> Result<HubPlaces, ProxyError> {
+        let hub = self
+            .caps
+            .hubs
+            .acquire(client.ip)
+            .map_err(|refused| ProxyError::TooManyHubs { client: client.ip, limit: refused.limit() })?;
+        let connection = if http2 {
+            let slot = self.caps.connections.acquire(conn.peer.ip()).map_err(|refused| match refused {
+                crate::conn_limit::Refused::Total(_) => ProxyError::Busy("max_connections"),
+                crate::conn_limit::Refused::PerIp(_) => ProxyError::Busy("max_connections_per_ip"),
+            })?;
+            Arc::new(slot)
+        } else {
+            conn.slot.clone()
+        };
+        Ok(HubPlaces { _hub: hub, _connection: connection })
+    }
+
+    /// Waits for a place under the connection's cap on upstream requests
+    /// (an HTTP/2 client may open 100 streams and read none of them), and
+    /// takes one under its address's, which refuses rather than waits.
+    async fn upstream_permits(
+        &self,
+        conn: &ClientConn,
+        client: &client_ip::Client,
+    ) -> Result<UpstreamPermits, ProxyError> {
+        let per_ip = self
+            .caps
+            .upstream
+            .acquire(client.ip)
+            .map_err(|refused| ProxyError::TooManyRequests { client: client.ip, limit: refused.limit() })?;
+        let per_conn = match conn.upstream.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => tokio::time::timeout(self.response_timeout, conn.upstream.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or(ProxyError::Busy("max_upstream_per_connection"))?,
+        };
+        Ok((per_ip, per_conn))
     }
 
     /// An ordinary request, bodies streamed both ways.
@@ -193,6 +270,7 @@ impl Proxy {
         parts: http::request::Parts,
         body: Incoming,
         log: &Entry,
+        permits: UpstreamPermits,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // The response clock starts when the request body has been sent, so a
         // 500 MB upload over a slow line is not mistaken for a slow upstream.
@@ -252,6 +330,7 @@ impl Proxy {
         }
         let idle = self.idle().clone();
         let body = Metered::new(body, move |how, _| {
+            drop(permits);
             if how == BodyEnd::Complete && sent.as_ref().map_or(true, |s| s.get() == Some(BodyEnd::Complete))
             {
                 idle.put(sender);
@@ -278,6 +357,12 @@ impl Proxy {
     fn timed_out(&self) -> ProxyError {
         ProxyError::UpstreamTimeout { url: self.upstream_url.clone(), secs: self.response_timeout.as_secs() }
     }
+}
+
+/// See [`Proxy::hub_places`].
+pub(crate) struct HubPlaces {
+    _hub: Slot,
+    _connection: Arc<Slot>,
 }
 
 /// Turns a client's request head into the one Vaultwarden receives: hop-by-hop
