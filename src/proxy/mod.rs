@@ -140,6 +140,9 @@ impl Proxy {
             return Err(ProxyError::BadTarget);
         }
         let host = headers::request_host(req.uri(), req.headers())?;
+        if let Some(refused) = self.refused_here(client) {
+            return Ok(refused);
+        }
         if headers::has_repeated_content_length(req.headers()) {
             return Err(ProxyError::AmbiguousLength);
         }
@@ -172,7 +175,7 @@ impl Proxy {
             let client_upgrade = hyper::upgrade::on(&mut req);
             let (mut parts, _) = req.into_parts();
             let http2 = parts.version == Version::HTTP_2;
-            rewrite_request_head(&mut parts, client, host);
+            rewrite_request_head(&mut parts, client, host, self.client_ip.single_header());
             parts.uri = target(&parts.uri, rewritten.as_deref())?;
             if http2 {
                 self.open_hub_http2(parts, client_upgrade, log).await
@@ -181,7 +184,7 @@ impl Proxy {
             }
         } else {
             let (mut parts, body) = req.into_parts();
-            rewrite_request_head(&mut parts, client, host);
+            rewrite_request_head(&mut parts, client, host, self.client_ip.single_header());
             parts.uri = target(&parts.uri, rewritten.as_deref())?;
             self.forward(parts, body, log).await
         }
@@ -260,6 +263,25 @@ impl Proxy {
         Ok(Response::from_parts(parts, body::boxed(body)))
     }
 
+    /// A request that must not go on, answered here: a trusted proxy whose
+    /// report names no client (400).
+    fn refused_here(&self, client: &client_ip::Client) -> Option<Response<ProxyBody>> {
+        let (status, why) = if let Some(unresolved) = client.unresolved {
+            (StatusCode::BAD_REQUEST, unresolved.to_string())
+        } else {
+            return None;
+        };
+        tracing::debug!(client = %client.ip, %status, "{why}");
+        let text =
+            format!("{} {}\n\nvaultgate: {why}.\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let mut resp = Response::new(body::full(text));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Some(resp)
+    }
+
     /// The idle connections of the worker running this request.
     fn idle(&self) -> &Arc<Idle> {
         let worker = crate::workers::index();
@@ -282,13 +304,19 @@ impl Proxy {
 
 /// Turns a client's request head into the one Vaultwarden receives: hop-by-hop
 /// headers out first, then ours in; HTTP/2 translated to HTTP/1.1.
-fn rewrite_request_head(parts: &mut http::request::Parts, client: &client_ip::Client, host: HeaderValue) {
+fn rewrite_request_head(
+    parts: &mut http::request::Parts,
+    client: &client_ip::Client,
+    host: HeaderValue,
+    single: Option<&http::HeaderName>,
+) {
     headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_underscored(&mut parts.headers);
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(&mut parts.headers);
     }
     parts.version = Version::HTTP_11;
-    headers::set_forwarding(&mut parts.headers, client, &host);
+    headers::set_forwarding(&mut parts.headers, client, &host, single);
     parts.headers.insert(header::HOST, host);
 }
 
