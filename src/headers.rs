@@ -180,6 +180,18 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<HeaderValue, HostE
     }
 }
 
+/// True when the host part of `host` (a value from [`request_host`]; any
+/// port ignored, one trailing dot allowed) is one of `names` (lower-case, as
+/// the config keeps them), compared case-insensitively.
+pub fn host_among(host: &HeaderValue, names: &[String]) -> bool {
+    let Ok(authority) = Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    let name = authority.host();
+    let name = name.strip_suffix('.').unwrap_or(name);
+    names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// A host and optional port, nothing else (no user info, not empty).
 fn valid_authority(bytes: &[u8]) -> Result<(), HostError> {
     plain_authority(&Authority::try_from(bytes).map_err(|_| HostError::Malformed)?)
@@ -320,6 +332,22 @@ mod tests {
         let mut t = map(&[("x_real_ip", "6.6.6.6"), ("x-checksum", "abc")]);
         sanitize_trailers(&mut t);
         assert_eq!(t.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-checksum"]);
+    }
+
+    #[test]
+    fn host_among_ignores_port_case_and_one_trailing_dot() {
+        let names = vec!["vault.example.com".to_string()];
+        for ok in
+            ["vault.example.com", "Vault.Example.COM:8443", "vault.example.com.", "vault.example.com.:443"]
+        {
+            assert!(host_among(&HeaderValue::from_static(ok), &names), "{ok}");
+        }
+        for bad in
+            ["example.com", "evil.vault.example.com", "vault.example.com..", "127.0.0.1", "[::1]:443", ""]
+        {
+            assert!(!host_among(&HeaderValue::from_static(bad), &names), "{bad}");
+        }
+        assert!(!host_among(&HeaderValue::from_static("vault.example.com"), &[]));
     }
 
     #[test]

@@ -6,8 +6,11 @@
 mod support;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use http::StatusCode;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A raw HTTP/1.1 GET with `Host: localhost`, `Connection: close` and `extra`
 /// header lines (each ending in CRLF).
@@ -143,4 +146,77 @@ async fn underscore_spellings_of_forwarding_headers_never_reach_vaultwarden() {
     let echo = echo_of(&answer);
     assert_eq!(echoed_header(&echo, "bitwarden-client-name"), ["web"]);
     assert_eq!(echoed_header(&echo, "device-type"), ["9"]);
+}
+
+#[tokio::test]
+async fn hosts_outside_server_names_get_421_over_both_protocols() {
+    let h = Harness::start("[tls]\nserver_names = [\"localhost\"]\n").await;
+    for host in ["evil.example", "127.0.0.1", "localhost.evil", "[::1]:443"] {
+        let bytes = format!("GET /api/sync HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(&h, bytes.as_bytes()).await;
+        assert_eq!(raw_status(&answer), 421, "{host}: {answer}");
+    }
+    // HTTP/2 :authority (the certificate was shown for localhost: a
+    // coalesced connection asking for another name).
+    let mut c2 = h.h2().await;
+    let resp = c2.send_request(get("https://evil.example/api/sync")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(seen(&h), 0, "no misdirected request reached Vaultwarden");
+    // The served name, with any port and case, on the same HTTP/2 connection and on a new one.
+    let resp = c2.send_request(get(&h.url("/api/sync"))).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = "GET /alive HTTP/1.1\r\nHost: LocalHost:1\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(&raw_exchange(&h, bytes.as_bytes()).await), 200);
+}
+
+/// Raw bytes to the plain-HTTP redirect listener: (status, Location).
+async fn redirect_answer(port: u16, host: &str) -> (u16, Option<String>) {
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let bytes = format!("GET /api/x?y=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(bytes.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let location = text
+        .lines()
+        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+        .map(str::to_string);
+    (raw_status(&text), location)
+}
+
+#[tokio::test]
+async fn the_redirect_listener_sends_clients_only_to_names_the_certificate_covers() {
+    // The test certificate covers localhost and 127.0.0.1, nothing else.
+    let h = Harness::start("[redirect]\nlisten = \"127.0.0.1:0\"").await;
+    let port = h.proxy.as_ref().unwrap().redirect_addr().unwrap().port();
+    let https = h.addr.port();
+    for host in ["evil.example", "evil.example:80", "localhost.evil", "[::1]", "10.0.0.1"] {
+        let (status, location) = redirect_answer(port, host).await;
+        assert_eq!((status, location), (421, None), "{host}");
+    }
+    assert_eq!(
+        redirect_answer(port, "LOCALHOST:80").await,
+        (301, Some(format!("https://localhost:{https}/api/x?y=1")))
+    );
+    assert_eq!(
+        redirect_answer(port, "127.0.0.1").await,
+        (301, Some(format!("https://127.0.0.1:{https}/api/x?y=1"))),
+        "an IP address the certificate covers"
+    );
+    assert_eq!(seen(&h), 0, "the redirect listener never forwards");
+}
+
+#[tokio::test]
+async fn the_redirect_listener_with_server_names_redirects_only_those() {
+    let h =
+        Harness::start("[redirect]\nlisten = \"127.0.0.1:0\"\n[tls]\nserver_names = [\"localhost\"]\n").await;
+    let port = h.proxy.as_ref().unwrap().redirect_addr().unwrap().port();
+    for host in ["evil.example", "127.0.0.1"] {
+        // Not even to the configured name: a scanner asking by IP learns none.
+        assert_eq!(redirect_answer(port, host).await, (421, None), "{host}");
+    }
+    assert_eq!(
+        redirect_answer(port, "localhost").await,
+        (301, Some(format!("https://localhost:{}/api/x?y=1", h.addr.port())))
+    );
 }

@@ -39,6 +39,8 @@ pub struct Proxy {
     /// Bytes per second a request body must average (see `body::Pace`).
     min_body_rate: u64,
     client_ip: client_ip::Policy,
+    /// `[tls] server_names`: when set, a request for any other host is 421.
+    server_names: Vec<String>,
     access: Vec<access::Rule>,
     hsts: bool,
     /// Idle connections to Vaultwarden for ordinary requests, one stack per
@@ -72,6 +74,7 @@ impl Proxy {
             max_request_body: config.limits.max_request_body,
             min_body_rate: config.limits.min_upload_rate,
             client_ip: config.client_ip.clone(),
+            server_names: config.tls.server_names.clone(),
             access: config.access.clone(),
             hsts: config.tls.hsts,
             idle: (0..config.limits.workers.max(1)).map(|_| Arc::default()).collect(),
@@ -140,7 +143,7 @@ impl Proxy {
             return Err(ProxyError::BadTarget);
         }
         let host = headers::request_host(req.uri(), req.headers())?;
-        if let Some(refused) = self.refused_here(client) {
+        if let Some(refused) = self.refused_here(client, &host) {
             return Ok(refused);
         }
         if headers::has_repeated_content_length(req.headers()) {
@@ -264,10 +267,14 @@ impl Proxy {
     }
 
     /// A request that must not go on, answered here: a trusted proxy whose
-    /// report names no client (400).
-    fn refused_here(&self, client: &client_ip::Client) -> Option<Response<ProxyBody>> {
+    /// report names no client (400), or a host outside `[tls] server_names`
+    /// (421 Misdirected Request, RFC 9110 §15.5.20: the answer for a
+    /// connection reused, or a certificate shown, for a name it does not serve).
+    fn refused_here(&self, client: &client_ip::Client, host: &HeaderValue) -> Option<Response<ProxyBody>> {
         let (status, why) = if let Some(unresolved) = client.unresolved {
             (StatusCode::BAD_REQUEST, unresolved.to_string())
+        } else if !self.server_names.is_empty() && !headers::host_among(host, &self.server_names) {
+            (StatusCode::MISDIRECTED_REQUEST, "this server does not serve the requested host".to_string())
         } else {
             return None;
         };
