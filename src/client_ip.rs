@@ -92,8 +92,23 @@ pub struct Client {
     /// Goes into `X-Real-IP` and the access log.
     pub ip: IpAddr,
     /// Goes into `X-Forwarded-For`: just the client, or, behind trusted
-    /// proxies, the chain they reported plus the peer.
+    /// proxies, the client and the trusted hops after it, peer last.
+    /// Whatever stood left of the client (written by the client itself) is
+    /// not passed on, so the leftmost entry is always the client.
     pub forwarded_for: HeaderValue,
+    /// Set when a trusted proxy reported a client address that is not one
+    /// (an entry that does not parse, repeated single-address headers): the
+    /// request must be refused. `ip` is then the unspecified address, never
+    /// the peer's, so nothing can mistake the client for the trusted proxy.
+    pub unresolved: Option<Unresolved>,
+}
+
+/// A trusted proxy's report that does not name a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the trusted proxy {peer} reported a client address that is not an IP address")]
+pub struct Unresolved {
+    /// The trusted proxy the request came from.
+    pub peer: IpAddr,
 }
 
 impl Policy {
@@ -101,50 +116,83 @@ impl Policy {
         self.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 
+    /// The single-address header this policy reads (`[client_ip] header`),
+    /// which vaultgate therefore owns and overwrites like `X-Real-IP`.
+    pub fn single_header(&self) -> Option<&HeaderName> {
+        match &self.source {
+            Source::Single(name) => Some(name),
+            Source::XForwardedFor => None,
+        }
+    }
+
     /// Decides who the client is. Headers from an untrusted peer are ignored
-    /// entirely; a trusted peer's report is used only if it parses.
+    /// entirely. Behind a trusted peer, `X-Forwarded-For` is walked from the
+    /// right (the end the trusted proxies appended to) and the first
+    /// untrusted address is the client; what stands left of it was written by
+    /// that client and is never looked at. An entry reached on the way that
+    /// does not parse makes the request unresolved: never the peer, which
+    /// would make the client the trusted proxy.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
         let peer = peer.to_canonical();
-        let alone = |ip: IpAddr| Client { ip, forwarded_for: ip_value(ip) };
+        let alone = |ip: IpAddr| Client { ip, forwarded_for: ip_value(ip), unresolved: None };
         if !self.is_trusted(peer) {
             return alone(peer);
         }
+        let unresolved = || Client {
+            ip: if peer.is_ipv4() {
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            },
+            forwarded_for: ip_value(peer),
+            unresolved: Some(Unresolved { peer }),
+        };
         match &self.source {
             Source::Single(name) => {
-                // One value expected; anything else is not trusted.
                 let mut values = headers.get_all(name).iter();
                 match (values.next(), values.next()) {
-                    (Some(v), None) => match parse_ip(v.to_str().unwrap_or("")) {
+                    // The trusted proxy itself is the client (a health check).
+                    (None, _) => alone(peer),
+                    (Some(v), None) => match std::str::from_utf8(v.as_bytes()).ok().and_then(parse_ip) {
                         Some(ip) => alone(ip),
-                        None => alone(peer),
+                        None => unresolved(),
                     },
-                    _ => alone(peer),
+                    // Two answers to one question: neither can be believed.
+                    (Some(_), Some(_)) => unresolved(),
                 }
             }
             Source::XForwardedFor => {
-                let mut chain = Vec::new();
-                for value in headers.get_all(X_FORWARDED_FOR) {
-                    let Ok(text) = value.to_str() else { return alone(peer) };
-                    for entry in text.split(',') {
-                        match parse_ip(entry) {
-                            Some(ip) => chain.push(ip),
-                            // A malformed chain is not evidence of anything.
-                            None => return alone(peer),
-                        }
-                    }
-                }
-                chain.push(peer);
-                let client = chain
+                // Repeated fields are one list, in order (RFC 9110 §5.3);
+                // walked from the right, entries split on bytes so that junk
+                // left of the client (even non-UTF-8) is never parsed.
+                let fields: Vec<&HeaderValue> = headers.get_all(X_FORWARDED_FOR).iter().collect();
+                let entries = fields
                     .iter()
                     .rev()
-                    .find(|ip| !self.is_trusted(**ip))
-                    .or(chain.first())
-                    .copied()
-                    .unwrap_or(peer);
-                let joined: Vec<String> = chain.iter().map(IpAddr::to_string).collect();
+                    .flat_map(|v| v.as_bytes().rsplit(|b| *b == b','))
+                    .map(|e| e.trim_ascii())
+                    // Empty list elements are to be ignored (RFC 9110 §5.6.1).
+                    .filter(|e| !e.is_empty());
+                // From the peer leftwards: the peer, trusted hops, the client.
+                let mut hops = vec![peer];
+                for entry in entries {
+                    let Some(ip) = std::str::from_utf8(entry).ok().and_then(parse_ip) else {
+                        return unresolved();
+                    };
+                    hops.push(ip);
+                    if !self.is_trusted(ip) {
+                        break;
+                    }
+                }
+                // Every hop trusted: the leftmost one sent the request itself.
+                let client = *hops.last().expect("the peer is always there");
+                if hops.len() == 1 {
+                    return alone(client);
+                }
+                let joined: Vec<String> = hops.iter().rev().map(IpAddr::to_string).collect();
                 let forwarded_for =
-                    HeaderValue::from_str(&joined.join(", ")).unwrap_or_else(|_| ip_value(peer));
-                Client { ip: client, forwarded_for }
+                    HeaderValue::from_str(&joined.join(", ")).expect("addresses are valid header values");
+                Client { ip: client, forwarded_for, unresolved: None }
             }
         }
     }
@@ -186,7 +234,8 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
 }
 
 /// An address as proxies write it: `1.2.3.4`, `1.2.3.4:567`, `2001:db8::1`,
-/// `[2001:db8::1]:567`.
+/// `[2001:db8::1]`, `[2001:db8::1]:567`. Nothing else (`unknown`, `unix:`,
+/// obfuscated `_hidden` names of RFC 7239) is an address.
 fn parse_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
     if let Ok(ip) = s.parse::<IpAddr>() {
@@ -195,7 +244,9 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     if let Ok(sock) = s.parse::<std::net::SocketAddr>() {
         return Some(sock.ip().to_canonical());
     }
-    None
+    // `[2001:db8::1]` without a port, as some proxies write it.
+    let bracketed = s.strip_prefix('[')?.strip_suffix(']')?;
+    bracketed.parse::<std::net::Ipv6Addr>().ok().map(|ip| IpAddr::V6(ip).to_canonical())
 }
 
 #[cfg(test)]
@@ -266,26 +317,98 @@ mod tests {
         assert_eq!(c.ip.to_string(), "203.0.113.9", "fail2ban must see the plain address");
     }
 
-    #[test]
-    fn trusted_peer_rightmost_untrusted_forwarded_for_hop_wins() {
-        let policy = Policy { trusted_proxies: cidrs(&["10.0.0.0/8"]), source: Source::XForwardedFor };
-        // The client forged the first entry; the trusted proxy appended the real one.
-        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7"), ("x-forwarded-for", "10.0.0.3")]);
-        let c = policy.resolve(ip("10.0.0.2"), &h);
-        assert_eq!(c.ip, ip("198.51.100.7"));
-        assert_eq!(c.forwarded_for, "6.6.6.6, 198.51.100.7, 10.0.0.3, 10.0.0.2");
+    fn xff_policy() -> Policy {
+        Policy { trusted_proxies: cidrs(&["10.0.0.0/8", "127.0.0.1"]), source: Source::XForwardedFor }
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let pairs: Vec<(&str, &str)> = values.iter().map(|v| ("x-forwarded-for", *v)).collect();
+        headers(&pairs)
     }
 
     #[test]
-    fn all_trusted_chain_gives_leftmost_and_garbage_gives_peer() {
-        let policy = Policy { trusted_proxies: cidrs(&["10.0.0.0/8"]), source: Source::XForwardedFor };
-        let c = policy.resolve(ip("10.0.0.2"), &headers(&[("x-forwarded-for", "10.9.9.9")]));
-        assert_eq!(c.ip, ip("10.9.9.9"));
-        let c = policy.resolve(ip("10.0.0.2"), &headers(&[("x-forwarded-for", "1.2.3.4, unknown")]));
-        assert_eq!(c.ip, ip("10.0.0.2"));
-        let c =
-            policy.resolve(ip("10.0.0.2"), &headers(&[("x-forwarded-for", "[2001:db8::5]:443, 1.2.3.4:80")]));
-        assert_eq!(c.ip, ip("1.2.3.4"));
+    fn trusted_peer_rightmost_untrusted_forwarded_for_hop_wins() {
+        // The client forged the first entry; the trusted proxy appended the real one.
+        let h = xff(&["6.6.6.6, 198.51.100.7", "10.0.0.3"]);
+        let c = xff_policy().resolve(ip("10.0.0.2"), &h);
+        assert_eq!(c.ip, ip("198.51.100.7"));
+        assert_eq!(c.unresolved, None);
+        // What the client wrote left of itself is not passed on: Vaultwarden
+        // configured to read the leftmost X-Forwarded-For entry gets the client.
+        assert_eq!(c.forwarded_for, "198.51.100.7, 10.0.0.3, 10.0.0.2");
+    }
+
+    #[test]
+    fn junk_left_of_the_client_is_never_looked_at() {
+        // The reported attack: `x, 203.0.113.5` from a trusted proxy made the
+        // client the trusted proxy. `x` is the client's own writing.
+        for value in ["x, 203.0.113.5", "unknown,203.0.113.5", ", ,203.0.113.5", "10.0.0.9 junk, 203.0.113.5"]
+        {
+            let c = xff_policy().resolve(ip("127.0.0.1"), &xff(&[value]));
+            assert_eq!(c.ip, ip("203.0.113.5"), "{value}");
+            assert_eq!(c.forwarded_for, "203.0.113.5, 127.0.0.1", "{value}");
+        }
+        // Even bytes that are not UTF-8, in the same field as the real hop.
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.5").unwrap());
+        assert_eq!(xff_policy().resolve(ip("127.0.0.1"), &h).ip, ip("203.0.113.5"));
+        // In an earlier field of its own.
+        let c = xff_policy().resolve(ip("127.0.0.1"), &xff(&["nonsense", "203.0.113.5"]));
+        assert_eq!(c.ip, ip("203.0.113.5"));
+    }
+
+    #[test]
+    fn junk_where_a_trusted_proxy_wrote_is_unresolved_never_the_peer() {
+        let policy = xff_policy();
+        for value in ["203.0.113.5, x", "x", "203.0.113.5, 10.0.0.4, unknown", "unix:", "1.2.3.4:99999"] {
+            let c = policy.resolve(ip("127.0.0.1"), &xff(&[value]));
+            assert_eq!(c.unresolved, Some(Unresolved { peer: ip("127.0.0.1") }), "{value}");
+            assert!(c.ip.is_unspecified(), "{value}: {c:?}");
+            assert!(!policy.is_trusted(c.ip), "{value}");
+        }
+        // A junk field after (right of) a good one is still where the trusted proxy wrote.
+        let c = policy.resolve(ip("10.0.0.2"), &xff(&["203.0.113.5", "bogus"]));
+        assert!(c.unresolved.is_some());
+        let v6 = Policy { trusted_proxies: cidrs(&["::1"]), source: Source::XForwardedFor };
+        let c = v6.resolve(ip("::1"), &xff(&["x"]));
+        assert_eq!(c.ip, ip("::"), "an IPv6 peer gets the IPv6 unspecified address");
+    }
+
+    #[test]
+    fn forwarded_for_shapes_ports_brackets_whitespace_empties_and_fields() {
+        let policy = xff_policy();
+        let cases = [
+            ("1.2.3.4:5678", "1.2.3.4"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("::ffff:198.51.100.1", "198.51.100.1"),
+            (" \t198.51.100.2\t ", "198.51.100.2"),
+            ("198.51.100.3,,, ", "198.51.100.3"),
+            ("6.6.6.6, 198.51.100.4 , 10.1.1.1,", "198.51.100.4"),
+        ];
+        for (value, client) in cases {
+            let c = policy.resolve(ip("10.0.0.2"), &xff(&[value]));
+            assert_eq!(c.ip, ip(client), "{value:?}");
+            assert_eq!(c.unresolved, None, "{value:?}");
+        }
+        // Several fields are one list, the last field rightmost.
+        let c = policy.resolve(ip("10.0.0.2"), &xff(&["198.51.100.9", "10.0.0.7, 10.0.0.8", ""]));
+        assert_eq!(c.ip, ip("198.51.100.9"));
+        assert_eq!(c.forwarded_for, "198.51.100.9, 10.0.0.7, 10.0.0.8, 10.0.0.2");
+    }
+
+    #[test]
+    fn all_trusted_chain_gives_its_leftmost_hop() {
+        let policy = xff_policy();
+        let c = policy.resolve(ip("10.0.0.2"), &xff(&["10.9.9.9, 10.0.0.3"]));
+        assert_eq!((c.ip, c.unresolved), (ip("10.9.9.9"), None));
+        assert_eq!(c.forwarded_for, "10.9.9.9, 10.0.0.3, 10.0.0.2");
+        // No header at all: the trusted proxy sent the request itself.
+        let c = policy.resolve(ip("10.0.0.2"), &HeaderMap::new());
+        assert_eq!((c.ip, c.forwarded_for.to_str().unwrap()), (ip("10.0.0.2"), "10.0.0.2"));
+        let c = policy.resolve(ip("10.0.0.2"), &xff(&[" , "]));
+        assert_eq!((c.ip, c.unresolved), (ip("10.0.0.2"), None), "only empty elements: none");
     }
 
     #[test]
@@ -296,14 +419,44 @@ mod tests {
         };
         let c = policy.resolve(ip("173.245.48.1"), &headers(&[("cf-connecting-ip", "198.51.100.20")]));
         assert_eq!((c.ip, c.forwarded_for.to_str().unwrap()), (ip("198.51.100.20"), "198.51.100.20"));
-        // Two values, or none, or junk: the peer it is.
-        let two = headers(&[("cf-connecting-ip", "1.1.1.1"), ("cf-connecting-ip", "2.2.2.2")]);
-        assert_eq!(policy.resolve(ip("173.245.48.1"), &two).ip, ip("173.245.48.1"));
+        // None: the trusted proxy is the client itself. Two values, or junk:
+        // unresolved, never the peer.
         assert_eq!(policy.resolve(ip("173.245.48.1"), &HeaderMap::new()).ip, ip("173.245.48.1"));
+        let two = headers(&[("cf-connecting-ip", "1.1.1.1"), ("cf-connecting-ip", "2.2.2.2")]);
+        let c = policy.resolve(ip("173.245.48.1"), &two);
+        assert!(c.unresolved.is_some() && c.ip.is_unspecified());
         let junk = headers(&[("cf-connecting-ip", "nope")]);
-        assert_eq!(policy.resolve(ip("173.245.48.1"), &junk).ip, ip("173.245.48.1"));
+        let c = policy.resolve(ip("173.245.48.1"), &junk);
+        assert!(c.unresolved.is_some() && c.ip.is_unspecified());
+        assert_eq!(policy.single_header().map(HeaderName::as_str), Some("cf-connecting-ip"));
+        assert_eq!(Policy::default().single_header(), None);
         // The same header from an untrusted peer is ignored.
         let c = policy.resolve(ip("8.8.8.8"), &headers(&[("cf-connecting-ip", "198.51.100.20")]));
         assert_eq!(c.ip, ip("8.8.8.8"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn nothing_left_of_the_appended_hop_matters(forged in proptest::collection::vec(0u8..=255, 0..60)) {
+            // Whatever the client put in front, the hop the trusted proxy
+            // appended decides, and the trusted proxy is never the answer.
+            let mut value = forged.clone();
+            value.extend_from_slice(b", 203.0.113.5");
+            let Ok(v) = HeaderValue::from_bytes(&value) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.append(X_FORWARDED_FOR, v);
+            let c = xff_policy().resolve(ip("127.0.0.1"), &h);
+            proptest::prop_assert_eq!(c.ip, ip("203.0.113.5"));
+            proptest::prop_assert_eq!(c.forwarded_for, "203.0.113.5, 127.0.0.1");
+            // Junk the trusted proxy wrote itself: refused, never the peer.
+            let mut value = b"203.0.113.5, ".to_vec();
+            value.extend_from_slice(&forged);
+            let Ok(v) = HeaderValue::from_bytes(&value) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.append(X_FORWARDED_FOR, v);
+            let c = xff_policy().resolve(ip("127.0.0.1"), &h);
+            proptest::prop_assert!(!xff_policy().is_trusted(c.ip), "{c:?}");
+            proptest::prop_assert!(c.unresolved.is_none() || c.ip.is_unspecified());
+        }
     }
 }

@@ -77,11 +77,36 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every header whose name has an underscore, as nginx does by
+/// default (`underscores_in_headers off`). `X_Real_IP` is not `X-Real-IP` to
+/// vaultgate, but CGI-style readers (`HTTP_X_REAL_IP`) and some frameworks
+/// fold `_` and `-` together, so a client's `X_Real_IP` could stand in for
+/// ours. No Bitwarden client sends such a header, and Vaultwarden behind
+/// nginx's defaults (the most common setup) never receives one.
+pub fn strip_underscored(headers: &mut HeaderMap) {
+    // Nearly every request has none: one look at each name, nothing else.
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    let named: Vec<HeaderName> = headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
 /// Sets the headers that tell Vaultwarden the real client and the public URL.
 /// Whatever the client sent under these names is replaced, never appended to
 /// (behind a trusted proxy, `client.forwarded_for` carries the vetted chain):
-/// Vaultwarden's fail2ban lines and rate limits key on `X-Real-IP`.
-pub fn set_forwarding(headers: &mut HeaderMap, client: &Client, host: &HeaderValue) {
+/// Vaultwarden's fail2ban lines and rate limits key on `X-Real-IP`. `single`
+/// is the configured one-address header (`[client_ip] header`, e.g.
+/// `CF-Connecting-IP`): Vaultwarden may be set to read exactly that one, so it
+/// is overwritten with the client as well, whoever the peer.
+pub fn set_forwarding(
+    headers: &mut HeaderMap,
+    client: &Client,
+    host: &HeaderValue,
+    single: Option<&HeaderName>,
+) {
     headers.remove(header::FORWARDED);
     // Room for these four and `Host` at once, rather than growing the map
     // (and rehashing it) part-way through.
@@ -90,12 +115,16 @@ pub fn set_forwarding(headers: &mut HeaderMap, client: &Client, host: &HeaderVal
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     headers.insert(X_FORWARDED_HOST, host.clone());
+    if let Some(name) = single.filter(|n| **n != X_FORWARDED_FOR) {
+        headers.insert(name.clone(), crate::client_ip::ip_value(client.ip));
+    }
 }
 
 /// Trailers are headers too: the same hop-by-hop removal, and no client may
 /// smuggle forwarding headers in them.
 pub fn sanitize_trailers(trailers: &mut HeaderMap) {
     strip_hop_by_hop(trailers);
+    strip_underscored(trailers);
     for name in
         [X_REAL_IP, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, header::FORWARDED, header::HOST]
     {
@@ -151,6 +180,18 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<HeaderValue, HostE
     }
 }
 
+/// True when the host part of `host` (a value from [`request_host`]; any
+/// port ignored, one trailing dot allowed) is one of `names` (lower-case, as
+/// the config keeps them), compared case-insensitively.
+pub fn host_among(host: &HeaderValue, names: &[String]) -> bool {
+    let Ok(authority) = Authority::try_from(host.as_bytes()) else {
+        return false;
+    };
+    let name = authority.host();
+    let name = name.strip_suffix('.').unwrap_or(name);
+    names.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
 /// A host and optional port, nothing else (no user info, not empty).
 fn valid_authority(bytes: &[u8]) -> Result<(), HostError> {
     plain_authority(&Authority::try_from(bytes).map_err(|_| HostError::Malformed)?)
@@ -168,7 +209,11 @@ mod tests {
     use super::*;
 
     fn client(ip: &str) -> Client {
-        Client { ip: ip.parse().unwrap(), forwarded_for: HeaderValue::from_str(ip).unwrap() }
+        Client {
+            ip: ip.parse().unwrap(),
+            forwarded_for: HeaderValue::from_str(ip).unwrap(),
+            unresolved: None,
+        }
     }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -227,7 +272,7 @@ mod tests {
     fn connection_naming_x_real_ip_cannot_remove_the_proxys_header() {
         let mut h = map(&[("connection", "X-Real-IP, X-Forwarded-For"), ("x-real-ip", "6.6.6.6")]);
         strip_hop_by_hop(&mut h);
-        set_forwarding(&mut h, &client("192.0.2.7"), &HeaderValue::from_static("vault.example"));
+        set_forwarding(&mut h, &client("192.0.2.7"), &HeaderValue::from_static("vault.example"), None);
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     }
@@ -242,13 +287,67 @@ mod tests {
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=6.6.6.6"),
         ]);
-        set_forwarding(&mut h, &client("2001:db8::1"), &HeaderValue::from_static("vault.example:8443"));
+        set_forwarding(&mut h, &client("2001:db8::1"), &HeaderValue::from_static("vault.example:8443"), None);
         assert_eq!(h.get_all("x-real-ip").iter().count(), 1);
         assert_eq!(h["x-real-ip"], "2001:db8::1");
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "vault.example:8443");
         assert!(!h.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn the_configured_single_header_is_overwritten_like_x_real_ip() {
+        let cf = HeaderName::from_static("cf-connecting-ip");
+        let mut h = map(&[("cf-connecting-ip", "6.6.6.6"), ("cf-connecting-ip", "7.7.7.7")]);
+        set_forwarding(&mut h, &client("192.0.2.7"), &HeaderValue::from_static("v"), Some(&cf));
+        assert_eq!(h.get_all("cf-connecting-ip").iter().collect::<Vec<_>>(), ["192.0.2.7"]);
+        // Named X-Forwarded-For, it keeps the chain rather than one address.
+        let mut h = map(&[]);
+        let chain = Client {
+            ip: "192.0.2.7".parse().unwrap(),
+            forwarded_for: HeaderValue::from_static("192.0.2.7, 10.0.0.1"),
+            unresolved: None,
+        };
+        set_forwarding(&mut h, &chain, &HeaderValue::from_static("v"), Some(&X_FORWARDED_FOR));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7, 10.0.0.1");
+    }
+
+    #[test]
+    fn underscore_spellings_are_dropped_and_dashed_names_kept() {
+        let mut h = map(&[
+            ("x_real_ip", "6.6.6.6"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x-forwarded_proto", "http"),
+            ("cf_connecting_ip", "6.6.6.6"),
+            ("_", "1"),
+            ("x-real-ip", "6.6.6.6"),
+            ("bitwarden-client-name", "web"),
+            ("device-type", "9"),
+        ]);
+        strip_underscored(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["bitwarden-client-name", "device-type", "x-real-ip"]);
+        let mut t = map(&[("x_real_ip", "6.6.6.6"), ("x-checksum", "abc")]);
+        sanitize_trailers(&mut t);
+        assert_eq!(t.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-checksum"]);
+    }
+
+    #[test]
+    fn host_among_ignores_port_case_and_one_trailing_dot() {
+        let names = vec!["vault.example.com".to_string()];
+        for ok in
+            ["vault.example.com", "Vault.Example.COM:8443", "vault.example.com.", "vault.example.com.:443"]
+        {
+            assert!(host_among(&HeaderValue::from_static(ok), &names), "{ok}");
+        }
+        for bad in
+            ["example.com", "evil.vault.example.com", "vault.example.com..", "127.0.0.1", "[::1]:443", ""]
+        {
+            assert!(!host_among(&HeaderValue::from_static(bad), &names), "{bad}");
+        }
+        assert!(!host_among(&HeaderValue::from_static("vault.example.com"), &[]));
     }
 
     #[test]

@@ -63,27 +63,26 @@ pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
     let mut fingerprint = None;
     let resolver: Arc<dyn ResolvesServerCert> = match &tls.source {
         TlsSource::Files { cert, key } => {
-            let certified = load_pair(&provider, cert, key)?;
-            Arc::new(OneCertificate {
-                certified: Arc::new(certified),
-                server_names: tls.server_names.clone(),
-            })
+            let certified = Arc::new(load_pair(&provider, cert, key)?);
+            live.set_fallback(certified.clone(), false);
+            Arc::new(OneCertificate { certified, server_names: tls.server_names.clone() })
         }
         TlsSource::SelfSigned => {
             let (certified, fp) = self_signed(&provider, "localhost")?;
             fingerprint = Some(fp);
-            Arc::new(OneCertificate {
-                certified: Arc::new(certified),
-                server_names: tls.server_names.clone(),
-            })
+            let certified = Arc::new(certified);
+            live.set_fallback(certified.clone(), false);
+            Arc::new(OneCertificate { certified, server_names: tls.server_names.clone() })
         }
         TlsSource::Acme(acme) => {
             // Until the CA has issued one: a stand-in, so the listener (and
             // the TLS-ALPN-01 check on it) works from the first second.
             let (placeholder, _) = self_signed(&provider, &acme.domain)?;
+            let placeholder = Arc::new(placeholder);
+            live.set_fallback(placeholder.clone(), true);
             Arc::new(AcmeCertificate {
                 live: live.clone(),
-                placeholder: Arc::new(placeholder),
+                placeholder,
                 server_names: tls.server_names.clone(),
             })
         }

@@ -84,7 +84,7 @@ proptest! {
             prop_assert!(!h.contains_key(n.as_str()), "{n} survived");
         }
         let client = client_ip::Policy::default().resolve("192.0.2.1".parse().unwrap(), &h);
-        headers::set_forwarding(&mut h, &client, &HeaderValue::from_static("vault.example"));
+        headers::set_forwarding(&mut h, &client, &HeaderValue::from_static("vault.example"), None);
         prop_assert_eq!(h.get_all("x-real-ip").iter().count(), 1);
         prop_assert_eq!(&h["x-real-ip"], "192.0.2.1");
     }

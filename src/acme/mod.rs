@@ -33,6 +33,10 @@ use crate::config::{AcmeConfig, Challenge};
 #[derive(Debug, Default)]
 pub struct Live {
     installed: RwLock<Option<Installed>>,
+    /// What handshakes get without an ACME certificate: the configured or
+    /// self-signed chain, or ACME's placeholder (`true`: ACME is on, and an
+    /// installed certificate takes precedence). Set by `tls::load`.
+    fallback: RwLock<Option<(Arc<CertifiedKey>, bool)>>,
     pub challenges: Challenges,
 }
 
@@ -48,6 +52,23 @@ impl Live {
     /// The obtained certificate, once there is one.
     pub fn certificate(&self) -> Option<Arc<CertifiedKey>> {
         self.installed().map(|i| i.certified)
+    }
+
+    /// Records what `tls::load` made handshakes serve (see `fallback`).
+    pub fn set_fallback(&self, certified: Arc<CertifiedKey>, acme: bool) {
+        *self.fallback.write().unwrap_or_else(|e| e.into_inner()) = Some((certified, acme));
+    }
+
+    /// The certificate clients are being shown now: the ACME one once there
+    /// is one, else the fallback. The redirect listener sends clients only to
+    /// names it covers.
+    pub fn served(&self) -> Option<Arc<CertifiedKey>> {
+        let fallback = self.fallback.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match fallback {
+            Some((certified, true)) => Some(self.certificate().unwrap_or(certified)),
+            Some((certified, false)) => Some(certified),
+            None => self.certificate(),
+        }
     }
 
     fn installed(&self) -> Option<Installed> {

@@ -40,6 +40,8 @@ pub struct Proxy {
     /// Bytes per second a request body must average (see `body::Pace`).
     min_body_rate: u64,
     client_ip: client_ip::Policy,
+    /// `[tls] server_names`: when set, a request for any other host is 421.
+    server_names: Vec<String>,
     access: Vec<access::Rule>,
     hsts: bool,
     /// Idle connections to Vaultwarden for ordinary requests, one stack per
@@ -94,6 +96,7 @@ impl Proxy {
             max_request_body: config.limits.max_request_body,
             min_body_rate: config.limits.min_upload_rate,
             client_ip: config.client_ip.clone(),
+            server_names: config.tls.server_names.clone(),
             access: config.access.clone(),
             hsts: config.tls.hsts,
             idle: (0..config.limits.workers.max(1)).map(|_| Arc::default()).collect(),
@@ -164,6 +167,9 @@ impl Proxy {
             return Err(ProxyError::BadTarget);
         }
         let host = headers::request_host(req.uri(), req.headers())?;
+        if let Some(refused) = self.refused_here(client, &host) {
+            return Ok(refused);
+        }
         if headers::has_repeated_content_length(req.headers()) {
             return Err(ProxyError::AmbiguousLength);
         }
@@ -197,7 +203,7 @@ impl Proxy {
             // side of the tunnel once hyper has sent our 101 (or 200 on HTTP/2).
             let client_upgrade = hyper::upgrade::on(&mut req);
             let (mut parts, _) = req.into_parts();
-            rewrite_request_head(&mut parts, client, host);
+            rewrite_request_head(&mut parts, client, host, self.client_ip.single_header());
             parts.uri = target(&parts.uri, rewritten.as_deref())?;
             if http2 {
                 self.open_hub_http2(parts, client_upgrade, log, held).await
@@ -207,7 +213,7 @@ impl Proxy {
         } else {
             let permits = self.upstream_permits(conn, client).await?;
             let (mut parts, body) = req.into_parts();
-            rewrite_request_head(&mut parts, client, host);
+            rewrite_request_head(&mut parts, client, host, self.client_ip.single_header());
             parts.uri = target(&parts.uri, rewritten.as_deref())?;
             self.forward(parts, body, log, permits).await
         }
@@ -339,6 +345,29 @@ impl Proxy {
         Ok(Response::from_parts(parts, body::boxed(body)))
     }
 
+    /// A request that must not go on, answered here: a trusted proxy whose
+    /// report names no client (400), or a host outside `[tls] server_names`
+    /// (421 Misdirected Request, RFC 9110 §15.5.20: the answer for a
+    /// connection reused, or a certificate shown, for a name it does not serve).
+    fn refused_here(&self, client: &client_ip::Client, host: &HeaderValue) -> Option<Response<ProxyBody>> {
+        let (status, why) = if let Some(unresolved) = client.unresolved {
+            (StatusCode::BAD_REQUEST, unresolved.to_string())
+        } else if !self.server_names.is_empty() && !headers::host_among(host, &self.server_names) {
+            (StatusCode::MISDIRECTED_REQUEST, "this server does not serve the requested host".to_string())
+        } else {
+            return None;
+        };
+        tracing::debug!(client = %client.ip, %status, "{why}");
+        let text =
+            format!("{} {}\n\nvaultgate: {why}.\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let mut resp = Response::new(body::full(text));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Some(resp)
+    }
+
     /// The idle connections of the worker running this request.
     fn idle(&self) -> &Arc<Idle> {
         let worker = crate::workers::index();
@@ -367,13 +396,19 @@ pub(crate) struct HubPlaces {
 
 /// Turns a client's request head into the one Vaultwarden receives: hop-by-hop
 /// headers out first, then ours in; HTTP/2 translated to HTTP/1.1.
-fn rewrite_request_head(parts: &mut http::request::Parts, client: &client_ip::Client, host: HeaderValue) {
+fn rewrite_request_head(
+    parts: &mut http::request::Parts,
+    client: &client_ip::Client,
+    host: HeaderValue,
+    single: Option<&http::HeaderName>,
+) {
     headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_underscored(&mut parts.headers);
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(&mut parts.headers);
     }
     parts.version = Version::HTTP_11;
-    headers::set_forwarding(&mut parts.headers, client, &host);
+    headers::set_forwarding(&mut parts.headers, client, &host, single);
     parts.headers.insert(header::HOST, host);
 }
 
