@@ -307,20 +307,25 @@ pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, Config
             })?;
     }
     if let Some(v) = l.ipv6_prefix {
-        limits.ipv6_prefix = u8::try_from(*v.get_ref()).ok().filter(|n| (32..=128).contains(n)).ok_or_else(|| {
-            ctx.err(
+        limits.ipv6_prefix =
+            u8::try_from(*v.get_ref()).ok().filter(|n| (32..=128).contains(n)).ok_or_else(|| {
+                ctx.err(
                 v.span(),
                 "limits.ipv6_prefix",
                 format!("{} is not a prefix length from 32 to 128", v.get_ref()),
                 "write 64 (one subscriber's network, the default), 56 or 48; 128 counts every address alone",
             )
-        })?;
+            })?;
     }
     for (value, slot, name) in [
         (l.max_connections, &mut limits.max_connections, "max_connections"),
         (l.max_connections_per_ip, &mut limits.max_connections_per_ip, "max_connections_per_ip"),
         (l.max_hubs_per_ip, &mut limits.max_hubs_per_ip, "max_hubs_per_ip"),
-        (l.max_upstream_per_connection, &mut limits.max_upstream_per_connection, "max_upstream_per_connection"),
+        (
+            l.max_upstream_per_connection,
+            &mut limits.max_upstream_per_connection,
+            "max_upstream_per_connection",
+        ),
         (l.max_upstream_per_ip, &mut limits.max_upstream_per_ip, "max_upstream_per_ip"),
     ] {
         if let Some(v) = value {
