@@ -131,6 +131,36 @@ proptest! {
     }
 
     #[test]
+    fn any_duration_that_parses_can_be_added_to_now(
+        key in prop::sample::select(vec![
+            "timeouts.tls_handshake", "timeouts.request_header", "timeouts.request_body_idle",
+            "timeouts.keep_alive", "timeouts.upstream_connect", "timeouts.upstream_response",
+            "timeouts.hub_idle", "timeouts.drain", "timeouts.send_idle", "tls.watch_interval",
+        ]),
+        n in prop_oneof![any::<u64>(), 0..100_000u64, Just(u64::MAX), Just(u64::MAX / 1000)],
+        unit in prop::sample::select(vec!["ms", "s", "m", "h", "d"]),
+    ) {
+        let value = format!("{n}{unit}");
+        if let Ok(d) = config::parse_duration(&value) {
+            prop_assert!(d <= config::MAX_DURATION);
+            let _ = std::time::Instant::now() + d;
+            let _ = tokio::time::Instant::now() + d;
+        }
+        let (table, k) = key.split_once('.').unwrap();
+        if let Ok(c) = config::Config::parse(Path::new("proxy.toml"), &format!("[{table}]\n{k} = \"{value}\"\n")) {
+            let t = &c.timeouts;
+            for d in [t.tls_handshake, t.request_header, t.request_body_idle, t.keep_alive, t.upstream_connect,
+                      t.upstream_response, t.hub_idle, t.drain, t.send_idle, c.tls.watch_interval] {
+                // What the server does with them: deadlines from now, and
+                // hyper's idle and ping timers (a deadline per interval).
+                let now = std::time::Instant::now();
+                prop_assert!(now.checked_add(d).is_some());
+                let _ = tokio::time::Instant::now() + d + d;
+            }
+        }
+    }
+
+    #[test]
     fn config_parsing_never_panics(text in "\\PC{0,200}") {
         let _ = config::Config::parse(Path::new("proxy.toml"), &text);
     }
