@@ -119,3 +119,77 @@ async fn the_text_access_log_escapes_every_client_field_and_redacts_decoded_name
     assert!(text.contains("\"GET /alive\\\"-\\\"x\\\\y?T%6Fken=REDACTED HTTP/2.0\""), "{text}");
     assert!(text.contains("\"ua\\\" 999 0 \\\"-\\\" \\\"forged\\\\\""), "{text}");
 }
+
+/// A Vaultwarden stand-in that answers `/alive` with keep-alive and counts
+/// the connections it accepts.
+async fn counting_upstream() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"\"alive\""),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A plain HTTP/1.1 GET on a fresh socket: the whole answer, bytes as sent.
+async fn raw_plain_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn healthz_reuses_one_upstream_connection_and_names_no_address() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted) = counting_upstream().await;
+    let ca = TestCa::new();
+    let (proxy, _) =
+        start_proxy(&ca, &format!("http://{upstream}"), "[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let metrics = proxy.metrics_addr().unwrap();
+    for _ in 0..5 {
+        let answer = raw_plain_get(metrics, "/healthz").await;
+        assert_eq!(raw_status(&answer), 200, "{answer}");
+        for leak in [upstream.to_string(), upstream.port().to_string(), "127.0.0.1".into(), "http://".into()]
+        {
+            assert!(!answer.contains(&leak), "`{leak}` in /healthz:\n{answer}");
+        }
+    }
+    // Five probes at once wait their turn on the same connection.
+    let probes: Vec<_> = (0..5).map(|_| tokio::spawn(raw_plain_get(metrics, "/healthz"))).collect();
+    for p in probes {
+        assert_eq!(raw_status(&p.await.unwrap()), 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one kept connection for every /healthz");
+
+    // Down: 503, and still no address or OS error in the body.
+    let dead = dead_port();
+    let ca = TestCa::new();
+    let (down, _) =
+        start_proxy(&ca, &format!("http://127.0.0.1:{dead}"), "[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let answer = raw_plain_get(down.metrics_addr().unwrap(), "/healthz").await;
+    assert_eq!(raw_status(&answer), 503, "{answer}");
+    for leak in [dead.to_string(), "127.0.0.1".into(), "refused".into(), "os error".into()] {
+        assert!(!answer.contains(&leak), "`{leak}` in /healthz:\n{answer}");
+    }
+    proxy.shutdown().await;
+    down.shutdown().await;
+}
