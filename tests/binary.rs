@@ -203,3 +203,30 @@ fn check_refuses_a_duration_that_would_overflow_later() {
         assert!(stderr.contains("fix: write a duration from"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_key_file_others_can_read_is_warned_about_at_start_and_in_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let ca = TestCa::new();
+    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
+    let key = ca.key_path.display().to_string();
+    let warning =
+        format!("the private key {key} is readable by group and others (mode 644); run chmod 600 {key}");
+
+    std::fs::set_permissions(&ca.key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let proxy = RunningBinary::start(&config, "");
+    let startup = proxy.startup_log.join("\n");
+    assert!(startup.contains("WARN") && startup.contains(&warning), "{startup}");
+    drop(proxy);
+    let (ok, text) = check(&config);
+    assert!(ok, "a warning, not an error: {text}");
+    assert!(text.contains(&format!("warning: {warning}")), "{text}");
+
+    std::fs::set_permissions(&ca.key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let proxy = RunningBinary::start(&config, "");
+    assert!(!proxy.startup_log.join("\n").contains("chmod"), "{:?}", proxy.startup_log);
+    drop(proxy);
+    let (ok, text) = check(&config);
+    assert!(ok && !text.contains("chmod"), "{text}");
+}
