@@ -700,11 +700,11 @@ mod tests {
     #[test]
     fn durations_below_their_minimum_are_refused() {
         for (text, min) in [
-            ("[timeouts]\ntls_handshake = \"10ms\"", "1s"),
-            ("[timeouts]\nkeep_alive = \"999ms\"", "1s"),
-            ("[timeouts]\nupstream_connect = \"50ms\"", "100ms"),
+            ("[timeouts]\ntls_handshake = \"10ms\"", "100ms"),
+            ("[timeouts]\nkeep_alive = \"99ms\"", "100ms"),
+            ("[timeouts]\nupstream_connect = \"5ms\"", "10ms"),
             ("[timeouts]\nhub_idle = \"29s\"", "30s"),
-            ("[tls]\nwatch_interval = \"10ms\"", "1s"),
+            ("[tls]\nwatch_interval = \"10ms\"", "100ms"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.problem.contains(&format!("shorter than the minimum of {min}")), "{e}");
@@ -717,7 +717,7 @@ mod tests {
     fn every_size_and_count_is_bounded_with_the_bound_in_the_error() {
         for (text, key, bound) in [
             ("max_request_body = \"65GiB\"", "limits.max_request_body", "maximum of 64GiB"),
-            ("max_request_body = \"1000B\"", "limits.max_request_body", "minimum of 1KiB"),
+            ("max_request_body = \"999B\"", "limits.max_request_body", "minimum of 1KB"),
             ("max_request_body = \"99999999999GiB\"", "limits.max_request_body", "too large"),
             ("min_upload_rate = \"2GiB\"", "limits.min_upload_rate", "maximum of 1GiB"),
             ("max_header_line = \"65KiB\"", "limits.max_header_line", "maximum of 64KiB"),

@@ -243,20 +243,21 @@ const MINUTE: u64 = 60;
 const HOUR: u64 = 3600;
 const DAY: u64 = 86400;
 
-/// `tls.watch_interval`: a file check more often than every second is only
-/// work; less often than daily and a renewal is missed for days.
-pub(super) const WATCH_INTERVAL_BOUNDS: DurationBounds = bounds(1000, DAY, "");
+/// `tls.watch_interval`: a file check more often than ten times a second is
+/// only work; less often than daily and a renewal is missed for days.
+pub(super) const WATCH_INTERVAL_BOUNDS: DurationBounds = bounds(100, DAY, "");
 
 /// Each `[timeouts]` key: name, bounds. The maxima keep every deadline
 /// (`Instant::now()` + timeout) far from overflowing and still catch a
-/// typo'd unit; the minima are where a shorter value cuts healthy traffic.
+/// typo'd unit; the minima refuse values so small that nothing could be
+/// served (`"10ms"` for `"10m"`), and for `hub_idle`, ones that cut healthy hubs.
 pub(super) const TIMEOUT_BOUNDS: [(&str, DurationBounds); 9] = [
-    ("tls_handshake", bounds(1000, 5 * MINUTE, "")),
-    ("request_header", bounds(1000, HOUR, "")),
-    ("request_body_idle", bounds(1000, HOUR, "")),
-    ("keep_alive", bounds(1000, DAY, "")),
-    ("upstream_connect", bounds(100, 10 * MINUTE, "")),
-    ("upstream_response", bounds(1000, DAY, "")),
+    ("tls_handshake", bounds(100, 5 * MINUTE, "")),
+    ("request_header", bounds(100, HOUR, "")),
+    ("request_body_idle", bounds(100, HOUR, "")),
+    ("keep_alive", bounds(100, DAY, "")),
+    ("upstream_connect", bounds(10, 10 * MINUTE, "")),
+    ("upstream_response", bounds(100, DAY, "")),
     (
         "hub_idle",
         bounds(
@@ -266,7 +267,7 @@ pub(super) const TIMEOUT_BOUNDS: [(&str, DurationBounds); 9] = [
         ),
     ),
     ("drain", bounds(1, HOUR, "")),
-    ("send_idle", bounds(1000, DAY, "")),
+    ("send_idle", bounds(100, DAY, "")),
 ];
 
 /// A duration key's value, parsed and within `b`; errors name the key, the
@@ -334,9 +335,9 @@ pub(super) fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, 
 
 /// `[limits]` sizes: name, smallest, largest (bytes).
 pub(super) const SIZE_BOUNDS: [(&str, u64, u64); 3] = [
-    // Below 1 KiB not even a login fits; above 64 GiB is a typo'd unit
+    // Below 1 KB not even a login fits; above 64 GiB is a typo'd unit
     // (Vaultwarden's own limit is 525 MB).
-    ("max_request_body", 1 << 10, 64 << 30),
+    ("max_request_body", 1000, 64 << 30),
     // 0 turns the check off; above 1 GiB/s would cut honest uploads.
     ("min_upload_rate", 0, 1 << 30),
     // Bitwarden's bearer tokens are 1-2 KiB; hyper's whole head is 64 KiB.
