@@ -84,7 +84,8 @@ impl ProxyError {
     }
 
     /// What the client is told: fixed words per kind of error. The body
-    /// limit is the operator's setting, which a client needs to know.
+    /// size and rate limits are the operator's settings, which a client
+    /// needs to know.
     pub fn public_text(&self) -> std::borrow::Cow<'static, str> {
         match self {
             ProxyError::BadHost(_) => "the Host header is missing or not acceptable".into(),
@@ -92,7 +93,9 @@ impl ProxyError {
             ProxyError::BadPath(_) => "the request path is not acceptable".into(),
             ProxyError::AmbiguousLength => "the request has more than one Content-Length".into(),
             ProxyError::BadRequestBody => "the request body was malformed or cut short".into(),
-            ProxyError::BodyTimeout(_) => "the request body stalled or arrived too slowly".into(),
+            // Made by the body watcher from the configured limits, never from
+            // what the client sent.
+            ProxyError::BodyTimeout(_) => self.to_string().into(),
             ProxyError::TooLarge { limit } => {
                 format!("the request body is larger than the limit of {limit} bytes").into()
             }
