@@ -142,8 +142,7 @@ proptest! {
     ) {
         let value = format!("{n}{unit}");
         if let Ok(d) = config::parse_duration(&value) {
-            prop_assert!(d <= config::MAX_DURATION);
-            let _ = std::time::Instant::now() + d;
+            prop_assert!(std::time::Instant::now().checked_add(d).is_some(), "{value}");
             let _ = tokio::time::Instant::now() + d;
         }
         let (table, k) = key.split_once('.').unwrap();
