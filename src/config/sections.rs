@@ -366,10 +366,19 @@ fn bounded_size(ctx: &Ctx, v: &Spanned<String>, name: &str, example: &str) -> Re
     let key = format!("limits.{name}");
     let fix =
         format!("write a size from {} to {}, e.g. {name} = \"{example}\"", show_size(min), show_size(max));
-    let n = parse_size(v.get_ref()).map_err(|problem| ctx.err(v.span(), &key, problem, &fix))?;
-    if n > max {
+    let too_large = || {
         let problem = format!("`{}` is more than the maximum of {}", v.get_ref().trim(), show_size(max));
-        return Err(ctx.err(v.span(), &key, problem, &fix));
+        ctx.err(v.span(), &key, problem, &fix)
+    };
+    let n = parse_size(v.get_ref()).map_err(|problem| {
+        if problem.contains("too large") {
+            too_large()
+        } else {
+            ctx.err(v.span(), &key, problem, &fix)
+        }
+    })?;
+    if n > max {
+        return Err(too_large());
     }
     if n < min {
         let problem = format!("`{}` is less than the minimum of {}", v.get_ref().trim(), show_size(min));

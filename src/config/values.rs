@@ -103,7 +103,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` does not start with a whole number"))?;
+    let n: u64 = match num.parse() {
+        Ok(n) => n,
+        Err(_) if !num.is_empty() => return Err(format!("`{s}` is too large")),
+        Err(_) => return Err(format!("`{s}` does not start with a whole number")),
+    };
     let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "b" => 1,
         "kb" => 1_000,
@@ -173,6 +177,10 @@ mod tests {
         assert!(parse_size("MB").is_err());
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("99999999999GiB").is_err());
+        assert_eq!(
+            parse_size("99999999999999999999999B"),
+            Err("`99999999999999999999999B` is too large".into())
+        );
     }
 
     #[test]
