@@ -10,31 +10,114 @@ use http::{Method, StatusCode, Version};
 
 use crate::metrics::Metrics;
 
-/// Query parameters that carry credentials: `access_token` on the hubs,
-/// `token` on attachment downloads, `t` on Send downloads, `Token` on the
-/// anonymous hub. Compared case-insensitively, redacted on every path.
-const SECRET_PARAMS: [&str; 3] = ["access_token", "token", "t"];
+/// Query parameters that carry credentials, redacted on every path:
+/// `access_token` (hubs), `token` (attachment downloads, organisation
+/// policy tokens, and `Token` on the anonymous hub), `t` (Send downloads),
+/// `code` and `state` (SSO on `/identity/connect/oidc-signin`, the
+/// `sso-connector.html` and `duo-redirect-connector.html` pages, the
+/// login-with-device access code on `/api/auth-requests/<id>/response`),
+/// `duo_code`. On every path rather than per route: a sub-path install, a
+/// path spelling that normalises to the route, or a route Vaultwarden adds
+/// later would each slip past a per-route list, and what is lost is only
+/// the value of an ordinary `code`/`state`/`t` in a log line.
+const SECRET_PARAMS: [&str; 6] = ["access_token", "token", "t", "code", "state", "duo_code"];
 
-/// `path?query` with the values of credential parameters replaced by `REDACTED`.
+/// A query parameter's name as Vaultwarden (Rocket) reads it: `+` is a
+/// space, `%XX` escapes decoded (any case); invalid escapes stay as written.
+fn decoded_name(name: &str) -> Cow<'_, str> {
+    if !name.contains(['%', '+']) {
+        return Cow::Borrowed(name);
+    }
+    let bytes = name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Whether a `name=value` pair carries a credential: its decoded name, or
+/// the part of it before a `.` or `[` (Rocket's nested-field syntax), is one
+/// of [`SECRET_PARAMS`], in any case.
+fn is_secret(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+    let name = decoded_name(name);
+    let head = name.split(['.', '[']).next().unwrap_or("");
+    SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(&name) || s.eq_ignore_ascii_case(head))
+}
+
+/// `path?query` with the values of credential parameters replaced by
+/// `REDACTED`. Pairs are split on `&` and `;` (more than Rocket splits on:
+/// redacting too much is harmless).
 pub fn redact(path_and_query: &str) -> Cow<'_, str> {
     let Some((path, query)) = path_and_query.split_once('?') else {
         return Cow::Borrowed(path_and_query);
     };
-    let is_secret = |pair: &str| {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(name))
-    };
-    if !query.split('&').any(is_secret) {
+    if !query.split(['&', ';']).any(is_secret) {
         return Cow::Borrowed(path_and_query);
     }
-    let redacted: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret(pair) => format!("{name}=REDACTED"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    Cow::Owned(format!("{path}?{}", redacted.join("&")))
+    let mut out = String::with_capacity(path_and_query.len());
+    out.push_str(path);
+    out.push('?');
+    let mut rest = query;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let pair = &rest[..end];
+        match pair.split_once('=') {
+            Some((name, _)) if is_secret(pair) => {
+                out.push_str(name);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+        if end == rest.len() {
+            break;
+        }
+        out.push_str(&rest[end..end + 1]);
+        rest = &rest[end + 1..];
+    }
+    Cow::Owned(out)
+}
+
+/// Client-derived text made safe for a log line: `"` and `\` escaped with a
+/// backslash, control characters (C0, DEL, C1) as `\xNN` or `\u{NNNN}`, so
+/// no field can end early and no line can be split or forged.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c == '"' || c == '\\' || needs_escape(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x100 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Control characters, and the invisible ones that move text around on a
+/// terminal (line and paragraph separators, bidirectional overrides).
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Where access lines go, and in which format (`[log] access`, `access_format`).
@@ -91,8 +174,8 @@ impl Sink {
                 tracing::info!(
                     target: "vaultgate::access",
                     client = %e.client,
-                    method = %e.method,
-                    path = %e.path,
+                    method = %escape(e.method.as_str()),
+                    path = %escape(&e.path),
                     version = ?e.version,
                     status,
                     bytes_in,
@@ -107,26 +190,35 @@ impl Sink {
                 "{} - - [{}] \"{} {} {:?}\" {status} {bytes_out} \"{}\" \"{}\" in={bytes_in} ms={ms} upstream_ms={}{}\n",
                 e.client,
                 clf_time(std::time::SystemTime::now()),
-                e.method,
-                e.path,
+                escape(e.method.as_str()),
+                escape(&e.path),
                 e.version,
-                e.referer.as_deref().unwrap_or("-"),
-                e.user_agent.as_deref().unwrap_or("-"),
+                e.referer.as_deref().map_or("-".into(), escape),
+                e.user_agent.as_deref().map_or("-".into(), escape),
                 upstream.map_or("-".into(), |u| u.to_string()),
-                if event.is_empty() { String::new() } else { format!(" event=\"{event}\"") },
+                if event.is_empty() { String::new() } else { format!(" event=\"{}\"", escape(event)) },
             ),
-            (_, Format::Json) => format!(
-                "{{\"time\":{},\"client\":\"{}\",\"method\":{},\"path\":{},\"version\":\"{:?}\",\"status\":{status},\"bytes_in\":{bytes_in},\"bytes_out\":{bytes_out},\"duration_ms\":{ms},\"upstream_ms\":{},\"referer\":{},\"user_agent\":{},\"event\":{}}}\n",
-                json_str(&clf_time(std::time::SystemTime::now())),
-                e.client,
-                json_str(e.method.as_str()),
-                json_str(&e.path),
-                e.version,
-                upstream.map_or("null".into(), |u| u.to_string()),
-                e.referer.as_deref().map_or("null".into(), json_str),
-                e.user_agent.as_deref().map_or("null".into(), json_str),
-                json_str(if event.is_empty() { "request" } else { event }),
-            ),
+            (_, Format::Json) => {
+                let line = JsonLine {
+                    time: clf_time(std::time::SystemTime::now()),
+                    client: e.client,
+                    method: e.method.as_str(),
+                    path: &e.path,
+                    version: format!("{:?}", e.version),
+                    status,
+                    bytes_in,
+                    bytes_out,
+                    duration_ms: ms,
+                    upstream_ms: upstream,
+                    referer: e.referer.as_deref(),
+                    user_agent: e.user_agent.as_deref(),
+                    event: if event.is_empty() { "request" } else { event },
+                };
+                // serde_json escapes quotes, backslashes and every control character.
+                let mut text = serde_json::to_string(&line).unwrap_or_default();
+                text.push('\n');
+                text
+            }
         };
         match &self.file {
             Some(file) => {
@@ -164,20 +256,22 @@ fn clf_time(t: std::time::SystemTime) -> String {
     )
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// One access line in the JSON format, fields in this order.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    client: IpAddr,
+    method: &'a str,
+    path: &'a str,
+    version: String,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: u64,
+    upstream_ms: Option<u64>,
+    referer: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    event: &'a str,
 }
 
 /// What is known about a request when it arrives; logged when its response ends.
@@ -191,7 +285,8 @@ pub struct Entry {
     pub bytes_in: Arc<AtomicU64>,
     /// Milliseconds until Vaultwarden's response head (u64::MAX: no answer).
     upstream_ms: AtomicU64,
-    /// Redacted like the path.
+    /// Redacted like the path. These and the path are kept as sent and
+    /// escaped when written.
     referer: Option<String>,
     user_agent: Option<String>,
     sink: Arc<Sink>,
@@ -210,9 +305,7 @@ impl Entry {
         // log line and "off" need neither, so nothing is copied for them.
         let wanted = matches!(sink.destination, Destination::Stderr | Destination::File(_));
         let header = |name: http::header::HeaderName| {
-            req.get(name)
-                .filter(|_| wanted)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).replace(['"', '\\'], "'"))
+            req.get(name).filter(|_| wanted).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         };
         Entry {
             client,
@@ -290,11 +383,10 @@ mod tests {
     }
 
     #[test]
-    fn common_log_time_and_json_strings() {
+    fn common_log_time() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_860_000);
         assert_eq!(clf_time(t), "28/Nov/2026:10:00:00 +0000");
         assert_eq!(clf_time(std::time::UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
-        assert_eq!(json_str("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
     }
 
     #[test]
@@ -309,5 +401,131 @@ mod tests {
     fn a_secret_name_without_value_is_still_marked() {
         assert_eq!(redact("/x?token"), "/x?token");
         assert_eq!(redact("/x?token=&a"), "/x?token=REDACTED&a");
+    }
+
+    #[test]
+    fn names_are_compared_as_rocket_decodes_them() {
+        for name in [
+            "access%5Ftoken",
+            "access%5ftoken",
+            "%61ccess_token",
+            "ACCESS%5FTOKEN",
+            "acc%65ss%5Ftok%65n",
+            "%74",
+            "%54oken",
+            "to%6Ben",
+            "access_token.x",
+            "access_token[0]",
+            "code",
+            "Code",
+            "%63ode",
+            "state",
+            "st%61te",
+            "duo_code",
+            "duo%5Fcode",
+        ] {
+            let line = redact(&format!("/p?a=1&{name}=s3cr3t&b=2")).into_owned();
+            assert!(!line.contains("s3cr3t"), "{name}: {line}");
+            assert_eq!(line, format!("/p?a=1&{name}=REDACTED&b=2"));
+        }
+        // `;` separates too, and what is not a secret is kept byte for byte.
+        assert_eq!(redact("/p?a=1;token=s3cr3t;b=%2B"), "/p?a=1;token=REDACTED;b=%2B");
+        // A `+` is a space, so `access+token` is another name; a broken escape stays.
+        assert_eq!(redact("/p?access+token=x&tok%en=y&%=z"), "/p?access+token=x&tok%en=y&%=z");
+        assert_eq!(decoded_name("a+b%20c%zz%4"), "a b c%zz%4");
+    }
+
+    #[test]
+    fn sso_duo_and_device_codes_are_redacted() {
+        assert_eq!(
+            redact("/identity/connect/oidc-signin?code=abc&state=xyz"),
+            "/identity/connect/oidc-signin?code=REDACTED&state=REDACTED"
+        );
+        assert_eq!(
+            redact("/duo-redirect-connector.html?duo_code=a&code=b&state=c"),
+            "/duo-redirect-connector.html?duo_code=REDACTED&code=REDACTED&state=REDACTED"
+        );
+        assert_eq!(
+            redact("/api/auth-requests/id/response?code=abc"),
+            "/api/auth-requests/id/response?code=REDACTED"
+        );
+    }
+
+    #[test]
+    fn escape_leaves_no_way_to_end_a_field_or_a_line() {
+        assert_eq!(escape("/plain/path?a=1"), "/plain/path?a=1");
+        assert_eq!(escape("a\"b\\c\nd\r\u{7f}\u{85}\u{202e}é"), "a\\\"b\\\\c\\x0ad\\x0d\\x7f\\x85\\u{202e}é");
+    }
+
+    fn file_sink(format: Format) -> (tempfile::TempDir, std::path::PathBuf, Arc<Sink>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let sink = Sink::open(Destination::File(path.clone()), format, Arc::default()).unwrap();
+        (dir, path, Arc::new(sink))
+    }
+
+    fn hostile_request() -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::USER_AGENT, http::HeaderValue::from_static("curl\" 200 0 \"x\\"));
+        h.insert(
+            http::header::REFERER,
+            http::HeaderValue::from_bytes("https://x/?code=s3cr3t&\"\t\u{202e}".as_bytes()).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn text_lines_cannot_be_forged() {
+        let (_dir, path, sink) = file_sink(Format::Text);
+        let e = Entry::new(
+            "192.0.2.1".parse().unwrap(),
+            Method::GET,
+            "/a\"b\\c?access%5Ftoken=s3cr3t",
+            &hostile_request(),
+            Version::HTTP_11,
+            sink,
+        );
+        e.finish(StatusCode::OK, 0);
+        let line = std::fs::read_to_string(path).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(!line.contains("s3cr3t") && !line.contains(['\t', '\u{202e}']), "{line}");
+        // Every `"` left unescaped is one of the six the format writes itself.
+        let (mut bare, mut escaped) = (0, false);
+        for c in line.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => bare += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(bare, 6, "{line}");
+        assert!(line.contains("\"GET /a\\\"b\\\\c?access%5Ftoken=REDACTED HTTP/1.1\""), "{line}");
+        assert!(line.contains("\"curl\\\" 200 0 \\\"x\\\\\""), "{line}");
+    }
+
+    #[test]
+    fn json_lines_are_json_with_the_fields_as_sent() {
+        let (_dir, path, sink) = file_sink(Format::Json);
+        let e = Entry::new(
+            "192.0.2.1".parse().unwrap(),
+            Method::GET,
+            "/a\"b\\c?t=s3cr3t",
+            &hostile_request(),
+            Version::HTTP_2,
+            sink,
+        );
+        e.finish(StatusCode::OK, 0);
+        let line = std::fs::read_to_string(path).unwrap();
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(!line.contains("s3cr3t"), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["path"], "/a\"b\\c?t=REDACTED");
+        assert_eq!(v["user_agent"], "curl\" 200 0 \"x\\");
+        assert_eq!(v["referer"], "https://x/?code=REDACTED&\"\t\u{202e}");
+        assert_eq!(v["client"], "192.0.2.1");
+        assert_eq!(v["version"], "HTTP/2.0");
+        assert_eq!(v["upstream_ms"], serde_json::Value::Null);
+        assert_eq!(v["event"], "request");
     }
 }

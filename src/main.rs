@@ -88,6 +88,11 @@ fn check(path: &std::path::Path, probe: bool) -> ExitCode {
     if let vaultgate::config::TlsSource::Acme(acme) = &config.tls.source {
         println!("{}", vaultgate::acme::describe_stored(acme));
     }
+    if let vaultgate::config::TlsSource::Files { key, .. } = &config.tls.source {
+        if let Some(warning) = vaultgate::tls::key_permission_warning(key) {
+            eprintln!("warning: {warning}");
+        }
+    }
     println!(
         "{}: ok (listen {}, upstream {}, hub paths {})",
         path.display(),

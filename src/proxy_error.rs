@@ -1,5 +1,11 @@
 //! Every answer vaultgate gives of its own instead of Vaultwarden's: one
 //! enum, one place that maps it to a status, one short page.
+//!
+//! The page says only what kind of problem it was, in fixed words: nothing
+//! the client sent (a path, a `:protocol`, a method) and nothing about the
+//! upstream (its address, an OS error) ever reaches it. The `Display` text,
+//! with all the detail, is for the log; client-derived parts in it are
+//! quoted and escaped (`{:?}`).
 
 use std::net::IpAddr;
 
@@ -26,11 +32,13 @@ pub enum ProxyError {
     BodyTimeout(String),
     #[error("the request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
-    #[error("{path} is not available from {client}")]
+    #[error("{path:?} is not available from {client}")]
     Forbidden { path: String, client: IpAddr },
     #[error("{0} is not supported")]
     MethodNotAllowed(Method),
-    #[error("`{protocol}` tunnels are not offered on {path}; WebSockets are carried only on the hub paths")]
+    #[error(
+        "{protocol:?} tunnels are not offered on {path:?}; WebSockets are carried only on the hub paths"
+    )]
     NotAHub { protocol: String, path: String },
     #[error("{client} already has {limit} hubs open")]
     TooManyHubs { client: IpAddr, limit: usize },
@@ -85,14 +93,47 @@ impl ProxyError {
         ProxyError::BadRequestBody
     }
 
-    /// The short page the client sees. Errors that leave the connection in
-    /// doubt (a body not read to its end) also close it.
+    /// What the client is told: fixed words per kind of error. The body
+    /// size and rate limits are the operator's settings, which a client
+    /// needs to know.
+    pub fn public_text(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            ProxyError::BadHost(_) => "the Host header is missing or not acceptable".into(),
+            ProxyError::BadTarget => "the request target is not a path".into(),
+            ProxyError::BadPath(_) => "the request path is not acceptable".into(),
+            ProxyError::AmbiguousLength => "the request has more than one Content-Length".into(),
+            ProxyError::BadRequestBody => "the request body was malformed or cut short".into(),
+            // Made by the body watcher from the configured limits, never from
+            // what the client sent.
+            ProxyError::BodyTimeout(_) => self.to_string().into(),
+            ProxyError::TooLarge { limit } => {
+                format!("the request body is larger than the limit of {limit} bytes").into()
+            }
+            ProxyError::Forbidden { .. } => "this path is not available from your address".into(),
+            ProxyError::MethodNotAllowed(_) => "this method is not supported".into(),
+            ProxyError::NotAHub { .. } => "tunnels are offered only for WebSockets on the hub paths".into(),
+            ProxyError::TooManyHubs { limit, .. } => {
+                format!("your address already has {limit} hubs open").into()
+            }
+            ProxyError::TooManyRequests { limit, .. } => {
+                format!("your address already has {limit} requests waiting on Vaultwarden").into()
+            }
+            ProxyError::Busy(_) => "too many connections are open; try again shortly".into(),
+            ProxyError::BadUpgrade => "Vaultwarden's answer to the WebSocket upgrade was not valid".into(),
+            ProxyError::UpstreamUnreachable { .. } => "Vaultwarden is not answering".into(),
+            ProxyError::UpstreamTimeout { .. } => "Vaultwarden did not answer in time".into(),
+        }
+    }
+
+    /// The short page the client sees ([`Self::public_text`]). Errors that
+    /// leave the connection in doubt (a body not read to its end) also close it.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let text = format!(
-            "{} {}\n\nvaultgate: {self}.\n",
+            "{} {}\n\nvaultgate: {}.\n",
             status.as_u16(),
-            status.canonical_reason().unwrap_or("")
+            status.canonical_reason().unwrap_or(""),
+            self.public_text()
         );
         let mut resp = Response::new(body::full(text));
         *resp.status_mut() = status;
@@ -153,6 +194,42 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "Vaultwarden at http://127.0.0.1:8000 is not answering (Connection refused (os error 111))"
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_carry_no_client_or_upstream_text() {
+        use http_body_util::BodyExt;
+        let url = "http://127.0.0.1:8000".to_string();
+        let hostile = "<script>alert(1)</script>";
+        let cases = [
+            ProxyError::Forbidden { path: format!("/admin/{hostile}"), client: "192.0.2.1".parse().unwrap() },
+            ProxyError::NotAHub { protocol: hostile.into(), path: format!("/api/{hostile}") },
+            ProxyError::UpstreamUnreachable {
+                url: url.clone(),
+                detail: "Connection refused (os error 111)".into(),
+            },
+            ProxyError::UpstreamTimeout { url, secs: 100 },
+            ProxyError::BodyTimeout("the client sent no body data for 60 s".into()),
+        ];
+        for e in cases {
+            let shown = e.to_string();
+            let page = e.into_response().into_body().collect().await.unwrap().to_bytes();
+            let page = String::from_utf8(page.to_vec()).unwrap();
+            for leak in
+                ["<", "script", "127.0.0.1", "8000", "os error", "refused", "192.0.2.1", "/api", "/admin"]
+            {
+                assert!(!page.contains(leak), "{leak} in the page for {shown}: {page}");
+            }
+        }
+    }
+
+    #[test]
+    fn log_text_quotes_what_the_client_sent() {
+        let e = ProxyError::NotAHub { protocol: "x\"\n".into(), path: "/a".into() };
+        assert_eq!(
+            e.to_string(),
+            "\"x\\\"\\n\" tunnels are not offered on \"/a\"; WebSockets are carried only on the hub paths"
         );
     }
 

@@ -64,6 +64,9 @@ pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
     let resolver: Arc<dyn ResolvesServerCert> = match &tls.source {
         TlsSource::Files { cert, key } => {
             let certified = Arc::new(load_pair(&provider, cert, key)?);
+            if let Some(warning) = key_permission_warning(key) {
+                tracing::warn!("{warning}");
+            }
             live.set_fallback(certified.clone(), false);
             Arc::new(OneCertificate { certified, server_names: tls.server_names.clone() })
         }
@@ -97,6 +100,25 @@ pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }
     Ok(Tls { config: Arc::new(config), self_signed_fingerprint: fingerprint })
+}
+
+/// The warning for a private key file that group or others may read (its
+/// mode, and the `chmod 600` that fixes it); `None` when only its owner can,
+/// or when its mode cannot be read (loading it reports that).
+pub fn key_permission_warning(key: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(key).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "the private key {} is readable by {} (mode {mode:03o}); run chmod 600 {0}",
+            key.display(),
+            match (mode & 0o040 != 0, mode & 0o004 != 0) {
+                (true, true) => "group and others",
+                (true, false) => "its group",
+                _ => "others",
+            }
+        )
+    })
 }
 
 /// A chain and its key from PEM files, checked to belong together.
@@ -238,6 +260,26 @@ pub fn sha256_fingerprint(cert: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_key_others_can_read_is_named_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("privkey.pem");
+        std::fs::write(&key, "k").unwrap();
+        for (mode, who) in [(0o644, "group and others"), (0o640, "its group"), (0o604, "others")] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let w = key_permission_warning(&key).unwrap();
+            assert!(w.contains(&format!("{} is readable by {who}", key.display())), "{w}");
+            assert!(w.contains(&format!("chmod 600 {}", key.display())), "{w}");
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(key_permission_warning(&key), None, "{mode:o}");
+        }
+        assert_eq!(key_permission_warning(&dir.path().join("missing.pem")), None);
+    }
+
     use super::*;
 
     #[test]

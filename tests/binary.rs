@@ -164,3 +164,69 @@ async fn hitting_a_connection_limit_is_logged() {
     // 15 refusals within well under two seconds: at most one line per second.
     assert!(log.matches("connection limit reached").count() <= 2, "not one line per refusal:\n{log}");
 }
+
+#[test]
+fn check_refuses_a_duration_that_would_overflow_later() {
+    // Before the bound, this passed `check` and then every HTTP/2
+    // connection panicked (Instant + Duration overflow).
+    let ca = TestCa::new();
+    let dir = ca.dir.path();
+    for (table, key, max) in [
+        ("timeouts", "keep_alive", "1d"),
+        ("timeouts", "hub_idle", "7d"),
+        ("timeouts", "request_body_idle", "1h"),
+        ("timeouts", "request_header", "1h"),
+        ("tls", "watch_interval", "1d"),
+    ] {
+        let tls = if table == "tls" { "" } else { "[tls]\n" };
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\n{tls}cert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n[{table}]\n{key} = \"18446744073709551615s\"\n"
+        );
+        let text = if table == "tls" {
+            text.replacen("[tls]\n", "", 1).replacen("cert", "[tls]\ncert", 1)
+        } else {
+            text
+        };
+        let path = write(dir, "overflow.toml", &text);
+        let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key}: refused with exit 1, not a panic:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let line = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        assert!(
+            stderr.contains(&format!(
+                "{}:{line}: `{table}.{key}`: `18446744073709551615s` is longer than the maximum of {max}",
+                path.display()
+            )),
+            "file, line, key and maximum:\n{stderr}"
+        );
+        assert!(stderr.contains("fix: write a duration from"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_file_others_can_read_is_warned_about_at_start_and_in_check() {
+    use std::os::unix::fs::PermissionsExt;
+    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let ca = TestCa::new();
+    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
+    let key = ca.key_path.display().to_string();
+    let warning =
+        format!("the private key {key} is readable by group and others (mode 644); run chmod 600 {key}");
+
+    std::fs::set_permissions(&ca.key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let proxy = RunningBinary::start(&config, "");
+    let startup = proxy.startup_log.join("\n");
+    assert!(startup.contains("WARN") && startup.contains(&warning), "{startup}");
+    drop(proxy);
+    let (ok, text) = check(&config);
+    assert!(ok, "a warning, not an error: {text}");
+    assert!(text.contains(&format!("warning: {warning}")), "{text}");
+
+    std::fs::set_permissions(&ca.key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let proxy = RunningBinary::start(&config, "");
+    assert!(!proxy.startup_log.join("\n").contains("chmod"), "{:?}", proxy.startup_log);
+    drop(proxy);
+    let (ok, text) = check(&config);
+    assert!(ok && !text.contains("chmod"), "{text}");
+}

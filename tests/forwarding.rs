@@ -197,7 +197,7 @@ async fn hundred_mib_upload_streams_intact_with_curl() {
 }
 
 #[tokio::test]
-async fn upstream_down_gives_502_naming_it() {
+async fn upstream_down_gives_502_without_naming_it() {
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let ca = TestCa::new();
@@ -208,7 +208,8 @@ async fn upstream_down_gives_502_naming_it() {
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let text = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
-    assert!(text.contains(&format!("Vaultwarden at http://127.0.0.1:{port} is not answering")), "{text}");
+    assert!(text.contains("Vaultwarden is not answering"), "{text}");
+    assert!(!text.contains(&port.to_string()), "the address is for the log, not the client: {text}");
     // The same holds for a hub upgrade.
     let req = Request::get("/notifications/hub?access_token=x")
         .header("host", "localhost")

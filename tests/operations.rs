@@ -84,10 +84,7 @@ async fn metrics_and_health_tell_what_self_hosters_ask() {
     let healthz = metrics.replace("/metrics", "/healthz");
 
     let (code, body) = http_get(&healthz).await;
-    assert_eq!(
-        (code, body.as_str()),
-        (200, format!("ok: Vaultwarden at http://{} answers\n", h.upstream.addr).as_str())
-    );
+    assert_eq!((code, body.as_str()), (200, "ok: Vaultwarden answers\n"));
 
     let mut c = h.h2().await;
     assert_eq!(c.send_request(get(&h.url("/alive"))).await.unwrap().status(), 200);
@@ -121,7 +118,8 @@ async fn metrics_and_health_tell_what_self_hosters_ask() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (code, body) = http_get(&healthz).await;
     assert_eq!(code, 503);
-    assert!(body.starts_with(&format!("Vaultwarden at http://{dead_addr} is not answering")), "{body}");
+    assert_eq!(body, "Vaultwarden is not answering\n");
+    assert!(!body.contains(&dead_addr.port().to_string()), "the address is for the log: {body}");
     assert_eq!(c.send_request(get(&h.url("/alive"))).await.unwrap().status(), 502);
     let (_, text) = http_get(&metrics).await;
     assert!(text.lines().any(|l| l == "vaultgate_upstream_errors_total{kind=\"unreachable\"} 1"), "{text}");

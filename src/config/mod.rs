@@ -19,7 +19,7 @@ use crate::{access, access_log};
 pub use error::ConfigError;
 use error::{from_toml_error, Ctx};
 use sections::{access_rules, access_settings, client_ip_policy, limits, listen_of, timeouts, tls_config};
-pub use values::{parse_duration, parse_size, parse_upstream};
+pub use values::{parse_duration, parse_size, parse_upstream, MAX_DURATION};
 
 /// The validated configuration. Nothing past this module sees raw TOML.
 #[derive(Debug, Clone)]
@@ -670,5 +670,80 @@ mod tests {
             let e = parse(&format!("[limits]\nworkers = {bad}\n")).unwrap_err();
             assert_eq!((e.key.as_str(), e.line), ("limits.workers", Some(2)), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_duration_key_has_a_maximum_named_in_its_error() {
+        let mut keys: Vec<(String, String)> = sections::TIMEOUT_BOUNDS
+            .iter()
+            .map(|(name, b)| (format!("[timeouts]\n{name}"), values::show_duration(b.max)))
+            .collect();
+        keys.push(("[tls]\nwatch_interval".into(), "1d".into()));
+        for (key, max) in keys {
+            for huge in ["18446744073709551615s", "366d", "99999999999999999999999h"] {
+                let e = parse(&format!("# a comment\n{key} = \"{huge}\"\n")).unwrap_err();
+                let dotted = key.trim_start_matches('[').replace("]\n", ".");
+                assert_eq!((e.key.as_str(), e.line), (dotted.as_str(), Some(3)), "{e}");
+                assert!(e.problem.contains(&format!("longer than the maximum of {max}")), "{e}");
+                assert!(e.fix.contains(&format!("to {max}")), "the key's own maximum: {e}");
+                assert!(e.to_string().starts_with("/etc/vaultgate/proxy.toml:3: "), "{e}");
+            }
+            // One step past the key's maximum is refused, the maximum itself is not.
+            let at = parse(&format!("{key} = \"{max}\"\n"));
+            assert!(at.is_ok(), "{key} = {max}: {:?}", at.err());
+            let past = values::parse_duration(&max).unwrap() + Duration::from_millis(1);
+            let e = parse(&format!("{key} = \"{}ms\"\n", past.as_millis())).unwrap_err();
+            assert!(e.problem.contains(&format!("maximum of {max}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn durations_below_their_minimum_are_refused() {
+        for (text, min) in [
+            ("[timeouts]\ntls_handshake = \"10ms\"", "100ms"),
+            ("[timeouts]\nkeep_alive = \"99ms\"", "100ms"),
+            ("[timeouts]\nupstream_connect = \"5ms\"", "10ms"),
+            ("[timeouts]\nhub_idle = \"29s\"", "30s"),
+            ("[tls]\nwatch_interval = \"10ms\"", "100ms"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.problem.contains(&format!("shorter than the minimum of {min}")), "{e}");
+            assert_eq!(e.line, Some(2));
+        }
+        assert_eq!(parse("[timeouts]\ndrain = \"1ms\"\n").unwrap().timeouts.drain, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn every_size_and_count_is_bounded_with_the_bound_in_the_error() {
+        for (text, key, bound) in [
+            ("max_request_body = \"65GiB\"", "limits.max_request_body", "maximum of 64GiB"),
+            ("max_request_body = \"999B\"", "limits.max_request_body", "minimum of 1KB"),
+            ("max_request_body = \"99999999999GiB\"", "limits.max_request_body", "maximum of 64GiB"),
+            ("min_upload_rate = \"2GiB\"", "limits.min_upload_rate", "maximum of 1GiB"),
+            ("max_header_line = \"65KiB\"", "limits.max_header_line", "maximum of 64KiB"),
+            ("max_header_line = \"255B\"", "limits.max_header_line", "minimum of 256B"),
+            ("max_connections = 9223372036854775807", "limits.max_connections", "maximum of 1000000"),
+            ("max_connections = 0", "limits.max_connections", "minimum of 1"),
+            ("max_connections_per_ip = -1", "limits.max_connections_per_ip", "minimum of 1"),
+            ("max_connections_per_ip = 1000001", "limits.max_connections_per_ip", "maximum of 1000000"),
+            ("max_hubs_per_ip = 100001", "limits.max_hubs_per_ip", "maximum of 100000"),
+            ("max_upstream_per_connection = 10001", "limits.max_upstream_per_connection", "maximum of 10000"),
+            ("max_upstream_per_ip = 2305843009213693952", "limits.max_upstream_per_ip", "maximum of 1000000"),
+            ("workers = 1025", "limits.workers", "maximum of 1024"),
+            ("ipv6_prefix = 129", "limits.ipv6_prefix", "maximum of 128"),
+            ("ipv6_prefix = 16", "limits.ipv6_prefix", "minimum of 32"),
+        ] {
+            let e = parse(&format!("[limits]\n{text}\n")).unwrap_err();
+            assert_eq!((e.key.as_str(), e.line), (key, Some(2)), "{e}");
+            assert!(e.problem.contains(bound), "{e}");
+            assert!(e.fix.starts_with("write a "), "{e}");
+        }
+        let c = parse(
+            "[limits]\nmax_request_body = \"64GiB\"\nmin_upload_rate = \"0B\"\nmax_connections = 1000000\nipv6_prefix = 128\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_request_body, 64 << 30);
+        assert_eq!(c.limits.min_upload_rate, 0);
+        assert_eq!(c.limits.ipv6_prefix, 128);
     }
 }

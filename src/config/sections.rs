@@ -10,7 +10,7 @@ use http::header::HeaderName;
 use toml::Spanned;
 
 use super::error::{ConfigError, Ctx};
-use super::values::{parse_duration, parse_size};
+use super::values::{parse_duration, parse_size, show_duration, show_size};
 use super::{
     AcmeConfig, Challenge, Limits, RawAccess, RawAcme, RawClientIp, RawLimits, RawListen, RawLog,
     RawTimeouts, RawTls, Timeouts, TlsConfig, TlsSource,
@@ -91,9 +91,7 @@ pub(super) fn tls_config(
     };
     let watch_interval = match &t.watch_interval {
         None => WATCH,
-        Some(v) => parse_duration(v.get_ref()).map_err(|problem| {
-            ctx.err(v.span(), "tls.watch_interval", problem, "write a duration such as \"10s\" or \"1m\"")
-        })?,
+        Some(v) => bounded_duration(ctx, v, "tls.watch_interval", &WATCH_INTERVAL_BOUNDS, WATCH)?,
     };
     if let Some(acme) = t.acme.as_ref().filter(|_| t.cert.is_some() || t.key.is_some()) {
         return Err(ctx.err(
@@ -229,93 +227,198 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
     })
 }
 
-pub(super) fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, ConfigError> {
-    let mut timeouts = Timeouts::default();
-    let Some(t) = raw else { return Ok(timeouts) };
-    let fields = [
-        (t.tls_handshake, &mut timeouts.tls_handshake, "tls_handshake"),
-        (t.request_header, &mut timeouts.request_header, "request_header"),
-        (t.request_body_idle, &mut timeouts.request_body_idle, "request_body_idle"),
-        (t.keep_alive, &mut timeouts.keep_alive, "keep_alive"),
-        (t.upstream_connect, &mut timeouts.upstream_connect, "upstream_connect"),
-        (t.upstream_response, &mut timeouts.upstream_response, "upstream_response"),
-        (t.hub_idle, &mut timeouts.hub_idle, "hub_idle"),
-        (t.drain, &mut timeouts.drain, "drain"),
-        (t.send_idle, &mut timeouts.send_idle, "send_idle"),
-    ];
-    for (value, slot, name) in fields {
-        if let Some(v) = value {
-            *slot = parse_duration(v.get_ref()).map_err(|problem| {
-                ctx.err(
-                    v.span(),
-                    &format!("timeouts.{name}"),
-                    problem,
-                    "write a duration such as \"500ms\", \"30s\", \"10m\" or \"1h\"",
-                )
-            })?;
+/// The smallest and largest value a duration key accepts, and why the
+/// smallest (shown when a value is below it).
+pub(super) struct DurationBounds {
+    pub min: Duration,
+    pub max: Duration,
+    pub why_min: &'static str,
+}
+
+const fn bounds(min_ms: u64, max_secs: u64, why_min: &'static str) -> DurationBounds {
+    DurationBounds { min: Duration::from_millis(min_ms), max: Duration::from_secs(max_secs), why_min }
+}
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 86400;
+
+/// `tls.watch_interval`: a file check more often than ten times a second is
+/// only work; less often than daily and a renewal is missed for days.
+pub(super) const WATCH_INTERVAL_BOUNDS: DurationBounds = bounds(100, DAY, "");
+
+/// Each `[timeouts]` key: name, bounds. The maxima keep every deadline
+/// (`Instant::now()` + timeout) far from overflowing and still catch a
+/// typo'd unit; the minima refuse values so small that nothing could be
+/// served (`"10ms"` for `"10m"`), and for `hub_idle`, ones that cut healthy hubs.
+pub(super) const TIMEOUT_BOUNDS: [(&str, DurationBounds); 9] = [
+    ("tls_handshake", bounds(100, 5 * MINUTE, "")),
+    ("request_header", bounds(100, HOUR, "")),
+    ("request_body_idle", bounds(100, HOUR, "")),
+    ("keep_alive", bounds(100, DAY, "")),
+    ("upstream_connect", bounds(10, 10 * MINUTE, "")),
+    ("upstream_response", bounds(100, DAY, "")),
+    (
+        "hub_idle",
+        bounds(
+            30_000,
+            7 * DAY,
+            "; Bitwarden clients give up after 30 s without traffic, so healthy hubs would be cut",
+        ),
+    ),
+    ("drain", bounds(1, HOUR, "")),
+    ("send_idle", bounds(100, DAY, "")),
+];
+
+/// A duration key's value, parsed and within `b`; errors name the key, the
+/// bound and what to write.
+fn bounded_duration(
+    ctx: &Ctx,
+    v: &Spanned<String>,
+    key: &str,
+    b: &DurationBounds,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let (min, max) = (show_duration(b.min), show_duration(b.max));
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let fix = format!(
+        "write a duration from {min} to {max}, e.g. {leaf} = \"{}\" (the default)",
+        show_duration(default)
+    );
+    let too_long = || {
+        let problem = format!("`{}` is longer than the maximum of {max}", v.get_ref().trim());
+        ctx.err(v.span(), key, problem, &fix)
+    };
+    let d = parse_duration(v.get_ref()).map_err(|problem| {
+        if problem.contains("longer than the maximum") {
+            too_long()
+        } else {
+            ctx.err(v.span(), key, problem, &fix)
         }
+    })?;
+    if d > b.max {
+        return Err(too_long());
     }
-    if timeouts.hub_idle < Duration::from_secs(30) {
+    if d < b.min {
         return Err(ctx.err(
-            0..0,
-            "timeouts.hub_idle",
-            format!(
-                "{:?} is shorter than the 30 s after which Bitwarden clients give up; healthy hubs would be cut",
-                timeouts.hub_idle
-            ),
-            "leave it unset (10m) or write at least \"60s\"",
+            v.span(),
+            key,
+            format!("`{}` is shorter than the minimum of {min}{}", v.get_ref().trim(), b.why_min),
+            &fix,
         ));
     }
+    Ok(d)
+}
+
+pub(super) fn timeouts(ctx: &Ctx, raw: Option<RawTimeouts>) -> Result<Timeouts, ConfigError> {
+    let mut timeouts = Timeouts::default();
+    let defaults = Timeouts::default();
+    let Some(t) = raw else { return Ok(timeouts) };
+    let fields = [
+        (t.tls_handshake, &mut timeouts.tls_handshake, defaults.tls_handshake),
+        (t.request_header, &mut timeouts.request_header, defaults.request_header),
+        (t.request_body_idle, &mut timeouts.request_body_idle, defaults.request_body_idle),
+        (t.keep_alive, &mut timeouts.keep_alive, defaults.keep_alive),
+        (t.upstream_connect, &mut timeouts.upstream_connect, defaults.upstream_connect),
+        (t.upstream_response, &mut timeouts.upstream_response, defaults.upstream_response),
+        (t.hub_idle, &mut timeouts.hub_idle, defaults.hub_idle),
+        (t.drain, &mut timeouts.drain, defaults.drain),
+        (t.send_idle, &mut timeouts.send_idle, defaults.send_idle),
+    ];
+    for ((value, slot, default), (name, b)) in fields.into_iter().zip(&TIMEOUT_BOUNDS) {
+        if let Some(v) = value {
+            *slot = bounded_duration(ctx, &v, &format!("timeouts.{name}"), b, default)?;
+        }
+    }
     Ok(timeouts)
+}
+
+/// `[limits]` sizes: name, smallest, largest (bytes).
+pub(super) const SIZE_BOUNDS: [(&str, u64, u64); 3] = [
+    // Below 1 KB not even a login fits; above 64 GiB is a typo'd unit
+    // (Vaultwarden's own limit is 525 MB).
+    ("max_request_body", 1000, 64 << 30),
+    // 0 turns the check off; above 1 GiB/s would cut honest uploads.
+    ("min_upload_rate", 0, 1 << 30),
+    // Bitwarden's bearer tokens are 1-2 KiB; hyper's whole head is 64 KiB.
+    ("max_header_line", 256, 64 << 10),
+];
+
+/// `[limits]` counts: name, smallest, largest, an example.
+pub(super) const COUNT_BOUNDS: [(&str, i64, i64, &str); 7] = [
+    ("max_connections", 1, 1_000_000, "4096"),
+    ("max_connections_per_ip", 1, 1_000_000, "256"),
+    ("max_hubs_per_ip", 1, 100_000, "32"),
+    ("max_upstream_per_connection", 1, 10_000, "32"),
+    ("max_upstream_per_ip", 1, 1_000_000, "128"),
+    ("workers", 1, 1024, "2 (the default is one per core)"),
+    (
+        "ipv6_prefix",
+        32,
+        128,
+        "64 (one subscriber's network, the default), 56 or 48; 128 counts every address alone",
+    ),
+];
+
+fn bounded_size(ctx: &Ctx, v: &Spanned<String>, name: &str, example: &str) -> Result<u64, ConfigError> {
+    let (_, min, max) =
+        SIZE_BOUNDS.iter().find(|(n, _, _)| *n == name).copied().unwrap_or((name, 0, u64::MAX));
+    let key = format!("limits.{name}");
+    let fix =
+        format!("write a size from {} to {}, e.g. {name} = \"{example}\"", show_size(min), show_size(max));
+    let too_large = || {
+        let problem = format!("`{}` is more than the maximum of {}", v.get_ref().trim(), show_size(max));
+        ctx.err(v.span(), &key, problem, &fix)
+    };
+    let n = parse_size(v.get_ref()).map_err(|problem| {
+        if problem.contains("too large") {
+            too_large()
+        } else {
+            ctx.err(v.span(), &key, problem, &fix)
+        }
+    })?;
+    if n > max {
+        return Err(too_large());
+    }
+    if n < min {
+        let problem = format!("`{}` is less than the minimum of {}", v.get_ref().trim(), show_size(min));
+        return Err(ctx.err(v.span(), &key, problem, &fix));
+    }
+    Ok(n)
+}
+
+fn bounded_count(ctx: &Ctx, v: &Spanned<i64>, name: &str) -> Result<i64, ConfigError> {
+    let (_, min, max, example) =
+        COUNT_BOUNDS.iter().find(|(n, ..)| *n == name).copied().unwrap_or((name, 1, i64::MAX, "1"));
+    let n = *v.get_ref();
+    if (min..=max).contains(&n) {
+        return Ok(n);
+    }
+    let problem = if n > max {
+        format!("{n} is more than the maximum of {max}")
+    } else {
+        format!("{n} is less than the minimum of {min}")
+    };
+    let fix = format!("write a whole number from {min} to {max}, e.g. {name} = {example}");
+    Err(ctx.err(v.span(), &format!("limits.{name}"), problem, &fix))
 }
 
 pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
     let mut limits = Limits::default();
     let Some(l) = raw else { return Ok(limits) };
     if let Some(v) = l.max_request_body {
-        limits.max_request_body = parse_size(v.get_ref()).map_err(|problem| {
-            ctx.err(
-                v.span(),
-                "limits.max_request_body",
-                problem,
-                "write a size such as \"525MB\" (Vaultwarden's own limit) or \"1GiB\"",
-            )
-        })?;
+        limits.max_request_body = bounded_size(ctx, &v, "max_request_body", "525MB")?;
     }
     if let Some(v) = l.min_upload_rate {
-        limits.min_upload_rate = parse_size(v.get_ref()).map_err(|problem| {
-            ctx.err(
-                v.span(),
-                "limits.min_upload_rate",
-                problem,
-                "write bytes per second, e.g. \"1KiB\"; \"0B\" turns the check off",
-            )
-        })?;
+        limits.min_upload_rate = bounded_size(ctx, &v, "min_upload_rate", "1KiB")?;
     }
     if let Some(v) = l.max_header_line {
-        limits.max_header_line = parse_size(v.get_ref())
-            .ok()
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|n| (256..=64 * 1024).contains(n))
-            .ok_or_else(|| {
-                ctx.err(
-                    v.span(),
-                    "limits.max_header_line",
-                    format!("`{}` is not a size from 256B to 64KiB", v.get_ref()),
-                    "write a size such as \"8KiB\" (nginx's default) or \"16KiB\"",
-                )
-            })?;
+        // At most 64 KiB: fits any usize.
+        limits.max_header_line = bounded_size(ctx, &v, "max_header_line", "8KiB")? as usize;
     }
     if let Some(v) = l.ipv6_prefix {
-        limits.ipv6_prefix =
-            u8::try_from(*v.get_ref()).ok().filter(|n| (32..=128).contains(n)).ok_or_else(|| {
-                ctx.err(
-                v.span(),
-                "limits.ipv6_prefix",
-                format!("{} is not a prefix length from 32 to 128", v.get_ref()),
-                "write 64 (one subscriber's network, the default), 56 or 48; 128 counts every address alone",
-            )
-            })?;
+        // 32..=128: fits a u8.
+        limits.ipv6_prefix = bounded_count(ctx, &v, "ipv6_prefix")? as u8;
     }
     for (value, slot, name) in [
         (l.max_connections, &mut limits.max_connections, "max_connections"),
@@ -327,28 +430,12 @@ pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, Config
             "max_upstream_per_connection",
         ),
         (l.max_upstream_per_ip, &mut limits.max_upstream_per_ip, "max_upstream_per_ip"),
+        (l.workers, &mut limits.workers, "workers"),
     ] {
         if let Some(v) = value {
-            *slot = usize::try_from(*v.get_ref()).ok().filter(|n| *n > 0).ok_or_else(|| {
-                ctx.err(
-                    v.span(),
-                    &format!("limits.{name}"),
-                    format!("{} is not a positive number", v.get_ref()),
-                    "write a whole number of connections, e.g. 256",
-                )
-            })?;
+            // At most 1,000,000: fits any usize.
+            *slot = bounded_count(ctx, &v, name)? as usize;
         }
-    }
-    if let Some(v) = l.workers {
-        limits.workers =
-            usize::try_from(*v.get_ref()).ok().filter(|n| (1..=1024).contains(n)).ok_or_else(|| {
-                ctx.err(
-                    v.span(),
-                    "limits.workers",
-                    format!("{} is not a number of threads", v.get_ref()),
-                    "write a whole number from 1 to 1024, e.g. workers = 2 (the default is one per core)",
-                )
-            })?;
     }
     Ok(limits)
 }

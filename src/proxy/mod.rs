@@ -127,9 +127,9 @@ impl Proxy {
                 // Refusals of bad requests are the client's business (and an
                 // attacker's flood); trouble with Vaultwarden is the operator's.
                 if e.status().is_server_error() {
-                    tracing::warn!(client = %client.ip, path = %log.path, "{e}");
+                    tracing::warn!(client = %client.ip, path = %crate::access_log::escape(&log.path), "{e}");
                 } else {
-                    tracing::debug!(client = %client.ip, path = %log.path, "{e}");
+                    tracing::debug!(client = %client.ip, path = %crate::access_log::escape(&log.path), "{e}");
                 }
                 let upstream = match e {
                     ProxyError::UpstreamUnreachable { .. } => Some(UpstreamError::Unreachable),
