@@ -22,6 +22,10 @@ pub enum ProxyError {
     BadHost(#[from] HostError),
     #[error("the request target is not a path")]
     BadTarget,
+    #[error(transparent)]
+    UnresolvedClient(#[from] crate::client_ip::Unresolved),
+    #[error("the requested host is not among [tls] server_names")]
+    Misdirected,
     #[error("the request path is not acceptable: {0}")]
     BadPath(#[from] PathError),
     #[error("the request has more than one Content-Length")]
@@ -59,9 +63,13 @@ impl ProxyError {
         match self {
             ProxyError::BadHost(_)
             | ProxyError::BadTarget
+            | ProxyError::UnresolvedClient(_)
             | ProxyError::BadPath(_)
             | ProxyError::AmbiguousLength
             | ProxyError::BadRequestBody => StatusCode::BAD_REQUEST,
+            // RFC 9110 §15.5.20: the answer for a connection reused, or a
+            // certificate shown, for a name this server does not serve.
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -100,6 +108,10 @@ impl ProxyError {
         match self {
             ProxyError::BadHost(_) => "the Host header is missing or not acceptable".into(),
             ProxyError::BadTarget => "the request target is not a path".into(),
+            ProxyError::UnresolvedClient(_) => {
+                "a trusted proxy reported a client address that is not an IP address".into()
+            }
+            ProxyError::Misdirected => "this server does not serve the requested host".into(),
             ProxyError::BadPath(_) => "the request path is not acceptable".into(),
             ProxyError::AmbiguousLength => "the request has more than one Content-Length".into(),
             ProxyError::BadRequestBody => "the request body was malformed or cut short".into(),
@@ -164,6 +176,13 @@ mod tests {
         let cases = [
             (ProxyError::BadHost(HostError::Missing), 400),
             (ProxyError::BadTarget, 400),
+            (
+                ProxyError::UnresolvedClient(crate::client_ip::Unresolved {
+                    peer: "192.0.2.1".parse().unwrap(),
+                }),
+                400,
+            ),
+            (ProxyError::Misdirected, 421),
             (ProxyError::BadPath(PathError::ForbiddenEscape), 400),
             (ProxyError::BadRequestBody, 400),
             (ProxyError::AmbiguousLength, 400),

@@ -167,8 +167,11 @@ impl Proxy {
             return Err(ProxyError::BadTarget);
         }
         let host = headers::request_host(req.uri(), req.headers())?;
-        if let Some(refused) = self.refused_here(client, &host) {
-            return Ok(refused);
+        if let Some(unresolved) = client.unresolved {
+            return Err(unresolved.into());
+        }
+        if !self.server_names.is_empty() && !headers::host_among(&host, &self.server_names) {
+            return Err(ProxyError::Misdirected);
         }
         if headers::has_repeated_content_length(req.headers()) {
             return Err(ProxyError::AmbiguousLength);
@@ -343,29 +346,6 @@ impl Proxy {
             }
         });
         Ok(Response::from_parts(parts, body::boxed(body)))
-    }
-
-    /// A request that must not go on, answered here: a trusted proxy whose
-    /// report names no client (400), or a host outside `[tls] server_names`
-    /// (421 Misdirected Request, RFC 9110 §15.5.20: the answer for a
-    /// connection reused, or a certificate shown, for a name it does not serve).
-    fn refused_here(&self, client: &client_ip::Client, host: &HeaderValue) -> Option<Response<ProxyBody>> {
-        let (status, why) = if let Some(unresolved) = client.unresolved {
-            (StatusCode::BAD_REQUEST, unresolved.to_string())
-        } else if !self.server_names.is_empty() && !headers::host_among(host, &self.server_names) {
-            (StatusCode::MISDIRECTED_REQUEST, "this server does not serve the requested host".to_string())
-        } else {
-            return None;
-        };
-        tracing::debug!(client = %client.ip, %status, "{why}");
-        let text =
-            format!("{} {}\n\nvaultgate: {why}.\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
-        let mut resp = Response::new(body::full(text));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Some(resp)
     }
 
     /// The idle connections of the worker running this request.
