@@ -112,7 +112,7 @@ pub struct Unresolved {
 }
 
 impl Policy {
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 

@@ -68,7 +68,8 @@ impl Refused {
 /// One open connection; dropping it frees the place.
 pub struct Slot {
     limit: Arc<ConnLimit>,
-    ip: IpAddr,
+    /// The address counted under the per-address cap, if any.
+    ip: Option<IpAddr>,
 }
 
 impl ConnLimit {
@@ -94,7 +95,19 @@ impl ConnLimit {
         }
         *mine += 1;
         open.total += 1;
-        Ok(Slot { limit: self.clone(), ip })
+        Ok(Slot { limit: self.clone(), ip: Some(ip) })
+    }
+
+    /// A place under the total cap only: for a trusted proxy, whose one
+    /// address carries many clients (each counted by the caps keyed on the
+    /// resolved client: hubs, upstream requests).
+    pub fn acquire_total(self: &Arc<Self>) -> Result<Slot, Refused> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.total >= self.max_total {
+            return Err(Refused::Total(self.max_total));
+        }
+        open.total += 1;
+        Ok(Slot { limit: self.clone(), ip: None })
     }
 
     /// True at most once a second: whether to log a refusal now.
@@ -121,10 +134,11 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.limit.open.lock().unwrap_or_else(|e| e.into_inner());
         open.total -= 1;
-        if let Some(n) = open.per_ip.get_mut(&self.ip) {
+        let Some(ip) = self.ip else { return };
+        if let Some(n) = open.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                open.per_ip.remove(&self.ip);
+                open.per_ip.remove(&ip);
             }
         }
     }
@@ -161,6 +175,18 @@ mod tests {
         }
         let open = limit.open.lock().unwrap();
         assert_eq!((open.total, open.per_ip.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_trusted_proxys_places_count_only_in_the_total() {
+        let limit = ConnLimit::new(3, 1, 64);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let _own = limit.acquire(ip).unwrap();
+        let _a = limit.acquire_total().unwrap();
+        let b = limit.acquire_total().unwrap();
+        assert_eq!(limit.acquire_total().err(), Some(Refused::Total(3)));
+        drop(b);
+        assert_eq!(limit.acquire(ip).err(), Some(Refused::PerIp(1)), "the per-address count is untouched");
     }
 
     #[test]

@@ -397,3 +397,68 @@ async fn the_metrics_listener_has_a_cap() {
     };
     within("metrics to answer once connections close", freed).await;
 }
+
+#[tokio::test]
+async fn pipelined_requests_from_a_client_that_never_reads_are_cut() {
+    // Small answers pipelined until hyper's write buffer and the socket are
+    // full: no response body is waiting (the next request is never run),
+    // only the socket shows that the client takes nothing.
+    let h = Harness::start("[timeouts]\nsend_idle = \"1s\"\nrequest_header = \"30s\"\n[limits]\nmax_connections_per_ip = 2\nworkers = 1")
+        .await;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(h.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(h.ca.client_config(&[b"http/1.1"]))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let one = b"GET /download?size=2000 HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4000).collect();
+    // Written without reading; the proxy stops reading too once it cannot
+    // answer, so the write may block: it runs beside the check.
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let writing = tokio::spawn(async move {
+        let _ = writer.write_all(&many).await;
+        writer
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(new_connection_is_served(&h).await, "one place of two is held");
+    // Now read: everything until the proxy closes, which it must do.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    closed_within(&mut reader, 10, "a connection whose client never read its pipelined answers").await;
+    drop(writing);
+    other_client_is_served(&h).await;
+}
+
+#[tokio::test]
+async fn a_steady_slow_reader_of_a_large_download_is_not_cut() {
+    // 4 KiB every 50 ms (80 KB/s) with a 1 s send timeout: the socket takes
+    // bytes all the time, however large the pieces hyper hands it.
+    let h = Harness::start("[timeouts]\nsend_idle = \"1s\"\n[limits]\nworkers = 1").await;
+    const SIZE: u64 = 1024 * 1024;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(h.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(h.ca.client_config(&[b"http/1.1"]))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(
+        format!("GET /download?size={SIZE} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match tokio::time::timeout(Duration::from_secs(30), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&all[..4096.min(all.len())]).into_owned();
+    let body_at = text.find("\r\n\r\n").expect("a response head") + 4;
+    assert_eq!((all.len() - body_at) as u64, SIZE, "the whole download arrived");
+}

@@ -127,6 +127,7 @@ impl Proxy {
         protocol: Protocol,
     ) {
         let idle = self.hub_idle;
+        let (send_idle, sending) = (self.send_idle, held.1.sending());
         let metrics = self.metrics.clone();
         let stop = self.stop.clone();
         let token = self.tracker.token();
@@ -142,9 +143,13 @@ impl Proxy {
                 }
             };
             let _open = metrics.hub(protocol);
-            let stats =
-                websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop).await;
-            tunnel_log.hub_closed(&format!("{:?}", stats.end), stats.up, stats.down);
+            let splice = websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop);
+            // A client that sends (pings) but never reads would keep the
+            // tunnel busy for ever: its socket is watched as its connection was.
+            match crate::send_watch::Guarded::new(splice, sending, send_idle).await {
+                Some(stats) => tunnel_log.hub_closed(&format!("{:?}", stats.end), stats.up, stats.down),
+                None => tunnel_log.hub_closed("ClientNotReading", 0, 0),
+            }
         };
         tokio::spawn(task.in_current_span());
     }

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::conn_limit::{Caps, Slot};
 use crate::metrics::{Metrics, UpstreamError};
 pub use crate::proxy_error::ProxyError;
+use crate::send_watch::SendWatch;
 use crate::server::Tracker;
 use crate::{access, client_ip, headers, path, websocket};
 use upstream::{Idle, SendFailure};
@@ -44,6 +45,8 @@ pub struct Proxy {
     server_names: Vec<String>,
     access: Vec<access::Rule>,
     hsts: bool,
+    /// See `[timeouts] send_idle`: also how long a hub may wait on its client.
+    send_idle: Duration,
     /// Idle connections to Vaultwarden for ordinary requests, one stack per
     /// worker: a connection is driven by the worker that opened it, so
     /// another worker using it would wake that one for every request.
@@ -63,11 +66,23 @@ pub struct ClientConn {
     slot: Arc<Slot>,
     /// Upstream requests this connection may have in flight at once.
     upstream: Arc<Semaphore>,
+    /// Whether its socket is waiting on the client to read (the send
+    /// timeout); a hub tunnel taken over from it is watched with it too.
+    sending: Arc<SendWatch>,
 }
 
 impl ClientConn {
-    pub fn new(peer: SocketAddr, slot: Arc<Slot>, max_upstream: usize) -> ClientConn {
-        ClientConn { peer, slot, upstream: Arc::new(Semaphore::new(max_upstream)) }
+    pub fn new(
+        peer: SocketAddr,
+        slot: Arc<Slot>,
+        max_upstream: usize,
+        sending: Arc<SendWatch>,
+    ) -> ClientConn {
+        ClientConn { peer, slot, upstream: Arc::new(Semaphore::new(max_upstream)), sending }
+    }
+
+    pub fn sending(&self) -> &Arc<SendWatch> {
+        &self.sending
     }
 }
 
@@ -99,6 +114,7 @@ impl Proxy {
             server_names: config.tls.server_names.clone(),
             access: config.access.clone(),
             hsts: config.tls.hsts,
+            send_idle: config.timeouts.send_idle,
             idle: (0..config.limits.workers.max(1)).map(|_| Arc::default()).collect(),
             stop,
             tracker,
@@ -238,7 +254,12 @@ impl Proxy {
             .acquire(client.ip)
             .map_err(|refused| ProxyError::TooManyHubs { client: client.ip, limit: refused.limit() })?;
         let connection = if http2 {
-            let slot = self.caps.connections.acquire(conn.peer.ip()).map_err(|refused| match refused {
+            let slot = if self.trusts(conn.peer.ip()) {
+                self.caps.connections.acquire_total()
+            } else {
+                self.caps.connections.acquire(conn.peer.ip())
+            };
+            let slot = slot.map_err(|refused| match refused {
                 crate::conn_limit::Refused::Total(_) => ProxyError::Busy("max_connections"),
                 crate::conn_limit::Refused::PerIp(_) => ProxyError::Busy("max_connections_per_ip"),
             })?;
@@ -246,7 +267,12 @@ impl Proxy {
         } else {
             conn.slot.clone()
         };
-        Ok(HubPlaces { _hub: hub, _connection: connection })
+        Ok(HubPlaces { _hub: hub, _connection: connection, sending: conn.sending.clone() })
+    }
+
+    /// Whether `peer` is one of `[client_ip] trusted_proxies`.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.client_ip.is_trusted(peer)
     }
 
     /// Waits for a place under the connection's cap on upstream requests
@@ -372,6 +398,14 @@ impl Proxy {
 pub(crate) struct HubPlaces {
     _hub: Slot,
     _connection: Arc<Slot>,
+    /// The client connection's send watch (see [`ClientConn`]).
+    sending: Arc<SendWatch>,
+}
+
+impl HubPlaces {
+    pub(crate) fn sending(&self) -> Arc<SendWatch> {
+        self.sending.clone()
+    }
 }
 
 /// Turns a client's request head into the one Vaultwarden receives: hop-by-hop
