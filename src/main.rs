@@ -151,11 +151,13 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        vaultgate::systemd::ready();
         tokio::select! {
             _ = wait_for_signal() => {}
             _ = vaultgate::reload::watch(&server, path) => {}
         }
         tracing::info!("shutting down");
+        vaultgate::systemd::stopping();
         server.shutdown().await;
         tracing::info!("stopped");
         ExitCode::SUCCESS

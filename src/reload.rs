@@ -42,6 +42,7 @@ pub async fn watch(server: &Server, config_path: &Path) {
 
 /// Reads the file again and hands it to the server; logs the outcome.
 pub fn reload(server: &Server, config_path: &Path, why: &str) {
+    crate::systemd::reloading();
     let result = Config::load(config_path)
         .map_err(|e| e.to_string())
         .and_then(|config| server.reload(config).map_err(|e| e.to_string()));
@@ -51,6 +52,8 @@ pub fn reload(server: &Server, config_path: &Path, why: &str) {
     } else {
         tracing::info!("reload ({why}) done");
     }
+    // Refused or not, a configuration is in force again.
+    crate::systemd::ready();
 }
 
 /// What identifies the current content of the certificate and key files.
