@@ -46,17 +46,17 @@ async fn notifies_ready_reloading_and_stopping_in_order() {
     let proxy = RunningBinary::start(&config, &format!("export NOTIFY_SOCKET='{}';", socket_path.display()));
     let ready = tokio::task::block_in_place(|| next(&socket, &mut seen));
     assert_eq!(ready, ["READY=1"], "the first notification: {seen:?}");
-    // READY=1 promised the port accepts.
-    let url = format!("https://localhost:{}/alive", proxy.port());
-    assert_eq!(curl_get(&ca, &url).await, (true, b"\"alive\"".to_vec()));
-
-    // An accepted reload.
+    // READY=1 promises the port accepts and SIGHUP is handled: a reload at
+    // once (its default action would end the process).
+    std::net::TcpStream::connect(("127.0.0.1", proxy.port())).expect("accepting at READY=1");
     hup(proxy.pid());
     let lines = tokio::task::block_in_place(|| next(&socket, &mut seen));
     assert_reloading(&lines, &seen);
     let first_usec = lines.iter().find_map(|l| l.strip_prefix("MONOTONIC_USEC=")).unwrap().to_owned();
     assert_eq!(tokio::task::block_in_place(|| next(&socket, &mut seen)), ["READY=1"], "{seen:?}");
     proxy.wait_for_log(&["reload (SIGHUP) done"], 10).await;
+    let url = format!("https://localhost:{}/alive", proxy.port());
+    assert_eq!(curl_get(&ca, &url).await, (true, b"\"alive\"".to_vec()));
 
     // A refused reload: the old configuration stays, so READY=1 again.
     std::fs::write(&config, "listen = \"127.0.0.1:0\"\nupstrem = \"http://127.0.0.1:1\"\n").unwrap();
@@ -83,6 +83,9 @@ async fn without_notify_socket_nothing_is_sent_and_it_still_runs() {
     let ca = TestCa::new();
     let proxy =
         RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "unset NOTIFY_SOCKET;");
+    // Serving, so past installing its SIGHUP handler (there is no READY=1 to wait for).
+    let url = format!("https://localhost:{}/alive", proxy.port());
+    assert_eq!(curl_get(&ca, &url).await, (true, b"\"alive\"".to_vec()));
     hup(proxy.pid());
     proxy.wait_for_log(&["reload (SIGHUP) done"], 10).await;
     let (exit, log) = tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
