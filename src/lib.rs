@@ -23,6 +23,7 @@ pub mod redirect;
 pub mod reload;
 pub mod send_watch;
 pub mod server;
+pub mod systemd;
 pub mod tls;
 pub mod websocket;
 pub mod workers;

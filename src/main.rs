@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
 use vaultgate::{Config, Server};
 
 const USAGE: &str = "\
@@ -151,20 +153,23 @@ fn run(path: &std::path::Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // SIGTERM and SIGHUP handled before READY=1 lets systemd send them.
+        let term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+        let hup = vaultgate::reload::hangup();
+        vaultgate::systemd::ready();
         tokio::select! {
-            _ = wait_for_signal() => {}
-            _ = vaultgate::reload::watch(&server, path) => {}
+            _ = wait_for_signal(term) => {}
+            _ = vaultgate::reload::watch_with(&server, path, hup) => {}
         }
         tracing::info!("shutting down");
+        vaultgate::systemd::stopping();
         server.shutdown().await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+async fn wait_for_signal(mut term: Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

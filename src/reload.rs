@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::{Config, TlsSource};
 use crate::server::Server;
@@ -14,13 +14,23 @@ use crate::server::Server;
 /// Runs until the process ends: reloads `config_path` into `server` on
 /// SIGHUP and whenever the certificate files in force change.
 pub async fn watch(server: &Server, config_path: &Path) {
-    let mut hup = match signal(SignalKind::hangup()) {
+    watch_with(server, config_path, hangup()).await
+}
+
+/// SIGHUP handled from now on (instead of its default, ending the process),
+/// for [`watch_with`]; None, with a warning, when it cannot be.
+pub fn hangup() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("cannot listen for SIGHUP ({e}); reload by restarting");
             None
         }
-    };
+    }
+}
+
+/// [`watch`] with a SIGHUP stream made earlier by [`hangup`].
+pub async fn watch_with(server: &Server, config_path: &Path, mut hup: Option<Signal>) {
     let mut seen = stamps(&server.config());
     loop {
         let interval = server.config().tls.watch_interval;
@@ -42,6 +52,7 @@ pub async fn watch(server: &Server, config_path: &Path) {
 
 /// Reads the file again and hands it to the server; logs the outcome.
 pub fn reload(server: &Server, config_path: &Path, why: &str) {
+    crate::systemd::reloading();
     let result = Config::load(config_path)
         .map_err(|e| e.to_string())
         .and_then(|config| server.reload(config).map_err(|e| e.to_string()));
@@ -51,6 +62,8 @@ pub fn reload(server: &Server, config_path: &Path, why: &str) {
     } else {
         tracing::info!("reload ({why}) done");
     }
+    // Refused or not, a configuration is in force again.
+    crate::systemd::ready();
 }
 
 /// What identifies the current content of the certificate and key files.
