@@ -481,7 +481,8 @@ impl Connection {
         if http2 {
             self.serve_http(WriteBatch::new(tls), peer, true).await;
         } else {
-            self.serve_http(H1Guard::new(tls), peer, false).await;
+            let max_header_line = self.proxy.max_header_line();
+            self.serve_http(H1Guard::new(tls, max_header_line), peer, false).await;
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Proxy {
     max_request_body: u64,
     /// Bytes per second a request body must average (see `body::Pace`).
     min_body_rate: u64,
+    /// Bytes in one header field, else 431 (HTTP/2 here; HTTP/1.1 in `h1_guard`).
+    max_header_line: usize,
     client_ip: client_ip::Policy,
     access: Vec<access::Rule>,
     hsts: bool,
@@ -71,6 +73,7 @@ impl Proxy {
             hub_idle: config.timeouts.hub_idle,
             max_request_body: config.limits.max_request_body,
             min_body_rate: config.limits.min_upload_rate,
+            max_header_line: config.limits.max_header_line,
             client_ip: config.client_ip.clone(),
             access: config.access.clone(),
             hsts: config.tls.hsts,
@@ -95,6 +98,7 @@ impl Proxy {
             req.version(),
             self.access_log.clone(),
         );
+        let upgrade = crate::h1_guard::asks_upgrade(&req);
         let mut resp = match self.route(req, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -117,6 +121,7 @@ impl Proxy {
                 e.into_response()
             }
         };
+        crate::h1_guard::close_unless_switched(upgrade, &mut resp);
         if self.hsts && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             resp.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HSTS);
         }
@@ -138,6 +143,9 @@ impl Proxy {
         }
         if req.uri().scheme_str().is_some_and(|s| s != "http" && s != "https") {
             return Err(ProxyError::BadTarget);
+        }
+        if let Some(refused) = crate::header_line::refuse_long_fields(&req, self.max_header_line) {
+            return Ok(refused);
         }
         let host = headers::request_host(req.uri(), req.headers())?;
         if headers::has_repeated_content_length(req.headers()) {
@@ -258,6 +266,11 @@ impl Proxy {
             }
         });
         Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+
+    /// Bytes in one header line (`[limits] max_header_line`), for `h1_guard`.
+    pub fn max_header_line(&self) -> usize {
+        self.max_header_line
     }
 
     /// The idle connections of the worker running this request.
