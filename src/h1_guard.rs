@@ -208,11 +208,12 @@ impl Framing {
                             why: "a header line longer than limits.max_header_line",
                         });
                     }
+                    let head_done = end.is_some() && content.is_empty();
+                    if !head_done && self.line.len() >= MAX_HEAD {
+                        self.next(State::Head);
+                        return Some(Refusal { keep: i, poison: b"", why: "a request head over 64 KiB" });
+                    }
                     if end.is_none() {
-                        if self.line.len() >= MAX_HEAD {
-                            self.next(State::Head);
-                            return Some(Refusal { keep: i, poison: b"", why: "a request head over 64 KiB" });
-                        }
                         continue;
                     }
                     if !content.is_empty() {
@@ -651,6 +652,12 @@ mod tests {
         // Many lines, each short: the head is still bounded.
         let many = format!("GET / HTTP/1.1\r\n{}", "X: v\r\n".repeat(20_000));
         assert_eq!(feed(many.as_bytes(), 1000).1, Some("a request head over 64 KiB"));
+        // Also when every read ends at a line end.
+        let mut framing = Framing::default();
+        framing.watch(b"GET / HTTP/1.1\r\n");
+        let refused = (0..20_000).find_map(|_| framing.watch(b"X: v\r\n"));
+        assert_eq!(refused.map(|r| r.why), Some("a request head over 64 KiB"));
+        assert!(framing.line.capacity() <= KEEP_LINE);
     }
 
     #[test]
