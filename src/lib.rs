@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn_limit;
 pub mod doctor;
 pub mod h1_guard;
+pub mod header_line;
 pub mod headers;
 pub mod metrics;
 pub mod metrics_listener;

@@ -26,6 +26,8 @@ pub enum ProxyError {
     UnresolvedClient(#[from] crate::client_ip::Unresolved),
     #[error("the requested host is not among [tls] server_names")]
     Misdirected,
+    #[error("a header field is longer than {limit} bytes")]
+    HeaderTooLong { limit: usize },
     #[error("the request path is not acceptable: {0}")]
     BadPath(#[from] PathError),
     #[error("the request has more than one Content-Length")]
@@ -70,6 +72,7 @@ impl ProxyError {
             // RFC 9110 §15.5.20: the answer for a connection reused, or a
             // certificate shown, for a name this server does not serve.
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::HeaderTooLong { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -112,6 +115,10 @@ impl ProxyError {
                 "a trusted proxy reported a client address that is not an IP address".into()
             }
             ProxyError::Misdirected => "this server does not serve the requested host".into(),
+            // The operator's setting, which a client needs to know.
+            ProxyError::HeaderTooLong { limit } => {
+                format!("a header field is longer than {limit} bytes").into()
+            }
             ProxyError::BadPath(_) => "the request path is not acceptable".into(),
             ProxyError::AmbiguousLength => "the request has more than one Content-Length".into(),
             ProxyError::BadRequestBody => "the request body was malformed or cut short".into(),
@@ -183,6 +190,7 @@ mod tests {
                 400,
             ),
             (ProxyError::Misdirected, 421),
+            (ProxyError::HeaderTooLong { limit: 8192 }, 431),
             (ProxyError::BadPath(PathError::ForbiddenEscape), 400),
             (ProxyError::BadRequestBody, 400),
             (ProxyError::AmbiguousLength, 400),

@@ -65,6 +65,9 @@ pub struct SendWatch {
     socket: Option<std::os::fd::RawFd>,
     /// That queue's length when last looked at.
     queued: AtomicU64,
+    /// An HTTP/2 stream's connection: while its socket is blocked, the
+    /// stream waits on the connection, whose own watch judges the client.
+    connection: std::sync::OnceLock<Arc<SendWatch>>,
 }
 
 impl SendWatch {
@@ -78,10 +81,22 @@ impl SendWatch {
             waiting_since: AtomicU64::new(0),
             socket,
             queued: AtomicU64::new(u64::MAX),
+            connection: std::sync::OnceLock::new(),
         })
     }
 
+    /// Makes this (an HTTP/2 stream's) watch defer to `connection`'s.
+    pub fn within(&self, connection: &Arc<SendWatch>) {
+        let _ = self.connection.set(connection.clone());
+    }
+
+    /// Whether the wait is the connection's to judge (its socket is blocked).
+    fn connection_blocked(&self) -> bool {
+        self.connection.get().is_some_and(|c| c.waiting_since().is_some())
+    }
+
     /// The socket's queue of bytes not yet acknowledged by the client.
+    #[cfg(target_os = "linux")]
     fn unsent(&self) -> Option<u64> {
         let fd = self.socket?;
         let mut unsent: libc::c_int = 0;
@@ -90,6 +105,13 @@ impl SendWatch {
         // marks or asks (the socket's `Progress`, `Guarded`'s inner) holds it.
         let ok = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unsent) } == 0;
         ok.then_some(unsent.max(0) as u64)
+    }
+
+    /// Elsewhere TIOCOUTQ is a terminal request: no queue to look at, so a
+    /// blocked socket is judged by its writes alone.
+    #[cfg(not(target_os = "linux"))]
+    fn unsent(&self) -> Option<u64> {
+        None
     }
 
     /// Whether the socket's queue shrank since the wait began or was last
@@ -193,12 +215,14 @@ impl<B: Body<Data = Bytes>> Body for Watched<B> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let mut hint = self.inner.size_hint();
+        let inner = self.inner.size_hint();
         let rest = self.rest.remaining() as u64;
-        hint.set_lower(hint.lower() + rest);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + rest);
+        // Upper first: SizeHint asserts lower <= upper at every step.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
         }
+        hint.set_lower(inner.lower().saturating_add(rest));
         hint
     }
 }
@@ -336,7 +360,7 @@ impl<F: Future> Future for Guarded<F> {
                         // The client took something meanwhile: look again.
                         continue;
                     }
-                    if this.watch.drained_some() {
+                    if this.watch.connection_blocked() || this.watch.drained_some() {
                         // Slow, not stopped: the wait starts again.
                         this.watch.waiting();
                         continue;

@@ -566,7 +566,8 @@ impl Connection {
         if http2 {
             self.serve_http(WriteBatch::new(tls), client, current, true).await;
         } else {
-            self.serve_http(H1Guard::new(tls), client, current, false).await;
+            let max_header_line = self.proxy.max_header_line();
+            self.serve_http(H1Guard::new(tls, max_header_line), client, current, false).await;
         }
     }
 
@@ -601,6 +602,9 @@ impl Connection {
                 // flows, is watched on its body (see SpanExecutor); the socket
                 // itself is watched below TLS, for every connection.
                 let stream = send_watch::current();
+                if let Some(stream) = &stream {
+                    stream.within(client.sending());
+                }
                 // The request counts as in flight until its response body is done.
                 Ok::<_, Infallible>(
                     resp.map(|b| Watched::new(Metered::new(b, move |_, _| drop(busy)), stream)),

@@ -106,11 +106,15 @@ async fn h2c_upgrade_is_never_honoured() {
         .unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "forwarded as an ordinary request");
+    // A refused upgrade closes the connection (the raw-byte guard does not
+    // watch past an upgrade request: SECURITY.md).
+    assert_eq!(resp.headers().get("connection").unwrap(), "close");
     let echo = echoed(resp).await;
     for gone in ["upgrade", "connection", "http2-settings"] {
         assert!(echoed_header(&echo, gone).is_empty(), "{gone} reached the upstream");
     }
-    // The connection is still plain HTTP/1.1: a second request works.
+    // Nothing was spliced: a new connection is plain HTTP/1.1.
+    let mut c = h.h1().await;
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -40,6 +40,8 @@ pub struct Proxy {
     max_request_body: u64,
     /// Bytes per second a request body must average (see `body::Pace`).
     min_body_rate: u64,
+    /// Bytes in one header field, else 431 (HTTP/2 here; HTTP/1.1 in `h1_guard`).
+    max_header_line: usize,
     client_ip: client_ip::Policy,
     /// `[tls] server_names`: when set, a request for any other host is 421.
     server_names: Vec<String>,
@@ -110,6 +112,7 @@ impl Proxy {
             hub_idle: config.timeouts.hub_idle,
             max_request_body: config.limits.max_request_body,
             min_body_rate: config.limits.min_upload_rate,
+            max_header_line: config.limits.max_header_line,
             client_ip: config.client_ip.clone(),
             server_names: config.tls.server_names.clone(),
             access: config.access.clone(),
@@ -137,6 +140,7 @@ impl Proxy {
             req.version(),
             self.access_log.clone(),
         );
+        let upgrade = crate::h1_guard::asks_upgrade(&req);
         let mut resp = match self.route(req, conn, &client, &log).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -159,6 +163,7 @@ impl Proxy {
                 e.into_response()
             }
         };
+        crate::h1_guard::close_unless_switched(upgrade, &mut resp);
         if self.hsts && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             resp.headers_mut().entry(header::STRICT_TRANSPORT_SECURITY).or_insert(HSTS);
         }
@@ -181,6 +186,9 @@ impl Proxy {
         }
         if req.uri().scheme_str().is_some_and(|s| s != "http" && s != "https") {
             return Err(ProxyError::BadTarget);
+        }
+        if crate::header_line::has_long_field(&req, self.max_header_line) {
+            return Err(ProxyError::HeaderTooLong { limit: self.max_header_line });
         }
         let host = headers::request_host(req.uri(), req.headers())?;
         if let Some(unresolved) = client.unresolved {
@@ -267,7 +275,10 @@ impl Proxy {
         } else {
             conn.slot.clone()
         };
-        Ok(HubPlaces { _hub: hub, _connection: connection, sending: conn.sending.clone() })
+        // An HTTP/1.1 tunnel owns its connection's socket and is watched on
+        // it; an HTTP/2 one shares the connection, whose guard watches it.
+        let sending = if http2 { SendWatch::new() } else { conn.sending.clone() };
+        Ok(HubPlaces { _hub: hub, _connection: connection, sending })
     }
 
     /// Whether `peer` is one of `[client_ip] trusted_proxies`.
@@ -372,6 +383,11 @@ impl Proxy {
             }
         });
         Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+
+    /// Bytes in one header line (`[limits] max_header_line`), for `h1_guard`.
+    pub fn max_header_line(&self) -> usize {
+        self.max_header_line
     }
 
     /// The idle connections of the worker running this request.
