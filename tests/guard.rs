@@ -265,7 +265,14 @@ async fn break_mid_body(s: &Setup, path: &str, rest: &[u8]) -> String {
     tls.write_all(head.as_bytes()).await.unwrap();
     let seen = s.rec.heads.load(Ordering::SeqCst);
     within("the head upstream", async {
-        while s.rec.heads.load(Ordering::SeqCst) == seen || !s.rec.bytes().ends_with(b"hello\r\n") {
+        let needle = format!("POST {path} ");
+        let arrived = || {
+            s.rec.raw.lock().unwrap().iter().any(|c| {
+                let log = c.log.lock().unwrap();
+                log.ends_with(b"hello\r\n") && String::from_utf8_lossy(&log).contains(&needle)
+            })
+        };
+        while s.rec.heads.load(Ordering::SeqCst) == seen || !arrived() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
