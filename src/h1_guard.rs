@@ -29,10 +29,11 @@ use std::task::{Context, Poll};
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A head this long is past hyper's read buffer (`max_buf_size` in
-/// `server.rs`, 64 KiB), so hyper has already refused it (414 or 431): the
-/// guard hands hyper these bytes and then ends the stream.
-const MAX_HEAD: usize = 64 * 1024;
+/// A backstop: a head this long is well past hyper's read buffer
+/// (`max_buf_size` in `server.rs`, 64 KiB), which refuses it first with its
+/// own status (414 or 431). Should hyper not have, the guard hands it these
+/// bytes and then ends the stream.
+const MAX_HEAD: usize = 128 * 1024;
 
 /// Chunk-extension bytes allowed in one body (hyper allows 16 KiB; no
 /// Bitwarden client sends any).
@@ -211,7 +212,7 @@ impl Framing {
                     let head_done = end.is_some() && content.is_empty();
                     if !head_done && self.line.len() >= MAX_HEAD {
                         self.next(State::Head);
-                        return Some(Refusal { keep: i, poison: b"", why: "a request head over 64 KiB" });
+                        return Some(Refusal { keep: i, poison: b"", why: "a request head over 128 KiB" });
                     }
                     if end.is_none() {
                         continue;
@@ -645,18 +646,18 @@ mod tests {
 
     #[test]
     fn a_head_past_hypers_buffer_is_handed_over_and_the_stream_ends() {
-        let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100_000));
+        let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(200_000));
         let (out, why) = feed(huge.as_bytes(), 4096);
-        assert_eq!(why, Some("a request head over 64 KiB"));
+        assert_eq!(why, Some("a request head over 128 KiB"));
         assert_eq!(out.len(), MAX_HEAD);
         // Many lines, each short: the head is still bounded.
-        let many = format!("GET / HTTP/1.1\r\n{}", "X: v\r\n".repeat(20_000));
-        assert_eq!(feed(many.as_bytes(), 1000).1, Some("a request head over 64 KiB"));
+        let many = format!("GET / HTTP/1.1\r\n{}", "X: v\r\n".repeat(40_000));
+        assert_eq!(feed(many.as_bytes(), 1000).1, Some("a request head over 128 KiB"));
         // Also when every read ends at a line end.
         let mut framing = Framing::default();
         framing.watch(b"GET / HTTP/1.1\r\n");
-        let refused = (0..20_000).find_map(|_| framing.watch(b"X: v\r\n"));
-        assert_eq!(refused.map(|r| r.why), Some("a request head over 64 KiB"));
+        let refused = (0..40_000).find_map(|_| framing.watch(b"X: v\r\n"));
+        assert_eq!(refused.map(|r| r.why), Some("a request head over 128 KiB"));
         assert!(framing.line.capacity() <= KEEP_LINE);
     }
 

@@ -265,17 +265,14 @@ async fn break_mid_body(s: &Setup, path: &str, rest: &[u8]) -> String {
     tls.write_all(head.as_bytes()).await.unwrap();
     let seen = s.rec.heads.load(Ordering::SeqCst);
     within("the head upstream", async {
-        // On whichever upstream connection it went (a kept one is reused).
-        let has_first_chunk = || {
+        let needle = format!("POST {path} ");
+        let arrived = || {
             s.rec.raw.lock().unwrap().iter().any(|c| {
                 let log = c.log.lock().unwrap();
-                !c.ended.load(Ordering::SeqCst) && log.ends_with(b"hello\r\n") && {
-                    let text = String::from_utf8_lossy(&log);
-                    text.contains(&format!("POST {path} "))
-                }
+                log.ends_with(b"hello\r\n") && String::from_utf8_lossy(&log).contains(&needle)
             })
         };
-        while s.rec.heads.load(Ordering::SeqCst) == seen || !has_first_chunk() {
+        while s.rec.heads.load(Ordering::SeqCst) == seen || !arrived() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
