@@ -185,7 +185,12 @@ impl Client {
         }
         let req = req.header("device-type", "9").body(Full::new(body)).unwrap();
         let resp = match self {
-            Client::H1(c) => c.send_request(req).await.unwrap(),
+            // After a response, hyper's HTTP/1 connection is ready again only
+            // once it has read the end of that response.
+            Client::H1(c) => {
+                c.ready().await.unwrap_or_else(|e| panic!("{method} {path}: the connection closed: {e}"));
+                c.send_request(req).await.unwrap()
+            }
             Client::H2(c) => c.send_request(req).await.unwrap(),
         };
         let status = resp.status().as_u16();
@@ -388,7 +393,7 @@ async fn chromium_opens_the_hub_over_http2_on_the_pages_connection() {
     assert!(out.contains("protocol h2"), "the page came over HTTP/2:\n{out}");
     // Read while the hub is open: its access line is written at the upgrade.
     let page_line = access_line(&page).expect("the page was logged");
-    let hub_line = within("the hub's access line", async {
+    let hub_line = within("the hub on the page's HTTP/2 connection (RFC 8441)", async {
         loop {
             let found = {
                 let log =

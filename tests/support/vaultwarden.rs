@@ -61,7 +61,8 @@ impl Stack {
         // (Vaultwarden's DOMAIN needs that).
         let vw_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let ca = TestCa::new();
-        let extra = format!("{CLIENT_IP_DEFAULTS}{proxy_extra}");
+        // `proxy_extra` first: its top-level keys must come before any table.
+        let extra = format!("{proxy_extra}\n{CLIENT_IP_DEFAULTS}");
         let (proxy, addr) = start_proxy(&ca, &format!("http://127.0.0.1:{vw_port}"), &extra).await;
         let data = tempfile::tempdir().unwrap();
         let log_path = data.path().join("vaultwarden.log");
