@@ -122,6 +122,7 @@ async fn bw_cli_logs_in_with_an_api_key_unlocks_creates_syncs_lists_and_moves_at
         "bw 2026.6.0",
         "bw logged in with the API key",
         "bw unlocked",
+        "the other client's hub got bw's create",
         "bw synced and listed the item",
         "bw uploaded the attachment",
         "bw downloaded the attachment intact",

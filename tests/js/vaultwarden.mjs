@@ -129,6 +129,8 @@ const modes = {
     const a = await newAccount("bw");
     const key = await must("POST", "/api/accounts/api-key", { token: a.token, json: { masterPasswordHash: a.hash } });
     const profile = await must("GET", "/api/accounts/profile", { token: a.token });
+    // Another client (web vault crypto, SignalR) watches the same account.
+    const hub = await openHub("/notifications/hub", { token: a.token, mode: "query" });
     const dir = mkdtempSync(join(tmpdir(), "vg-bw-"));
     const env = {
       ...process.env, BITWARDENCLI_APPDATA_DIR: join(dir, "appdata"), BW_CLIENTID: `user.${profile.id}`,
@@ -153,6 +155,8 @@ const modes = {
       login: { username: "bob", password: "s3cret", uris: [] } };
     const created = JSON.parse(bw("create", "item", Buffer.from(JSON.stringify(item)).toString("base64")));
     log("bw created " + created.id);
+    await hub.next(isType(SyncCipherCreate, created.id), "bw's create on the other client's hub");
+    log("the other client's hub got bw's create");
     bw("sync");
     const items = JSON.parse(bw("list", "items"));
     if (items.length !== 1 || items[0].name !== "from bw" || items[0].login.password !== "s3cret") {
@@ -174,6 +178,7 @@ const modes = {
     if (Buffer.compare(readFileSync(back), content) !== 0) fail("the attachment came back different");
     log("bw downloaded the attachment intact");
     rmSync(dir, { recursive: true, force: true });
+    await hub.stop();
   },
 
   // A failed login, for the client-IP test (Vaultwarden logs the IP).
