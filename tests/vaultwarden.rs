@@ -424,3 +424,32 @@ async fn chromium_opens_the_hub_over_http2_on_the_pages_connection() {
     let status = child.wait().await.unwrap();
     assert!(status.success(), "{out}");
 }
+
+/// `vaultgate check --probe` through the running vaultgate to the real
+/// Vaultwarden: the stand-in upgrades the probe's made-up token, the real
+/// server answers 401, and the probe must still call that healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probe_passes_against_the_real_vaultwarden() {
+    let s = stack!();
+    let config = s.ca.dir.path().join("probe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{}\"\nupstream = \"http://127.0.0.1:{}\"\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n",
+            s.addr.port(),
+            s.vw_port
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(RunningBinary::PATH)
+        .args(["check", "--probe", "--config"])
+        .arg(&config)
+        .env("SSL_CERT_FILE", &s.ca.ca_path)
+        .output()
+        .await
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("✓ Vaultwarden: GET /alive answered 200 through vaultgate"), "{text}");
+    assert!(text.contains("/notifications/hub reaches Vaultwarden (401"), "{text}");
+}

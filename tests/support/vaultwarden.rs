@@ -50,6 +50,8 @@ pub struct Stack {
     pub addr: std::net::SocketAddr,
     pub data: tempfile::TempDir,
     pub log_path: PathBuf,
+    /// Where Vaultwarden listens (tests talk to it only through vaultgate).
+    pub vw_port: u16,
     child: std::process::Child,
 }
 
@@ -89,12 +91,13 @@ impl Stack {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stack = Stack { ca, _proxy: proxy, addr, data, log_path, child };
-        stack.wait_alive(vw_port).await;
+        let stack = Stack { ca, _proxy: proxy, addr, data, log_path, vw_port, child };
+        stack.wait_alive().await;
         Some(stack)
     }
 
-    async fn wait_alive(&self, port: u16) {
+    async fn wait_alive(&self) {
+        let port = self.vw_port;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
