@@ -9,7 +9,7 @@
 // Prints "protocol h2", "notification <cipher id>", then waits for a line on
 // stdin (the Rust test reads vaultgate's access log meanwhile) and exits 0.
 import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -17,7 +17,8 @@ import { base, cipherBody, fail, log, must, newAccount } from "./bitwarden.mjs";
 
 setTimeout(() => fail("timed out"), 60000).unref();
 const account = await newAccount("chromium");
-const browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "vg-chromium-")), {
+const profile = mkdtempSync(join(tmpdir(), "vg-chromium-"));
+const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.VG_CHROMIUM || "/usr/bin/chromium",
   headless: true,
   args: [
@@ -68,5 +69,6 @@ for await (const _ of lines) break;
 const state = await page.evaluate(() => window.hub_.readyState);
 if (state !== 1) fail("hub closed early: readyState " + state);
 await browser.close();
+rmSync(profile, { recursive: true, force: true });
 log("OK");
 process.exit(0);

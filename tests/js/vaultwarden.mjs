@@ -132,6 +132,7 @@ const modes = {
     // Another client (web vault crypto, SignalR) watches the same account.
     const hub = await openHub("/notifications/hub", { token: a.token, mode: "query" });
     const dir = mkdtempSync(join(tmpdir(), "vg-bw-"));
+    process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
     const env = {
       ...process.env, BITWARDENCLI_APPDATA_DIR: join(dir, "appdata"), BW_CLIENTID: `user.${profile.id}`,
       BW_CLIENTSECRET: key.apiKey, BW_PASSWORD: a.password, BW_NOINTERACTION: "true",
@@ -177,7 +178,6 @@ const modes = {
     bw("get", "attachment", "attachment.bin", "--itemid", created.id, "--output", back);
     if (Buffer.compare(readFileSync(back), content) !== 0) fail("the attachment came back different");
     log("bw downloaded the attachment intact");
-    rmSync(dir, { recursive: true, force: true });
     await hub.stop();
   },
 
