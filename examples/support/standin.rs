@@ -162,6 +162,9 @@ impl Hub {
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "websocket")
+            // Vaultwarden 1.37.2 answers its 101 with these four (and
+            // `server`, `content-length: 0`, `date`).
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
             .header(header::SEC_WEBSOCKET_ACCEPT, accept)
             .body(Full::new(Bytes::new()).boxed())
             .unwrap()
