@@ -103,7 +103,14 @@ async fn every_ambiguous_shape_is_refused_before_the_upstream() {
     let h = Harness::start("").await;
     for (what, bytes, expected) in refused_shapes() {
         let status = raw_status_of(&h, &bytes).await;
-        assert_eq!(status, expected, "{what}");
+        // hyper answers a request line past its 64 KiB buffer with 414 when
+        // one read brought all of it and 431 when the buffer filled first:
+        // which one depends on how the kernel cut the bytes. Both refuse.
+        if expected == 414 {
+            assert!(status == 414 || status == 431, "{what}: {status}");
+        } else {
+            assert_eq!(status, expected, "{what}");
+        }
         // A bad chunk is found only while the body streams: Vaultwarden may
         // have seen the head, but never a complete request (the upstream
         // connection is aborted). Every other shape is refused at the head;

@@ -215,13 +215,16 @@ fn html(body: &'static str) -> Response<Body> {
 /// A page that does in a browser what the web vault does: open the hub
 /// WebSocket on the page's own origin, do the SignalR handshake, send a
 /// SignalR ping, create a cipher over REST and wait for its notification.
-/// Progress goes to `window.hubEvents`; `window.hubDone` is set at the end.
+/// Progress goes to `window.hubEvents`; `window.hubDone` is set once both the
+/// REST answer and the notification are in. Their order is not fixed: on one
+/// HTTP/2 connection the pushed notification may overtake the REST response.
 const HUB_TEST_PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8"><title>vaultgate hub test</title>
 <pre id="log"></pre>
 <script>
 window.hubEvents = [];
-function note(e) { window.hubEvents.push(e); document.getElementById("log").textContent += e + "\n"; }
+function note(e) { window.hubEvents.push(e); document.getElementById("log").textContent += e + "\n";
+  if (window.hubEvents.includes("notification") && window.hubEvents.some((x) => x.startsWith("rest "))) window.hubDone = true; }
 const ws = new WebSocket(`wss://${location.host}/notifications/hub?access_token=browser-token`);
 ws.binaryType = "arraybuffer";
 ws.onopen = () => { note("open"); ws.send('{"protocol":"messagepack","version":1}\x1e'); };
@@ -240,7 +243,7 @@ ws.onmessage = async (m) => {
     return;
   }
   const text = new TextDecoder("latin1").decode(bytes);
-  if (text.includes("ReceiveMessage")) { note("notification"); window.hubDone = true; }
+  if (text.includes("ReceiveMessage")) note("notification");
 };
 </script>
 "#;
