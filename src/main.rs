@@ -105,9 +105,9 @@ fn check(path: &std::path::Path, probe: bool) -> ExitCode {
     if !probe {
         return ExitCode::SUCCESS;
     }
-    let target = vaultgate::doctor::Target::from_config(&config);
+    let target = vaultgate::check::probe::Target::from_config(&config);
     let findings = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(vaultgate::doctor::probe(&config, &target)),
+        Ok(rt) => rt.block_on(vaultgate::check::probe::probe(&config, &target)),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
@@ -155,14 +155,14 @@ fn run(path: &std::path::Path) -> ExitCode {
         };
         // SIGTERM and SIGHUP handled before READY=1 lets systemd send them.
         let term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
-        let hup = vaultgate::reload::hangup();
-        vaultgate::systemd::ready();
+        let hup = vaultgate::server::reload::hangup();
+        vaultgate::server::systemd::ready();
         tokio::select! {
             _ = wait_for_signal(term) => {}
-            _ = vaultgate::reload::watch_with(&server, path, hup) => {}
+            _ = vaultgate::server::reload::watch_with(&server, path, hup) => {}
         }
         tracing::info!("shutting down");
-        vaultgate::systemd::stopping();
+        vaultgate::server::systemd::stopping();
         server.shutdown().await;
         tracing::info!("stopped");
         ExitCode::SUCCESS

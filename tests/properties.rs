@@ -6,7 +6,9 @@ use std::path::Path;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
-use vaultgate::{access, access_log, client_ip, config, headers, path};
+use vaultgate::config;
+use vaultgate::http::{access, client_ip, headers, host, path};
+use vaultgate::observe::access_log;
 
 /// Paths built from the pieces that matter: separators, dots, escapes, `;`.
 fn tricky_path() -> impl Strategy<Value = String> {
@@ -184,7 +186,7 @@ proptest! {
         let mut h = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&host) { h.insert("host", v); }
         if let Ok(uri) = target.parse::<http::Uri>() {
-            if let Ok(v) = headers::request_host(&uri, &h) {
+            if let Ok(v) = host::request_host(&uri, &h) {
                 prop_assert!(!v.as_bytes().contains(&b'@'));
             }
         }

@@ -2,83 +2,29 @@
 //! certificate from an ACME CA (Let's Encrypt by default) and renews it when
 //! a third of its lifetime remains.
 //!
-//! The pieces: [`Live`] is what the TLS resolver reads on every handshake
+//! The pieces: `tls::store::Live` is what the TLS resolver reads on every handshake
 //! (the certificate in force, pending challenge answers); a [`Manager`] task
 //! keeps it current; `store` keeps the account and certificate on disk;
 //! `client` is the HTTPS client instant-acme talks through. A renewal only
 //! replaces what later handshakes get: open connections and hub WebSockets
 //! are untouched.
 
-mod challenge;
 mod client;
 mod store;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, Order,
     OrderStatus, RetryPolicy,
 };
-use rustls::sign::CertifiedKey;
 use tokio::task::JoinHandle;
 
-pub use challenge::{Challenges, HTTP01_PREFIX};
 use store::Store;
 
 use crate::config::{AcmeConfig, Challenge};
-
-/// What handshakes read: the certificate in force and pending challenge
-/// answers. Lives as long as the server, across reloads.
-#[derive(Debug, Default)]
-pub struct Live {
-    installed: RwLock<Option<Installed>>,
-    /// What handshakes get without an ACME certificate: the configured or
-    /// self-signed chain, or ACME's placeholder (`true`: ACME is on, and an
-    /// installed certificate takes precedence). Set by `tls::load`.
-    fallback: RwLock<Option<(Arc<CertifiedKey>, bool)>>,
-    pub challenges: Challenges,
-}
-
-#[derive(Debug, Clone)]
-struct Installed {
-    certified: Arc<CertifiedKey>,
-    domain: String,
-    not_before: SystemTime,
-    not_after: SystemTime,
-}
-
-impl Live {
-    /// The obtained certificate, once there is one.
-    pub fn certificate(&self) -> Option<Arc<CertifiedKey>> {
-        self.installed().map(|i| i.certified)
-    }
-
-    /// Records what `tls::load` made handshakes serve (see `fallback`).
-    pub fn set_fallback(&self, certified: Arc<CertifiedKey>, acme: bool) {
-        *self.fallback.write().unwrap_or_else(|e| e.into_inner()) = Some((certified, acme));
-    }
-
-    /// The certificate clients are being shown now: the ACME one once there
-    /// is one, else the fallback. The redirect listener sends clients only to
-    /// names it covers.
-    pub fn served(&self) -> Option<Arc<CertifiedKey>> {
-        let fallback = self.fallback.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match fallback {
-            Some((certified, true)) => Some(self.certificate().unwrap_or(certified)),
-            Some((certified, false)) => Some(certified),
-            None => self.certificate(),
-        }
-    }
-
-    fn installed(&self) -> Option<Installed> {
-        self.installed.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    fn set(&self, installed: Option<Installed>) {
-        *self.installed.write().unwrap_or_else(|e| e.into_inner()) = installed;
-    }
-}
+use crate::tls::store::{Installed, Live};
 
 /// The task that obtains and renews one domain's certificate. Dropping it
 /// stops the task.
@@ -160,7 +106,7 @@ fn stored(config: &AcmeConfig, store: &Store) -> Result<Option<Installed>, Strin
     let (not_before, not_after) = certified
         .cert
         .first()
-        .and_then(|c| crate::x509::validity(c))
+        .and_then(|c| crate::tls::x509::validity(c))
         .ok_or_else(|| format!("{}: cannot read the certificate's dates", store.cert_file().display()))?;
     if not_after <= SystemTime::now() {
         return Ok(None);
@@ -288,8 +234,13 @@ async fn obtain(
             let key_authorization = handle.key_authorization();
             match challenge {
                 Challenge::TlsAlpn01 => {
-                    let cert =
-                        challenge::alpn_certificate(&config.domain, key_authorization.digest().as_ref())?;
+                    let digest = key_authorization.digest();
+                    let cert = crate::tls::self_signed::alpn_answer(
+                        &crate::tls::provider(),
+                        &config.domain,
+                        digest.as_ref(),
+                    )
+                    .map_err(|e| e.to_string())?;
                     live.challenges.set_alpn(&config.domain, Arc::new(cert));
                 }
                 Challenge::Http01 => live.challenges.set_http(&handle.token, key_authorization.as_str()),

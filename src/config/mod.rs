@@ -14,8 +14,8 @@ use http::uri::Authority;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::client_ip;
-use crate::{access, access_log};
+use crate::http::access;
+use crate::http::client_ip;
 pub use error::ConfigError;
 use error::{from_toml_error, Ctx};
 use sections::{access_rules, access_settings, client_ip_policy, limits, listen_of, timeouts, tls_config};
@@ -43,8 +43,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// A tracing filter such as `info` or `vaultgate=debug`.
     pub log_level: String,
-    pub access_log: access_log::Destination,
-    pub access_format: access_log::Format,
+    pub access_log: AccessDestination,
+    pub access_format: AccessFormat,
 }
 
 /// The Vaultwarden server vaultgate forwards to (plain HTTP/1.1).
@@ -111,6 +111,27 @@ impl Challenge {
             Challenge::Http01 => "http-01",
         }
     }
+}
+
+/// Where access lines go, and in which format (`[log] access`, `access_format`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessDestination {
+    /// Into the process log on stderr, as structured `key=value` fields.
+    Log,
+    /// Lines of their own on stderr.
+    Stderr,
+    /// Appended to a file; reopened on reload, so logrotate's `postrotate`
+    /// can just `systemctl reload vaultgate`.
+    File(std::path::PathBuf),
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// Combined-log-like: `client - - [time] "METHOD path VERSION" status bytes "referer" "agent" in=… ms=…`
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -403,7 +424,7 @@ impl Config {
             None => DEFAULT_HUB_PATHS.iter().map(|s| s.to_string()).collect(),
             Some(v) => {
                 for p in v.get_ref() {
-                    let canonical = crate::path::normalize(p).map(|n| n == *p).unwrap_or(false);
+                    let canonical = crate::http::path::normalize(p).map(|n| n == *p).unwrap_or(false);
                     if !canonical || p.contains(['?', '#', ' ']) || p.len() < 2 {
                         return Err(ctx.err(
                             v.span(),
@@ -578,10 +599,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.max_request_body, 1 << 30);
         assert_eq!(c.limits.max_connections_per_ip, 10);
-        assert_eq!(
-            c.client_ip.source,
-            client_ip::Source::Single(http::header::HeaderName::from_static("cf-connecting-ip"))
-        );
+        assert_eq!(c.client_ip.source, client_ip::Source::Single(crate::http::names::CF_CONNECTING_IP));
         assert_eq!(c.access.len(), 1);
         assert_eq!(c.tls.server_names, ["vault.example.com"]);
         assert!(c.tls.hsts);

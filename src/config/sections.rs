@@ -12,38 +12,37 @@ use toml::Spanned;
 use super::error::{ConfigError, Ctx};
 use super::values::{parse_duration, parse_size, show_duration, show_size};
 use super::{
-    AcmeConfig, Challenge, Limits, RawAccess, RawAcme, RawClientIp, RawLimits, RawListen, RawLog,
-    RawTimeouts, RawTls, Timeouts, TlsConfig, TlsSource,
+    AccessDestination, AccessFormat, AcmeConfig, Challenge, Limits, RawAccess, RawAcme, RawClientIp,
+    RawLimits, RawListen, RawLog, RawTimeouts, RawTls, Timeouts, TlsConfig, TlsSource,
 };
-use crate::client_ip::{self, Cidr};
-use crate::{access, access_log};
+use crate::http::access;
+use crate::http::client_ip::{self, Cidr};
 
 pub(super) fn access_settings(
     ctx: &Ctx,
     base: &Path,
     raw: Option<&RawLog>,
-) -> Result<(access_log::Destination, access_log::Format), ConfigError> {
-    use access_log::{Destination, Format};
+) -> Result<(AccessDestination, AccessFormat), ConfigError> {
     let destination = match raw.and_then(|l| l.access.as_ref()) {
-        None => Destination::Log,
+        None => AccessDestination::Log,
         Some(v) => match v.get_ref().as_str() {
-            "log" => Destination::Log,
-            "stderr" => Destination::Stderr,
-            "off" => Destination::Off,
+            "log" => AccessDestination::Log,
+            "stderr" => AccessDestination::Stderr,
+            "off" => AccessDestination::Off,
             "" => return Err(ctx.err(
                 v.span(),
                 "log.access",
                 "an empty destination".into(),
                 "write \"log\", \"stderr\", \"off\" or a file path such as \"/var/log/vaultgate/access.log\"",
             )),
-            path => Destination::File(base.join(path)),
+            path => AccessDestination::File(base.join(path)),
         },
     };
     let format = match raw.and_then(|l| l.access_format.as_ref()) {
-        None => Format::Text,
+        None => AccessFormat::Text,
         Some(v) => match v.get_ref().as_str() {
-            "text" => Format::Text,
-            "json" => Format::Json,
+            "text" => AccessFormat::Text,
+            "json" => AccessFormat::Json,
             other => {
                 return Err(ctx.err(
                     v.span(),
@@ -467,7 +466,7 @@ pub(super) fn client_ip_policy(
     }
     if let Some(h) = &c.header {
         policy.source = match HeaderName::from_bytes(h.get_ref().trim().as_bytes()) {
-            Ok(name) if name == crate::headers::X_FORWARDED_FOR => client_ip::Source::XForwardedFor,
+            Ok(name) if name == crate::http::names::X_FORWARDED_FOR => client_ip::Source::XForwardedFor,
             Ok(name) => client_ip::Source::Single(name),
             Err(_) => {
                 return Err(ctx.err(
@@ -486,7 +485,7 @@ pub(super) fn access_rules(ctx: &Ctx, raw: Vec<RawAccess>) -> Result<Vec<access:
     raw.iter()
         .map(|a| {
             let p = a.path.get_ref();
-            let canonical = crate::path::normalize(p).map(|n| n == *p).unwrap_or(false);
+            let canonical = crate::http::path::normalize(p).map(|n| n == *p).unwrap_or(false);
             if !canonical || p.contains(['?', '#', ';']) {
                 return Err(ctx.err(
                     a.path.span(),

@@ -10,25 +10,101 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
-use super::{HubPlaces, Proxy, ProxyError};
-use crate::access_log::Entry;
-use crate::body::{self, ProxyBody};
-use crate::metrics::Protocol;
-use crate::server::InFlight;
-use crate::{headers, websocket};
+use std::sync::Arc;
+use std::time::Duration;
 
-impl Proxy {
+use tokio::sync::watch;
+
+use super::body::{self, ProxyBody};
+use super::error::ProxyError;
+use super::upstream::Upstream;
+use super::{ClientConn, InFlight};
+use crate::config::Config;
+use crate::conn_limit::{Caps, Refused, Slot};
+use crate::http::client_ip::Client;
+use crate::http::headers;
+use crate::io::send_watch::{Guarded, SendWatch};
+use crate::observe::access_log::Entry;
+use crate::observe::metrics::{Metrics, Protocol};
+use crate::shutdown::{stopped, Tracker};
+use crate::websocket;
+
+/// What every hub tunnel needs, shared by all connections.
+pub struct Hubs {
+    /// `[timeouts] hub_idle`.
+    idle: Duration,
+    /// See `[timeouts] send_idle`: also how long a hub may wait on its client.
+    send_idle: Duration,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+    tracker: Tracker,
+}
+
+/// The places a hub tunnel holds for as long as it lives, taken before
+/// anything is opened upstream: one under the client address's hub cap,
+/// and one under the connection caps (an HTTP/1.1 tunnel is its connection
+/// and keeps that one's; an HTTP/2 tunnel needs its own). It also keeps its
+/// connection's in-flight mark: an HTTP/2 connection carrying a hub is not idle.
+pub struct HubPlaces {
+    _hub: Slot,
+    _connection: Arc<Slot>,
+    _in_flight: InFlight,
+    /// The client connection's send watch (see [`ClientConn`]).
+    sending: Arc<SendWatch>,
+}
+
+/// Takes a hub tunnel's places (see [`HubPlaces`]); `trusted`: the
+/// connection comes from a trusted proxy, whose address carries many clients.
+pub fn places(
+    caps: &Caps,
+    conn: &ClientConn,
+    client: &Client,
+    http2: bool,
+    trusted: bool,
+    in_flight: InFlight,
+) -> Result<HubPlaces, ProxyError> {
+    let hub = caps
+        .hubs
+        .acquire(client.ip)
+        .map_err(|refused| ProxyError::TooManyHubs { client: client.ip, limit: refused.limit() })?;
+    let connection = if http2 {
+        let slot =
+            if trusted { caps.connections.acquire_total() } else { caps.connections.acquire(conn.peer.ip()) };
+        let slot = slot.map_err(|refused| match refused {
+            Refused::Total(_) => ProxyError::Busy("max_connections"),
+            Refused::PerIp(_) => ProxyError::Busy("max_connections_per_ip"),
+        })?;
+        Arc::new(slot)
+    } else {
+        conn.slot.clone()
+    };
+    // An HTTP/1.1 tunnel owns its connection's socket and is watched on
+    // it; an HTTP/2 one shares the connection, whose guard watches it.
+    let sending = if http2 { SendWatch::new() } else { conn.sending.clone() };
+    Ok(HubPlaces { _hub: hub, _connection: connection, _in_flight: in_flight, sending })
+}
+
+impl Hubs {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        stop: watch::Receiver<bool>,
+        tracker: Tracker,
+    ) -> Hubs {
+        Hubs { idle: config.timeouts.hub_idle, send_idle: config.timeouts.send_idle, metrics, stop, tracker }
+    }
+
     /// A client's HTTP/1.1 `Upgrade: websocket` on a hub path. The 101 goes
     /// back exactly as Vaultwarden sent it: nothing added.
-    pub(super) async fn open_hub_http1(
+    pub async fn open_http1(
         &self,
-        mut parts: http::request::Parts,
+        upstream: &Upstream,
+        parts: http::request::Parts,
         client_upgrade: OnUpgrade,
         log: &Entry,
         held: HubPlaces,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let in_flight = parts.extensions.remove::<InFlight>();
-        let mut resp = self.upgrade_upstream(parts, log).await?;
+        let mut resp = upgrade_upstream(upstream, parts, log).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             // Relayed as an ordinary answer; the client's connection is closed
             // afterwards so nothing it sends next can be mistaken for tunnel bytes.
@@ -36,13 +112,7 @@ impl Proxy {
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return Ok(resp);
         }
-        self.spawn_splice(
-            client_upgrade,
-            hyper::upgrade::on(&mut resp),
-            log,
-            (in_flight, held),
-            Protocol::Http1,
-        );
+        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, held, Protocol::Http1);
         let (parts, _) = resp.into_parts();
         Ok(Response::from_parts(parts, body::empty()))
     }
@@ -50,14 +120,14 @@ impl Proxy {
     /// An HTTP/2 extended CONNECT with `:protocol = websocket` on a hub path,
     /// translated to the HTTP/1.1 upgrade Vaultwarden understands. The client
     /// gets 200 once Vaultwarden has answered 101 with the right accept key.
-    pub(super) async fn open_hub_http2(
+    pub async fn open_http2(
         &self,
+        upstream: &Upstream,
         mut parts: http::request::Parts,
         client_upgrade: OnUpgrade,
         log: &Entry,
         held: HubPlaces,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let in_flight = parts.extensions.remove::<InFlight>();
         parts.method = Method::GET;
         parts.version = Version::HTTP_11;
         parts.extensions.remove::<hyper::ext::Protocol>();
@@ -69,7 +139,7 @@ impl Proxy {
             header::SEC_WEBSOCKET_KEY,
             HeaderValue::from_str(&key).expect("base64 is a valid header value"),
         );
-        let mut resp = self.upgrade_upstream(parts, log).await?;
+        let mut resp = upgrade_upstream(upstream, parts, log).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(relay(resp));
         }
@@ -77,13 +147,7 @@ impl Proxy {
         if accept.map(HeaderValue::as_bytes) != Some(websocket::accept_for(&key).as_bytes()) {
             return Err(ProxyError::BadUpgrade);
         }
-        self.spawn_splice(
-            client_upgrade,
-            hyper::upgrade::on(&mut resp),
-            log,
-            (in_flight, held),
-            Protocol::Http2,
-        );
+        self.spawn_splice(client_upgrade, hyper::upgrade::on(&mut resp), log, held, Protocol::Http2);
         // 200 with what still means something on HTTP/2: the chosen subprotocol
         // and extensions, none of HTTP/1.1's upgrade machinery.
         let mut ok = Response::new(body::empty());
@@ -91,27 +155,6 @@ impl Proxy {
             copy_header(resp.headers(), ok.headers_mut(), name);
         }
         Ok(ok)
-    }
-
-    /// Sends `parts` (origin-form target, head already rewritten) as a
-    /// WebSocket upgrade request on a fresh upstream connection.
-    async fn upgrade_upstream(
-        &self,
-        mut parts: http::request::Parts,
-        log: &Entry,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        let mut sender = self.connect_upstream(true).await?;
-        let send = sender.send_request(Request::from_parts(parts, body::empty()));
-        match tokio::time::timeout(self.response_timeout, send).await {
-            Ok(Ok(resp)) => {
-                log.upstream_answered();
-                Ok(resp)
-            }
-            Ok(Err(e)) => Err(self.unreachable(&e)),
-            Err(_) => Err(self.timed_out()),
-        }
     }
 
     /// Copies bytes both ways once both sides have switched protocols. The
@@ -123,13 +166,13 @@ impl Proxy {
         client: OnUpgrade,
         upstream: OnUpgrade,
         log: &Entry,
-        held: (Option<InFlight>, HubPlaces),
+        held: HubPlaces,
         protocol: Protocol,
     ) {
-        let idle = self.hub_idle;
-        let (send_idle, sending) = (self.send_idle, held.1.sending());
+        let idle = self.idle;
+        let (send_idle, sending) = (self.send_idle, held.sending.clone());
         let metrics = self.metrics.clone();
-        let stop = self.stop.clone();
+        let mut stop = self.stop.clone();
         let token = self.tracker.token();
         let client_ip = log.client;
         let tunnel_log = log.for_tunnel();
@@ -143,15 +186,38 @@ impl Proxy {
                 }
             };
             let _open = metrics.hub(protocol);
-            let splice = websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, stop);
+            let shutdown = async move { stopped(&mut stop).await };
+            let splice =
+                websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, shutdown);
             // A client that sends (pings) but never reads would keep the
             // tunnel busy for ever: its socket is watched as its connection was.
-            match crate::send_watch::Guarded::new(splice, sending, send_idle).await {
+            match Guarded::new(splice, sending, send_idle).await {
                 Some(stats) => tunnel_log.hub_closed(&format!("{:?}", stats.end), stats.up, stats.down),
                 None => tunnel_log.hub_closed("ClientNotReading", 0, 0),
             }
         };
         tokio::spawn(task.in_current_span());
+    }
+}
+
+/// Sends `parts` (origin-form target, head already rewritten) as a
+/// WebSocket upgrade request on a fresh upstream connection.
+async fn upgrade_upstream(
+    upstream: &Upstream,
+    mut parts: http::request::Parts,
+    log: &Entry,
+) -> Result<Response<Incoming>, ProxyError> {
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let mut sender = upstream.connect(true).await?;
+    let send = sender.send_request(Request::from_parts(parts, body::empty()));
+    match tokio::time::timeout(upstream.response_timeout, send).await {
+        Ok(Ok(resp)) => {
+            log.upstream_answered();
+            Ok(resp)
+        }
+        Ok(Err(e)) => Err(upstream.unreachable(&e)),
+        Err(_) => Err(upstream.timed_out()),
     }
 }
 

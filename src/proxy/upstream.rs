@@ -1,27 +1,31 @@
-//! Connections to Vaultwarden: opened by hand for each hub, and kept idle
+//! Connections to Vaultwarden: opened fresh for each hub, and kept idle
 //! between ordinary requests in one stack per worker, shared by all of that
-//! worker's client connections.
+//! worker's client connections. Also the one HTTP/1.1 client handshake
+//! every outgoing connection of ours uses.
 //!
 //! There is one upstream, so a pool needs no keys: the most recently used
 //! idle connection is taken first (it is the likeliest to be alive and warm)
 //! and a connection goes back only once its answer has been read to the end,
-//! so a request never waits behind another one's download. This replaced
-//! hyper-util's pooled client, which hashes a pool key twice and spawns a
-//! task per request to put the connection back: 10 k fewer instructions per
-//! proxied request (BENCHMARKS.md).
+//! so a request never waits behind another one's download. (hyper-util's
+//! pooled client, which this replaced, hashes a pool key twice and spawns a
+//! task per request to put the connection back: BENCHMARKS.md.)
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{Proxy, ProxyError};
-use crate::body::ProxyBody;
+use super::body::{BoxError, ProxyBody};
+use super::error::ProxyError;
+use crate::config::Config;
 
 /// At most this many idle connections are kept (per worker): as many as requests are in
 /// flight at a busy moment (an HTTP/2 client alone may have 100), bounded so
@@ -81,15 +85,16 @@ pub enum SendFailure {
     Send(hyper::Error),
 }
 
-/// Opens an HTTP/1.1 connection to `addr` within `timeout` and spawns its
-/// driver (`upgrades`: for a hub, which outlives the request).
-async fn connect(addr: &str, timeout: Duration, upgrades: bool) -> std::io::Result<SendRequest<ProxyBody>> {
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(tcp) => tcp?,
-        Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
-    };
-    let _ = tcp.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await.map_err(std::io::Error::other)?;
+/// Starts HTTP/1.1 on `io` and spawns the connection's driver
+/// (`upgrades`: for a WebSocket, which outlives the request).
+pub async fn handshake<IO, B>(io: IO, upgrades: bool) -> std::io::Result<SendRequest<B>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io)).await.map_err(std::io::Error::other)?;
     tokio::spawn(async move {
         let ended = if upgrades { conn.with_upgrades().await } else { conn.await };
         if let Err(e) = ended {
@@ -99,30 +104,77 @@ async fn connect(addr: &str, timeout: Duration, upgrades: bool) -> std::io::Resu
     Ok(sender)
 }
 
-impl Proxy {
+/// Opens a TCP connection to `addr` within `timeout`, without Nagle's delay.
+pub async fn tcp(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(tcp) => tcp?,
+        Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Opens an HTTP/1.1 connection to `addr` within `timeout`.
+pub async fn connect<B>(addr: &str, timeout: Duration, upgrades: bool) -> std::io::Result<SendRequest<B>>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    handshake(tcp(addr, timeout).await?, upgrades).await
+}
+
+/// Vaultwarden, as the proxy reaches it.
+pub struct Upstream {
+    url: String,
+    authority: http::uri::Authority,
+    connect_timeout: Duration,
+    /// `[timeouts] upstream_response`.
+    pub response_timeout: Duration,
+    /// One stack per worker: a connection is driven by the worker that
+    /// opened it, so another worker using it would wake that one for every
+    /// request.
+    idle: Vec<Arc<Idle>>,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Upstream {
+        Upstream {
+            url: config.upstream.url.clone(),
+            authority: config.upstream.authority.clone(),
+            connect_timeout: config.timeouts.upstream_connect,
+            response_timeout: config.timeouts.upstream_response,
+            idle: (0..config.limits.workers.max(1)).map(|_| Arc::default()).collect(),
+        }
+    }
+
     /// A new connection to Vaultwarden (`upgrades`: for a hub).
-    pub(super) async fn connect_upstream(
-        &self,
-        upgrades: bool,
-    ) -> Result<SendRequest<ProxyBody>, ProxyError> {
-        connect(self.upstream_authority.as_str(), self.connect_timeout, upgrades)
+    pub async fn connect(&self, upgrades: bool) -> Result<SendRequest<ProxyBody>, ProxyError> {
+        connect(self.authority.as_str(), self.connect_timeout, upgrades)
             .await
             .map_err(|e| self.unreachable(&e))
     }
 
-    /// Sends `req` (origin-form target) on an idle connection, or a new one
-    /// when none is left. A request that could not be written because its
-    /// connection was closing just then (Vaultwarden ends idle keep-alive
-    /// connections) is sent again, as nothing of it reached Vaultwarden.
-    /// Returns the connection with the answer: the caller gives it back to
-    /// [`Idle::put`] once the answer's body has been read to the end.
-    pub(super) async fn send_upstream(
+    /// The idle connections of `worker`.
+    pub fn idle(&self, worker: usize) -> &Arc<Idle> {
+        self.idle.get(worker).unwrap_or(&self.idle[0])
+    }
+
+    /// Sends `req` (origin-form target) on one of `worker`'s idle
+    /// connections, or a new one when none is left. A request that could not
+    /// be written because its connection was closing just then (Vaultwarden
+    /// ends idle keep-alive connections) is sent again, as nothing of it
+    /// reached Vaultwarden. Returns the connection with the answer: the
+    /// caller gives it back to [`Idle::put`] once the answer's body has been
+    /// read to the end.
+    pub async fn send(
         &self,
         mut req: Request<ProxyBody>,
+        worker: usize,
     ) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), SendFailure> {
         let mut attempts = 0;
         loop {
-            let kept = if attempts < REUSE_ATTEMPTS { self.idle().take() } else { None };
+            let kept = if attempts < REUSE_ATTEMPTS { self.idle(worker).take() } else { None };
             attempts += 1;
             let reused = kept.is_some();
             let mut sender = match kept {
@@ -132,7 +184,7 @@ impl Proxy {
                     }
                     sender
                 }
-                None => self.connect_upstream(false).await.map_err(SendFailure::Connect)?,
+                None => self.connect(false).await.map_err(SendFailure::Connect)?,
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, sender)),
@@ -142,6 +194,19 @@ impl Proxy {
                 },
             }
         }
+    }
+
+    /// A 502 naming the root cause (e.g. "Connection refused"), not hyper's wrappers.
+    pub fn unreachable(&self, e: &(dyn std::error::Error + 'static)) -> ProxyError {
+        let mut root = e;
+        while let Some(source) = root.source() {
+            root = source;
+        }
+        ProxyError::UpstreamUnreachable { url: self.url.clone(), detail: root.to_string() }
+    }
+
+    pub fn timed_out(&self) -> ProxyError {
+        ProxyError::UpstreamTimeout { url: self.url.clone(), secs: self.response_timeout.as_secs() }
     }
 }
 
@@ -158,12 +223,21 @@ mod tests {
 
     #[tokio::test]
     async fn the_most_recently_returned_open_connection_is_taken_first() {
+        use tokio::io::AsyncReadExt;
         let (addr, listener) = listener().await;
-        let keep = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((tcp, _)) = listener.accept().await {
-                held.push(tcp);
-            }
+        // Tells which of the two connections (in the order they were opened)
+        // the first request arrives on.
+        let (tell, told) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (mut first, _) = listener.accept().await.unwrap();
+            let (mut second, _) = listener.accept().await.unwrap();
+            let (mut a, mut b) = ([0u8; 1], [0u8; 1]);
+            let which = tokio::select! {
+                _ = first.read(&mut a) => "first",
+                _ = second.read(&mut b) => "second",
+            };
+            let _ = tell.send(which);
+            (first, second)
         });
         let timeout = Duration::from_secs(5);
         let idle = Idle::default();
@@ -174,12 +248,17 @@ mod tests {
         idle.put(first);
         idle.put(second);
         assert_eq!(idle.len(), 2);
-        let taken = idle.take().unwrap();
+        let mut taken = idle.take().unwrap();
         assert_eq!(idle.len(), 1, "one taken, one left");
+        taken.ready().await.unwrap();
+        let request = taken.send_request(Request::get("/").body(crate::proxy::body::empty()).unwrap());
+        let asked = tokio::spawn(request);
+        assert_eq!(told.await.unwrap(), "second", "last in, first out");
+        asked.abort();
         drop(taken);
         assert!(idle.take().is_some());
         assert!(idle.take().is_none(), "empty");
-        keep.abort();
+        server.abort();
     }
 
     #[tokio::test]
@@ -212,7 +291,7 @@ mod tests {
     async fn a_refused_connection_says_so() {
         let (addr, listener) = listener().await;
         drop(listener);
-        let e = connect(&addr, Duration::from_secs(5), false).await.err().unwrap();
+        let e = connect::<ProxyBody>(&addr, Duration::from_secs(5), false).await.err().unwrap();
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use crate::client_ip::Cidr;
-use crate::path;
+use crate::http::client_ip::Cidr;
+use crate::http::path;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {

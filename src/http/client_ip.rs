@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::headers::X_FORWARDED_FOR;
+use super::names::X_FORWARDED_FOR;
 
 /// An IP network such as `10.0.0.0/8` or `2001:db8::/32`; a bare address is a
 /// single host.

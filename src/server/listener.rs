@@ -3,11 +3,11 @@
 //! runtime that starts the server; every further one is a runtime with one
 //! thread, accepting on a listening socket of its own on the same address.
 //! A connection, its HTTP/2 streams, its hub tunnels and the upstream
-//! connections it opens all stay on the worker that accepted it. (One
-//! runtime with several threads moves tasks between them, and every request
-//! then wakes the other thread: BENCHMARKS.md.)
+//! connections it opens all stay on the worker that accepted it, which
+//! tells the proxy its number with each connection. (One runtime with
+//! several threads moves tasks between them, and every request then wakes
+//! the other thread: BENCHMARKS.md.)
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 
 use tokio::runtime::Runtime;
@@ -36,21 +36,10 @@ impl Drop for Workers {
     }
 }
 
-thread_local! {
-    /// Which worker this thread is (0: the runtime that started the server).
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The worker the current thread belongs to (0 outside the further workers).
-pub fn index() -> usize {
-    WORKER.with(|w| w.get())
-}
-
 fn runtime(index: usize) -> std::io::Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name(format!("vaultgate-w{index}"))
-        .on_thread_start(move || WORKER.with(|w| w.set(index)))
         .enable_all()
         .build()
 }

@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::body;
 use crate::config::Config;
+use crate::proxy::body;
 
 /// One hop's result, printed as `✓ what` or `✗ what` and `fix: …`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +121,7 @@ async fn connect(
 async fn tls_hop(target: &Target) -> (Option<TlsStream<TcpStream>>, Finding) {
     match connect(target, true).await {
         Ok((tls, chain)) => {
-            let days = chain.first().and_then(|c| crate::x509::not_after(c)).map(days_left);
+            let days = chain.first().and_then(|c| crate::tls::x509::not_after(c)).map(days_left);
             let expiry = days.map_or(String::new(), |d| format!(", valid {d} more days"));
             let finding = if days.is_some_and(|d| d < 14) {
                 bad(

@@ -1,68 +1,16 @@
-//! WebSocket hubs: which requests may open a tunnel, and the splice that copies
-//! bytes both ways once the upstream has answered 101.
+//! The splice: once both sides have switched protocols, bytes are copied
+//! both ways until the tunnel closes, idles, lingers half-closed or the
+//! proxy shuts down.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::headers::has_token;
-use crate::server::stopped;
-
-/// True for an HTTP/1.1 WebSocket opening handshake: `Upgrade` lists
-/// `websocket` and `Connection` lists `upgrade`, token-wise in any case.
-/// (`Upgrade: h2c` and everything else is never honoured.)
-pub fn wants_websocket(headers: &HeaderMap) -> bool {
-    has_token(headers, &header::UPGRADE, "websocket") && has_token(headers, &header::CONNECTION, "upgrade")
-}
-
-/// True when `path` is exactly one of the configured hub paths.
-pub fn is_hub_path(path: &str, hub_paths: &[String]) -> bool {
-    hub_paths.iter().any(|p| p == path)
-}
-
-/// RFC 6455's GUID, appended to the key before hashing.
-const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-/// A fresh `Sec-WebSocket-Key`: 16 random bytes, base64.
-pub fn new_key() -> String {
-    let mut nonce = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-        .expect("the system random source works");
-    base64(&nonce)
-}
-
-/// The `Sec-WebSocket-Accept` that answers `key`: base64(SHA-1(key + GUID)).
-pub fn accept_for(key: &str) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-    ctx.update(key.as_bytes());
-    ctx.update(ACCEPT_GUID);
-    base64(ctx.finish().as_ref())
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use super::frames::{Frames, CLOSE_GRACE, CLOSE_TO_CLIENT, CLOSE_TO_UPSTREAM};
 
 /// How a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,13 +54,13 @@ const MAX_BUF: usize = 16 * 1024;
 
 /// Copies bytes between `client` and `upstream` until both directions are
 /// closed, the tunnel is idle for `idle`, it stays half-closed too long, an
-/// error occurs, or `stop` turns true. A FIN from one side is passed on as a
+/// error occurs, or `shutdown` resolves. A FIN from one side is passed on as a
 /// write shutdown to the other while the opposite direction keeps flowing.
 pub async fn splice<C, U>(
     client: C,
     upstream: U,
     idle: Duration,
-    mut stop: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()>,
 ) -> SpliceStats
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -136,7 +84,7 @@ where
         // One wait for the stop, made once: a wait made afresh per wake-up
         // registers with the channel each time (a tenth of a hub echo's
         // instructions when each pump had its own).
-        let stop_wait = stopped(&mut stop);
+        let stop_wait = shutdown;
         tokio::pin!(up, down, stop_wait);
         let (mut up_done, mut down_done) = (false, false);
         let mut linger_until: Option<Instant> = None;
@@ -190,14 +138,6 @@ where
     SpliceStats { end, up: up_bytes.into_inner(), down: down_bytes.into_inner() }
 }
 
-/// A Close frame with status 1001 (going away) from the proxy to the client:
-/// servers' frames are not masked.
-const CLOSE_TO_CLIENT: &[u8] = &[0x88, 0x02, 0x03, 0xe9];
-/// The same towards Vaultwarden, masked as frames from a client must be.
-const CLOSE_TO_UPSTREAM: &[u8] = &[0x88, 0x82, 0x1f, 0x2e, 0x3d, 0x4c, 0x03 ^ 0x1f, 0xe9 ^ 0x2e];
-/// How long a stopping tunnel waits for a frame boundary to send its Close.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
 /// Copies one direction until EOF, then shuts the writer down (half-close).
 /// Every chunk is written and flushed at once: hub frames are tiny and must
 /// never be held back. When `closing` is set it sends `close_frame` at the
@@ -242,103 +182,14 @@ where
     }
 }
 
-/// Follows WebSocket frame boundaries in a byte stream (RFC 6455 §5.2), so a
-/// Close can be inserted between frames, never inside one.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Frames {
-    /// Header bytes of the frame being read (at most 14).
-    header: Vec<u8>,
-    /// Payload bytes still to pass.
-    payload: u64,
-}
-
-impl Frames {
-    fn at_boundary(&self) -> bool {
-        self.header.is_empty() && self.payload == 0
-    }
-
-    fn advance(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            if self.payload > 0 {
-                let take = self.payload.min(data.len() as u64);
-                self.payload -= take;
-                data = &data[take as usize..];
-                continue;
-            }
-            self.header.push(data[0]);
-            data = &data[1..];
-            if let Some(len) = Self::payload_len(&self.header) {
-                self.header.clear();
-                self.payload = len;
-            }
-        }
-    }
-
-    /// The payload length once `header` is complete.
-    fn payload_len(header: &[u8]) -> Option<u64> {
-        let second = *header.get(1)?;
-        let mask = if second & 0x80 != 0 { 4 } else { 0 };
-        let (ext, len) = match second & 0x7f {
-            126 => (2, u64::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]))),
-            127 => (8, u64::from_be_bytes(header.get(2..10)?.try_into().ok()?)),
-            n => (0, u64::from(n)),
-        };
-        (header.len() == 2 + ext + mask).then_some(len)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use tokio::sync::watch;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn websocket_upgrade_needs_both_tokens() {
-        assert!(wants_websocket(&headers(&[("upgrade", "websocket"), ("connection", "Upgrade")])));
-        // Firefox's form.
-        assert!(wants_websocket(&headers(&[
-            ("upgrade", "WebSocket"),
-            ("connection", "keep-alive, Upgrade")
-        ])));
-        assert!(!wants_websocket(&headers(&[("upgrade", "websocket")])));
-        assert!(!wants_websocket(&headers(&[("upgrade", "h2c"), ("connection", "Upgrade, HTTP2-Settings")])));
-        assert!(!wants_websocket(&headers(&[("upgrade", "websocketx"), ("connection", "upgrade")])));
-        assert!(!wants_websocket(&headers(&[("upgrade", "websocket"), ("connection", "upgraded")])));
-    }
-
-    #[test]
-    fn accept_key_matches_rfc_6455_example() {
-        assert_eq!(accept_for("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
-
-    #[test]
-    fn base64_and_fresh_keys() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        let (a, b) = (new_key(), new_key());
-        assert_eq!(a.len(), 24);
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn hub_paths_match_exactly() {
-        let hubs = vec!["/notifications/hub".to_string(), "/notifications/anonymous-hub".to_string()];
-        assert!(is_hub_path("/notifications/hub", &hubs));
-        assert!(is_hub_path("/notifications/anonymous-hub", &hubs));
-        assert!(!is_hub_path("/notifications/hub/../../api", &hubs));
-        assert!(!is_hub_path("/notifications/hubx", &hubs));
-        assert!(!is_hub_path("/api", &hubs));
+    /// The shutdown future a caller passes: resolves once `stop` turns true.
+    async fn stopping(mut stop: watch::Receiver<bool>) {
+        crate::shutdown::stopped(&mut stop).await
     }
 
     #[tokio::test]
@@ -346,6 +197,7 @@ mod tests {
         let (client, mut client_peer) = tokio::io::duplex(256 * 1024);
         let (upstream, mut upstream_peer) = tokio::io::duplex(256 * 1024);
         let (_stop_tx, stop) = watch::channel(false);
+        let stop = stopping(stop);
         let task = tokio::spawn(splice(client, upstream, Duration::from_secs(60), stop));
         // 300 KiB that no shifted or repeated chunk could reproduce.
         let data: Vec<u8> = (0..300 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
@@ -368,6 +220,7 @@ mod tests {
         let (client, mut client_peer) = tokio::io::duplex(64);
         let (upstream, mut upstream_peer) = tokio::io::duplex(64);
         let (_stop_tx, stop) = watch::channel(false);
+        let stop = stopping(stop);
         let task = tokio::spawn(splice(client, upstream, Duration::from_secs(60), stop));
 
         client_peer.write_all(b"ping").await.unwrap();
@@ -391,6 +244,7 @@ mod tests {
         let (client, mut client_peer) = tokio::io::duplex(64);
         let (upstream, mut upstream_peer) = tokio::io::duplex(64);
         let (_stop_tx, stop) = watch::channel(false);
+        let stop = stopping(stop);
         let task = tokio::spawn(splice(client, upstream, Duration::from_secs(60), stop));
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(40)).await;
@@ -408,6 +262,7 @@ mod tests {
         let (client, mut client_peer) = tokio::io::duplex(64);
         let (upstream, mut upstream_peer) = tokio::io::duplex(64);
         let (_stop_tx, stop) = watch::channel(false);
+        let stop = stopping(stop);
         let task = tokio::spawn(splice(client, upstream, Duration::from_secs(600), stop));
         client_peer.shutdown().await.unwrap();
         // The upstream keeps pinging but never closes its side.
@@ -430,6 +285,7 @@ mod tests {
         let (client, _client_peer) = tokio::io::duplex(64);
         let (upstream, upstream_peer) = tokio::io::duplex(64);
         let (_stop_tx, stop) = watch::channel(false);
+        let stop = stopping(stop);
         let task = tokio::spawn(splice(client, upstream, Duration::from_secs(600), stop));
         drop(upstream_peer); // Vaultwarden restarts; the client says nothing.
         let started = Instant::now();
@@ -443,6 +299,7 @@ mod tests {
         let (client, mut client_peer) = tokio::io::duplex(64);
         let (upstream, mut upstream_peer) = tokio::io::duplex(64);
         let (stop_tx, stop) = watch::channel(false);
+        let stop = stopping(stop);
         let task = tokio::spawn(splice(client, upstream, Duration::from_secs(600), stop));
         // Half a frame from Vaultwarden is in flight when shutdown begins.
         upstream_peer.write_all(&[0x82, 0x03, b'a']).await.unwrap();
@@ -462,31 +319,5 @@ mod tests {
         upstream_peer.read_to_end(&mut to_upstream).await.unwrap();
         assert_eq!(to_upstream, CLOSE_TO_UPSTREAM, "a masked Close 1001 to Vaultwarden");
         assert_eq!(task.await.unwrap().end, SpliceEnd::Shutdown);
-    }
-
-    #[test]
-    fn frame_boundaries_are_followed_across_splits() {
-        // A masked 3-byte frame, a 300-byte frame (16-bit length), an empty ping.
-        let mut stream = vec![0x81, 0x83, 1, 2, 3, 4, b'x', b'y', b'z', 0x82, 126, 0x01, 0x2c];
-        stream.extend(std::iter::repeat_n(7u8, 300));
-        stream.extend([0x89, 0x00]);
-        for step in [1, 2, 5, 64] {
-            let mut frames = Frames::default();
-            let mut boundaries = Vec::new();
-            let mut at = 0;
-            for chunk in stream.chunks(step) {
-                for &b in chunk {
-                    frames.advance(&[b]);
-                    at += 1;
-                    if frames.at_boundary() {
-                        boundaries.push(at);
-                    }
-                }
-            }
-            assert_eq!(boundaries, [9, 9 + 4 + 300, stream.len()], "step {step}");
-        }
-        let mut frames = Frames::default();
-        frames.advance(&[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
-        assert_eq!(frames.payload, 65536, "64-bit length");
     }
 }

@@ -12,9 +12,9 @@ use tokio::sync::watch;
 use rustls::pki_types::ServerName;
 use rustls::sign::CertifiedKey;
 
-use crate::acme::{Live, HTTP01_PREFIX};
-use crate::body::{self, ProxyBody};
-use crate::{headers, path};
+use crate::http::{host, path};
+use crate::proxy::body::{self, ProxyBody};
+use crate::tls::store::{Live, HTTP01_PREFIX};
 
 /// Where a plain-HTTP request is sent: `https://` + the host it named
 /// (without its port) + the HTTPS port unless 443 + the normalised path and
@@ -30,7 +30,7 @@ pub fn location(
     server_names: &[String],
     covers: impl Fn(&ServerName<'_>) -> bool,
 ) -> Option<String> {
-    let host = headers::request_host(uri, req_headers).ok()?;
+    let host = host::request_host(uri, req_headers).ok()?;
     let authority: http::uri::Authority = host.to_str().ok()?.parse().ok()?;
     let name = authority.host().to_ascii_lowercase();
     let name = name.strip_suffix('.').unwrap_or(&name);
@@ -82,8 +82,7 @@ fn respond(
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
         return resp;
     }
-    if headers::request_host(req.uri(), req.headers()).is_err() || path::normalize(req.uri().path()).is_err()
-    {
+    if host::request_host(req.uri(), req.headers()).is_err() || path::normalize(req.uri().path()).is_err() {
         let mut resp = Response::new(body::full("400 Bad Request\n\nvaultgate: use https.\n"));
         *resp.status_mut() = StatusCode::BAD_REQUEST;
         return resp;
@@ -116,7 +115,7 @@ pub async fn start(
     stop: watch::Receiver<bool>,
     cap: std::sync::Arc<crate::conn_limit::ConnLimit>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    crate::plain_http::listener(listen, "redirect", stop, cap, move |req| {
+    crate::server::accept::plain_http(listen, "redirect", stop, cap, move |req| {
         let resp = respond(&req, https_port, &server_names, &live);
         async move { resp }
     })

@@ -15,9 +15,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::body::{self, ProxyBody};
 use crate::config::Upstream;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
+use crate::proxy::body::{self, ProxyBody};
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut resp = Response::new(body::full(body));
@@ -130,7 +130,7 @@ pub async fn start(
         tracing::warn!("{warning}");
     }
     let health = Arc::new(Health::new(upstream));
-    crate::plain_http::listener(listen, "metrics", stop, cap, move |req| {
+    crate::server::accept::plain_http(listen, "metrics", stop, cap, move |req| {
         answer(req, metrics.clone(), health.clone())
     })
     .await

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use http::{Method, StatusCode, Version};
 
-use crate::metrics::Metrics;
+use crate::config::{AccessDestination as Destination, AccessFormat as Format};
 
 /// Query parameters that carry credentials, redacted on every path:
 /// `access_token` (hubs), `token` (attachment downloads, organisation
@@ -120,49 +120,22 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Where access lines go, and in which format (`[log] access`, `access_format`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    /// Into the process log on stderr, as structured `key=value` fields.
-    Log,
-    /// Lines of their own on stderr.
-    Stderr,
-    /// Appended to a file; reopened on reload, so logrotate's `postrotate`
-    /// can just `systemctl reload vaultgate`.
-    File(std::path::PathBuf),
-    Off,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Combined-log-like: `client - - [time] "METHOD path VERSION" status bytes "referer" "agent" in=… ms=…`
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// The access log of one configuration generation.
 pub struct Sink {
     destination: Destination,
     format: Format,
     file: Option<std::sync::Mutex<std::fs::File>>,
-    metrics: Arc<Metrics>,
 }
 
 impl Sink {
-    pub fn open(destination: Destination, format: Format, metrics: Arc<Metrics>) -> std::io::Result<Sink> {
+    pub fn open(destination: Destination, format: Format) -> std::io::Result<Sink> {
         let file = match &destination {
             Destination::File(path) => {
                 Some(std::sync::Mutex::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?))
             }
             _ => None,
         };
-        Ok(Sink { destination, format, file, metrics })
-    }
-
-    /// The counters requests are recorded in.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        Ok(Sink { destination, format, file })
     }
 
     fn write(&self, e: &Entry, status: u16, bytes_in: u64, bytes_out: u64, event: &str) {
@@ -330,11 +303,14 @@ impl Entry {
         Some(self.upstream_ms.load(Ordering::Relaxed)).filter(|ms| *ms != u64::MAX)
     }
 
-    /// Writes the access line and counts the request.
+    /// Writes the access line.
     pub fn finish(&self, status: StatusCode, bytes_out: u64) {
-        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
-        self.sink.metrics.request(&self.method, status, self.start.elapsed(), bytes_in, bytes_out);
-        self.sink.write(self, status.as_u16(), bytes_in, bytes_out, "");
+        self.sink.write(self, status.as_u16(), self.bytes_in(), bytes_out, "");
+    }
+
+    /// Request body bytes read so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
     }
 
     /// Writes the line for a hub tunnel that has ended (status 101; the bytes
@@ -460,7 +436,7 @@ mod tests {
     fn file_sink(format: Format) -> (tempfile::TempDir, std::path::PathBuf, Arc<Sink>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
-        let sink = Sink::open(Destination::File(path.clone()), format, Arc::default()).unwrap();
+        let sink = Sink::open(Destination::File(path.clone()), format).unwrap();
         (dir, path, Arc::new(sink))
     }
 

@@ -35,7 +35,7 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// How a [`Metered`] body ended.
+/// How an [`OnEnd`] body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum BodyEnd {
@@ -48,7 +48,7 @@ pub enum BodyEnd {
 }
 
 /// How a body ended, for another task to wait on or look up: set once by
-/// the body's [`Metered`] callback.
+/// the body's [`OnEnd`] callback.
 #[derive(Default)]
 pub struct Ended {
     /// 0 while the body goes on, else `1 + BodyEnd as u8`.
@@ -80,10 +80,12 @@ impl Ended {
     }
 }
 
-/// A body passed through frame by frame (never buffered), counting the data
-/// bytes and calling `on_end` exactly once with how it ended and the count.
+/// A body passed through frame by frame (never buffered) that calls `on_end`
+/// exactly once with how it ended and the data bytes that went through: what
+/// frees a connection, a permit or an in-flight mark, and writes the access
+/// log line, when a body is done.
 /// Nothing is allocated for it: the callback is stored as its own type.
-pub struct Metered<B, F: FnOnce(BodyEnd, u64)> {
+pub struct OnEnd<B, F: FnOnce(BodyEnd, u64)> {
     inner: B,
     bytes: u64,
     /// Where the count is also kept as it grows, for a reader that cannot
@@ -92,9 +94,9 @@ pub struct Metered<B, F: FnOnce(BodyEnd, u64)> {
     on_end: Option<F>,
 }
 
-impl<B: Body + Unpin, F: FnOnce(BodyEnd, u64)> Metered<B, F> {
+impl<B: Body + Unpin, F: FnOnce(BodyEnd, u64)> OnEnd<B, F> {
     pub fn new(inner: B, on_end: F) -> Self {
-        Metered { inner, bytes: 0, live: None, on_end: Some(on_end) }
+        OnEnd { inner, bytes: 0, live: None, on_end: Some(on_end) }
     }
 
     /// Also keeps the running count in `live`.
@@ -104,7 +106,7 @@ impl<B: Body + Unpin, F: FnOnce(BodyEnd, u64)> Metered<B, F> {
     }
 }
 
-impl<B, F: FnOnce(BodyEnd, u64)> Metered<B, F> {
+impl<B, F: FnOnce(BodyEnd, u64)> OnEnd<B, F> {
     fn end(&mut self, how: BodyEnd) {
         if let Some(f) = self.on_end.take() {
             f(how, self.bytes);
@@ -112,7 +114,7 @@ impl<B, F: FnOnce(BodyEnd, u64)> Metered<B, F> {
     }
 }
 
-impl<B: Body<Data = Bytes> + Unpin, F: FnOnce(BodyEnd, u64) + Unpin> Body for Metered<B, F> {
+impl<B: Body<Data = Bytes> + Unpin, F: FnOnce(BodyEnd, u64) + Unpin> Body for OnEnd<B, F> {
     type Data = Bytes;
     type Error = B::Error;
 
@@ -244,7 +246,7 @@ where
     }
 }
 
-impl<B, F: FnOnce(BodyEnd, u64)> Drop for Metered<B, F> {
+impl<B, F: FnOnce(BodyEnd, u64)> Drop for OnEnd<B, F> {
     fn drop(&mut self) {
         self.end(BodyEnd::Dropped);
     }
@@ -283,7 +285,7 @@ mod tests {
         let count = Arc::new(AtomicU64::new(0));
         let ended = Arc::new(std::sync::Mutex::new(Vec::new()));
         let e = ended.clone();
-        let body = Metered::new(Full::new(Bytes::from_static(b"hello")), move |how, bytes| {
+        let body = OnEnd::new(Full::new(Bytes::from_static(b"hello")), move |how, bytes| {
             e.lock().unwrap().push((how, bytes));
         })
         .counting_into(count.clone());
@@ -298,7 +300,7 @@ mod tests {
         let ended = Arc::new(std::sync::Mutex::new(None));
         let e = ended.clone();
         let body =
-            Metered::new(Full::new(Bytes::from_static(b"x")), move |how, _| *e.lock().unwrap() = Some(how));
+            OnEnd::new(Full::new(Bytes::from_static(b"x")), move |how, _| *e.lock().unwrap() = Some(how));
         drop(body);
         assert_eq!(*ended.lock().unwrap(), Some(BodyEnd::Dropped));
     }
@@ -357,7 +359,7 @@ mod tests {
         let failing = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<Frame<Bytes>, _>(
             "bad chunk",
         )]));
-        let body = Metered::new(failing, move |how, _| *e.lock().unwrap() = Some(how));
+        let body = OnEnd::new(failing, move |how, _| *e.lock().unwrap() = Some(how));
         assert!(body.collect().await.is_err());
         assert_eq!(*ended.lock().unwrap(), Some(BodyEnd::Error));
     }

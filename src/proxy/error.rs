@@ -12,9 +12,9 @@ use std::net::IpAddr;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use crate::body::{self, BodyStalled, ProxyBody};
-use crate::headers::HostError;
-use crate::path::PathError;
+use crate::http::host::HostError;
+use crate::http::path::PathError;
+use crate::proxy::body::{self, BodyStalled, ProxyBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -23,7 +23,7 @@ pub enum ProxyError {
     #[error("the request target is not a path")]
     BadTarget,
     #[error(transparent)]
-    UnresolvedClient(#[from] crate::client_ip::Unresolved),
+    UnresolvedClient(#[from] crate::http::client_ip::Unresolved),
     #[error("the requested host is not among [tls] server_names")]
     Misdirected,
     #[error("a header field is longer than {limit} bytes")]
@@ -184,7 +184,7 @@ mod tests {
             (ProxyError::BadHost(HostError::Missing), 400),
             (ProxyError::BadTarget, 400),
             (
-                ProxyError::UnresolvedClient(crate::client_ip::Unresolved {
+                ProxyError::UnresolvedClient(crate::http::client_ip::Unresolved {
                     peer: "192.0.2.1".parse().unwrap(),
                 }),
                 400,

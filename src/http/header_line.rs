@@ -12,7 +12,7 @@
 use http::{Request, Version};
 
 /// Whether an HTTP/2 request has a header field longer than `limit`
-/// (answered 431 as [`crate::proxy_error::ProxyError::HeaderTooLong`]).
+/// (answered 431 by the proxy).
 pub fn has_long_field<B>(req: &Request<B>, limit: usize) -> bool {
     if req.version() != Version::HTTP_2 {
         return false;

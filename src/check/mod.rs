@@ -1,0 +1,3 @@
+//! `vaultgate check`: the configuration, and with `--probe` the running proxy.
+
+pub mod probe;

@@ -1,0 +1,6 @@
+//! Byte-stream wrappers below HTTP: the HTTP/1.1 framing guard, write
+//! batching, and the send timeout.
+
+pub mod h1_guard;
+pub mod send_watch;
+pub mod write_batch;

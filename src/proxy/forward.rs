@@ -1,0 +1,158 @@
+//! An ordinary request: its body streamed to Vaultwarden under the body
+//! limits, the answer streamed back, and the connection kept for the next
+//! request when both ends were read whole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::body::{self, BodyEnd, Ended, OnEnd, Pace, ProxyBody};
+use super::error::ProxyError;
+use super::upstream::{SendFailure, Upstream};
+use super::ClientConn;
+use crate::config::Config;
+use crate::conn_limit::{Caps, Slot};
+use crate::http::client_ip::Client;
+use crate::http::headers;
+use crate::observe::access_log::Entry;
+
+/// What a request body must keep to.
+pub struct BodyLimits {
+    max: u64,
+    idle: Duration,
+    /// Bytes per second a request body must average (see `body::Pace`).
+    min_rate: u64,
+}
+
+impl BodyLimits {
+    pub fn new(config: &Config) -> BodyLimits {
+        BodyLimits {
+            max: config.limits.max_request_body,
+            idle: config.timeouts.request_body_idle,
+            min_rate: config.limits.min_upload_rate,
+        }
+    }
+}
+
+/// What an upstream request holds until its response has been read (or dropped).
+pub struct Permits {
+    _per_ip: Slot,
+    _per_conn: OwnedSemaphorePermit,
+}
+
+/// Waits for a place under the connection's cap on upstream requests (an
+/// HTTP/2 client may open 100 streams and read none of them), at most
+/// `wait`, and takes one under its address's, which refuses rather than waits.
+pub async fn permits(
+    caps: &Caps,
+    conn: &ClientConn,
+    client: &Client,
+    wait: Duration,
+) -> Result<Permits, ProxyError> {
+    let per_ip = caps
+        .upstream
+        .acquire(client.ip)
+        .map_err(|refused| ProxyError::TooManyRequests { client: client.ip, limit: refused.limit() })?;
+    let per_conn = match conn.upstream.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => tokio::time::timeout(wait, conn.upstream.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(ProxyError::Busy("max_upstream_per_connection"))?,
+    };
+    Ok(Permits { _per_ip: per_ip, _per_conn: per_conn })
+}
+
+/// Sends `parts` (head already rewritten) and `body` on one of `worker`'s
+/// upstream connections and returns Vaultwarden's answer.
+pub async fn forward(
+    upstream: &Upstream,
+    limits: &BodyLimits,
+    parts: http::request::Parts,
+    body: Incoming,
+    log: &Entry,
+    permits: Permits,
+    worker: usize,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // The response clock starts when the request body has been sent, so a
+    // 500 MB upload over a slow line is not mistaken for a slow upstream.
+    // A request without a body has nothing to wait for (and nothing to wrap).
+    let (body, sent) = if http_body::Body::is_end_stream(&body) {
+        (body::empty(), None)
+    } else {
+        let sent = Arc::new(Ended::default());
+        let limited = Limited::new(body, usize::try_from(limits.max).unwrap_or(usize::MAX));
+        let paced = Pace::new(limited, limits.idle, limits.min_rate);
+        let ends = sent.clone();
+        let metered = OnEnd::new(paced, move |how, _| ends.set(how)).counting_into(log.bytes_in.clone());
+        (body::boxed(metered.map_frame(sanitize_trailers)), Some(sent))
+    };
+    let req = Request::from_parts(parts, body);
+    let sent_how = || sent.as_ref().map_or(Some(BodyEnd::Complete), |s| s.get());
+    let timeout = upstream.response_timeout;
+    let deadline = async {
+        if let Some(sent) = &sent {
+            sent.wait().await;
+        }
+        tokio::time::sleep(timeout).await;
+    };
+    // A body the client broke (bad chunk, too large, stalled, vanished)
+    // is the client's fault, not Vaultwarden's.
+    let failed = |e: &(dyn std::error::Error + 'static)| {
+        if sent_how() == Some(BodyEnd::Error) {
+            ProxyError::from_body_failure(e, limits.max)
+        } else {
+            upstream.unreachable(e)
+        }
+    };
+    let sending = async {
+        upstream.send(req, worker).await.map_err(|e| match e {
+            SendFailure::Connect(e) => e,
+            SendFailure::Send(e) => failed(&e),
+        })
+    };
+    let (resp, sender) = tokio::select! {
+        r = sending => r?,
+        _ = deadline => return Err(upstream.timed_out()),
+    };
+    log.upstream_answered();
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    // The connection is free again once the request has been sent whole
+    // and its answer read to the end. Otherwise (an answer abandoned
+    // half-way, or given before the request body was all sent) it goes
+    // with this request: the next one must not wait behind it.
+    let body = body.map_frame(sanitize_trailers);
+    if http_body::Body::is_end_stream(&body) {
+        if sent_how() == Some(BodyEnd::Complete) {
+            upstream.idle(worker).put(sender);
+        }
+        return Ok(Response::from_parts(parts, body::boxed(body)));
+    }
+    let idle = upstream.idle(worker).clone();
+    let body = OnEnd::new(body, move |how, _| {
+        drop(permits);
+        if how == BodyEnd::Complete && sent.as_ref().map_or(true, |s| s.get() == Some(BodyEnd::Complete)) {
+            idle.put(sender);
+        }
+    });
+    Ok(Response::from_parts(parts, body::boxed(body)))
+}
+
+/// Applies [`headers::sanitize_trailers`] to a trailers frame; data passes.
+fn sanitize_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            headers::sanitize_trailers(&mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
+}

@@ -1,0 +1,332 @@
+//! One client connection: the TLS handshake, ALPN, and HTTP/1.1 or HTTP/2
+//! served with hyper until the connection ends, idles or shutdown drains it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use super::accept::Handler;
+use super::idle::Activity;
+use crate::config::Config;
+use crate::conn_limit::{Caps, ConnLimit, Refused, Slot};
+use crate::io::h1_guard::H1Guard;
+use crate::io::send_watch::{self, Guarded, Progress, Watched};
+use crate::io::write_batch::WriteBatch;
+use crate::observe::access_log::Sink;
+use crate::observe::metrics::{Metrics, Protocol};
+use crate::proxy::body::OnEnd;
+use crate::proxy::{ClientConn, Proxy};
+use crate::shutdown::{stopped, Tracker};
+use crate::tls;
+
+/// The HTTPS listener's side of the accept loop (one per worker).
+pub struct Clients {
+    pub limit: Arc<ConnLimit>,
+    /// The generation new connections get (see `Server::reload`).
+    pub conn: watch::Receiver<Connection>,
+    pub tracker: Tracker,
+    /// Which worker accepts: its connections use its idle upstream connections.
+    pub worker: usize,
+}
+
+impl Handler for Clients {
+    fn admit(&self, peer: SocketAddr) -> Result<Slot, Refused> {
+        // A trusted proxy's address carries many clients: they are counted
+        // once resolved (hubs, upstream).
+        if self.conn.borrow().proxy.trusts(peer.ip()) {
+            self.limit.acquire_total()
+        } else {
+            self.limit.acquire(peer.ip())
+        }
+    }
+
+    fn refused(&self, peer: SocketAddr, refused: Refused) {
+        self.conn.borrow().metrics.connection_refused();
+        if self.limit.should_warn() {
+            let what = match refused {
+                Refused::Total(n) => format!("max_connections ({n})"),
+                Refused::PerIp(n) => format!("max_connections_per_ip ({n}) for {}", peer.ip()),
+            };
+            tracing::warn!(
+                "connection limit reached: {what}; refusing new connections ([limits] in the config)"
+            );
+        }
+    }
+
+    fn serve(&self, tcp: TcpStream, peer: SocketAddr, slot: Slot) {
+        let conn = self.conn.borrow().clone();
+        let current = self.conn.clone();
+        let token = self.tracker.token();
+        let worker = self.worker;
+        let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                // Shared: a hub tunnel taken over from this connection holds
+                // its place until it closes.
+                conn.serve(tcp, peer, Arc::new(slot), current, worker).await;
+                drop(token);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Spawns hyper's per-stream tasks (HTTP/2) inside the connection's span, so
+/// their log lines carry the peer and protocol, each under the send timeout.
+#[derive(Clone, Copy)]
+struct SpanExecutor {
+    send_idle: Duration,
+}
+
+impl<F> hyper::rt::Executor<F> for SpanExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let limit = self.send_idle;
+        tokio::spawn(
+            async move {
+                if send_watch::stream(fut, limit).await.is_none() {
+                    tracing::debug!("stream reset: the client took nothing of its response for {limit:?}");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// How connections are served, one builder per protocol.
+pub struct Http {
+    h1: http1::Builder,
+    h2: http2::Builder<SpanExecutor>,
+}
+
+pub fn http_builder(config: &Config) -> Http {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.request_header)
+        // Bounds the request head (414 for a longer request line, else 431)
+        // and hyper's read buffer.
+        .max_buf_size(64 * 1024)
+        .max_headers(100)
+        // Vaultwarden sends its own Date; a 101 must reach the client unchanged.
+        .auto_date_header(false);
+    let mut h2 = http2::Builder::new(SpanExecutor { send_idle: config.timeouts.send_idle });
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(64 * 1024)
+        // Rapid reset (CVE-2023-44487): a client that keeps cancelling streams
+        // the server has not yet accepted is sent GOAWAY.
+        .max_pending_accept_reset_streams(50)
+        .max_local_error_reset_streams(256)
+        // Response bytes h2 buffers per stream beyond what the client's
+        // window lets out: the rest waits upstream, not in our memory.
+        .max_send_buf_size(64 * 1024)
+        // Dead peers are found by ping rather than by the idle timeout.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .auto_date_header(false);
+    if config.http2_websockets {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: browsers may open hubs as extended
+        // CONNECT streams (RFC 8441); proxy/hub.rs translates them.
+        h2.enable_connect_protocol();
+    }
+    Http { h1, h2 }
+}
+
+/// What every client connection needs, built from one configuration (a
+/// generation); cloned per connection.
+#[derive(Clone)]
+pub struct Connection {
+    acceptor: TlsAcceptor,
+    http: Arc<Http>,
+    pub proxy: Arc<Proxy>,
+    handshake_timeout: Duration,
+    /// An HTTP/2 connection with no request in flight for this long is closed.
+    keep_alive: Duration,
+    /// How long a connection may take to send its first request (HTTP/2:
+    /// the preface included), and how long a connection closed for
+    /// idleness may take to finish closing.
+    request_header: Duration,
+    drain: Duration,
+    send_idle: Duration,
+    max_upstream_per_connection: usize,
+    pub stop: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Connection {
+    pub fn new(
+        config: &Config,
+        tls: tls::Tls,
+        stop: watch::Receiver<bool>,
+        tracker: &Tracker,
+        metrics: Arc<Metrics>,
+        caps: &Arc<Caps>,
+    ) -> std::io::Result<Connection> {
+        let access = Sink::open(config.access_log.clone(), config.access_format)?;
+        Ok(Connection {
+            acceptor: TlsAcceptor::from(tls.config),
+            http: Arc::new(http_builder(config)),
+            proxy: Arc::new(Proxy::new(
+                config,
+                stop.clone(),
+                tracker.clone(),
+                Arc::new(access),
+                metrics.clone(),
+                caps.clone(),
+            )),
+            handshake_timeout: config.timeouts.tls_handshake,
+            keep_alive: config.timeouts.keep_alive,
+            request_header: config.timeouts.request_header,
+            drain: config.timeouts.drain,
+            send_idle: config.timeouts.send_idle,
+            max_upstream_per_connection: config.limits.max_upstream_per_connection,
+            stop,
+            metrics,
+        })
+    }
+
+    /// Serves one client connection: TLS and the protocol with this
+    /// generation's settings, each request with the proxy of the generation
+    /// `current` holds when it arrives (a reload's access lists and trusted
+    /// proxies apply to the next request, also on connections open before).
+    pub async fn serve(
+        self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        slot: Arc<Slot>,
+        current: watch::Receiver<Connection>,
+        worker: usize,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let (tcp, sending) = Progress::new(tcp);
+        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                self.metrics.tls_handshake_failed();
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                self.metrics.tls_handshake_failed();
+                return;
+            }
+        };
+        let alpn = tls.get_ref().1.alpn_protocol();
+        if alpn == Some(tls::ACME_TLS_ALPN) {
+            // RFC 8737: the CA's TLS-ALPN-01 check is the handshake itself.
+            tracing::info!("answered an ACME TLS-ALPN-01 check");
+            return;
+        }
+        let http2 = alpn == Some(b"h2");
+        tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
+        let client = Arc::new(ClientConn::new(peer, slot, self.max_upstream_per_connection, sending, worker));
+        if http2 {
+            self.serve_http(WriteBatch::new(tls), client, current, true).await;
+        } else {
+            let max_header_line = self.proxy.max_header_line();
+            self.serve_http(H1Guard::new(tls, max_header_line), client, current, false).await;
+        }
+    }
+
+    async fn serve_http<IO>(
+        self,
+        io: IO,
+        client: Arc<ClientConn>,
+        current: watch::Receiver<Connection>,
+        http2: bool,
+    ) where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let _open = self.metrics.connection(if http2 { Protocol::Http2 } else { Protocol::Http1 });
+        let activity = Arc::new(Activity::new());
+        let tracked = activity.clone();
+        let sending = client.sending().clone();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let proxy = current.borrow().proxy.clone();
+            let client = client.clone();
+            // Only HTTP/2 connections are closed for idleness by counting
+            // requests in flight (HTTP/1.1's is hyper's header read timeout).
+            let busy = http2.then(|| Arc::new(tracked.begin()));
+            let in_flight = busy.clone().map(|b| b as Arc<dyn Send + Sync>);
+            // Boxed: hyper's HTTP/2 server moves each stream's future by value
+            // several times, and ours is kilobytes.
+            Box::pin(async move {
+                let resp = proxy.handle(req, &client, in_flight).await;
+                // An HTTP/2 stream's window, held shut while the connection
+                // flows, is watched on its body (see SpanExecutor); the socket
+                // itself is watched below TLS, for every connection.
+                let stream = send_watch::current();
+                if let Some(stream) = &stream {
+                    stream.within(client.sending());
+                }
+                // The request counts as in flight until its response body is done.
+                Ok::<_, Infallible>(resp.map(|b| Watched::new(OnEnd::new(b, move |_, _| drop(busy)), stream)))
+            })
+        });
+        // The protocol is the one ALPN chose: HTTP/2 over TLS is only ever
+        // negotiated there (RFC 9113 §3.2), so nothing is sniffed from the bytes.
+        let io = TokioIo::new(io);
+        let send_idle = self.send_idle;
+        let served = if http2 {
+            let conn = self.http.h2.serve_connection(io, service);
+            let idle = activity.idle_for(self.request_header, self.keep_alive);
+            Guarded::new(self.drive(conn, http2::Connection::graceful_shutdown, idle), sending, send_idle)
+                .await
+        } else {
+            // HTTP/1.1 keep-alive idleness (and the first request's wait) is
+            // bounded by hyper's header read timeout.
+            let conn = self.http.h1.serve_connection(io, service).with_upgrades();
+            let driven =
+                self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, std::future::pending());
+            Guarded::new(driven, sending, send_idle).await
+        };
+        if served.is_none() {
+            tracing::debug!("connection closed: the client took nothing sent to it for {send_idle:?}");
+        }
+    }
+
+    /// Serves a connection until it ends, or until shutdown begins or it has
+    /// been `idle`, and then lets it finish what is in flight: at most the
+    /// drain deadline after shutdown, at most `request_header` after
+    /// idleness (a peer that never answers the close cannot hold its slot).
+    async fn drive<C>(mut self, conn: C, graceful_shutdown: fn(Pin<&mut C>), idle: impl Future<Output = ()>)
+    where
+        C: Future<Output = hyper::Result<()>>,
+    {
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            grace = async { tokio::select! {
+                _ = stopped(&mut self.stop) => self.drain,
+                _ = idle => self.request_header,
+            } } => {
+                graceful_shutdown(conn.as_mut());
+                match tokio::time::timeout(grace, conn).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::debug!("connection cut: it did not finish closing within {grace:?}");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("connection ended: {e}");
+        }
+    }
+}

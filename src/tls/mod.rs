@@ -1,0 +1,109 @@
+//! TLS: the rustls server configuration. Knows nothing about HTTP.
+
+pub mod pem;
+pub mod resolver;
+pub mod self_signed;
+pub mod store;
+pub mod x509;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::ResolvesServerCert;
+use rustls::ServerConfig;
+
+pub use pem::{client_roots, key_permission_warning, load_certs, load_pair};
+use resolver::{AcmeCertificate, OneCertificate};
+pub use self_signed::sha256_fingerprint;
+use store::Live;
+
+use crate::config::{TlsConfig, TlsSource};
+
+/// Why the certificate or key could not be used. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read the file: {source}", file.display())]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{}: no certificate found; expected PEM blocks starting with -----BEGIN CERTIFICATE----- (use fullchain.pem, not cert.pem alone)", file.display())]
+    NoCertificate { file: PathBuf },
+    #[error("{}: no private key found; expected a PEM block BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY (use privkey.pem)", file.display())]
+    NoKey { file: PathBuf },
+    #[error("{}: not valid PEM: {detail}", file.display())]
+    BadPem { file: PathBuf, detail: String },
+    #[error("{}: the private key cannot be used: {detail}", file.display())]
+    BadKey { file: PathBuf, detail: String },
+    #[error("{} does not belong to the certificate in {}: check that cert and key come from the same issuance", key.display(), cert.display())]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(String),
+    #[error("cannot generate a self-signed certificate: {0}")]
+    SelfSigned(String),
+}
+
+/// A ready TLS server configuration and, for a generated certificate, its
+/// SHA-256 fingerprint (so the user can compare what the browser shows).
+pub struct Tls {
+    pub config: Arc<ServerConfig>,
+    pub self_signed_fingerprint: Option<String>,
+}
+
+/// ALPN protocols offered to clients, most preferred first.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 check (RFC 8737). Offered only
+/// with `[tls] acme`; a connection that negotiates it is closed after the
+/// handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+pub fn provider() -> Arc<CryptoProvider> {
+    // ring's suites are all AEAD (rustls has no CBC); TLS 1.2 and 1.3 only.
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the server configuration for `tls`. `live` is where an ACME
+/// certificate (and any pending TLS-ALPN-01 answer) is found; it outlives
+/// reloads, so a renewal reaches every later handshake.
+pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
+    let provider = provider();
+    let mut fingerprint = None;
+    let resolver: Arc<dyn ResolvesServerCert> = match &tls.source {
+        TlsSource::Files { cert, key } => {
+            let certified = Arc::new(load_pair(&provider, cert, key)?);
+            if let Some(warning) = key_permission_warning(key) {
+                tracing::warn!("{warning}");
+            }
+            live.set_fallback(certified.clone(), false);
+            Arc::new(OneCertificate { certified, server_names: tls.server_names.clone() })
+        }
+        TlsSource::SelfSigned => {
+            let (certified, fp) = self_signed::for_name(&provider, "localhost")?;
+            fingerprint = Some(fp);
+            let certified = Arc::new(certified);
+            live.set_fallback(certified.clone(), false);
+            Arc::new(OneCertificate { certified, server_names: tls.server_names.clone() })
+        }
+        TlsSource::Acme(acme) => {
+            // Until the CA has issued one: a stand-in, so the listener (and
+            // the TLS-ALPN-01 check on it) works from the first second.
+            let (placeholder, _) = self_signed::for_name(&provider, &acme.domain)?;
+            let placeholder = Arc::new(placeholder);
+            live.set_fallback(placeholder.clone(), true);
+            Arc::new(AcmeCertificate {
+                live: live.clone(),
+                placeholder,
+                server_names: tls.server_names.clone(),
+            })
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if matches!(tls.source, TlsSource::Acme(_)) {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
+    Ok(Tls { config: Arc::new(config), self_signed_fingerprint: fingerprint })
+}
