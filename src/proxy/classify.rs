@@ -135,3 +135,127 @@ fn origin_form(uri: &Uri, rewritten: Option<&str>) -> Result<Uri, ProxyError> {
     };
     Ok(Uri::from(path_and_query))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+
+    fn rules(extra: &str) -> Rules {
+        let text = format!("upstream = \"http://127.0.0.1:8000\"\n{extra}");
+        Rules::new(&Config::parse(std::path::Path::new("proxy.toml"), &text).unwrap())
+    }
+
+    fn client() -> Client {
+        Client {
+            ip: "192.0.2.7".parse().unwrap(),
+            forwarded_for: HeaderValue::from_static("192.0.2.7"),
+            unresolved: None,
+        }
+    }
+
+    fn get(target: &str, headers: &[(&str, &str)]) -> Request<Empty<bytes::Bytes>> {
+        let mut req = Request::get(target).body(Empty::new()).unwrap();
+        for (k, v) in headers {
+            req.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        req
+    }
+
+    fn upgrade(target: &str) -> Request<Empty<bytes::Bytes>> {
+        get(target, &[("host", "vault.example"), ("upgrade", "websocket"), ("connection", "Upgrade")])
+    }
+
+    fn extended_connect(protocol: &str, path: &str) -> Request<Empty<bytes::Bytes>> {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .version(Version::HTTP_2)
+            .uri(format!("https://vault.example{path}"))
+            .body(Empty::new())
+            .unwrap();
+        req.extensions_mut().insert(hyper::ext::Protocol::from(protocol));
+        req
+    }
+
+    fn route(rules: &Rules, req: &Request<Empty<bytes::Bytes>>) -> Route {
+        classify(rules, req, &client())
+    }
+
+    #[test]
+    fn ordinary_requests_are_forwarded_with_the_host_and_target_as_sent() {
+        let Route::Forward(t) = route(&rules(""), &get("/api/sync?x=1", &[("host", "vault.example")])) else {
+            panic!("forwarded")
+        };
+        assert_eq!(t.host, "vault.example");
+        assert_eq!(t.uri, "/api/sync?x=1");
+        // An absolute-form target goes upstream in origin form.
+        let Route::Forward(t) = route(&rules(""), &get("http://vault.example/api?q", &[])) else { panic!() };
+        assert_eq!((t.host.to_str().unwrap(), t.uri.to_string().as_str()), ("vault.example", "/api?q"));
+        // A path that normalises differently is sent normalised, query kept.
+        let Route::Forward(t) = route(&rules(""), &get("/api/../alive?a=b", &[("host", "v")])) else {
+            panic!()
+        };
+        assert_eq!(t.uri, "/alive?a=b");
+    }
+
+    #[test]
+    fn hubs_only_on_the_hub_path_written_plainly() {
+        let r = rules("");
+        assert!(matches!(route(&r, &upgrade("/notifications/hub?access_token=x")), Route::Hub(_)));
+        assert!(matches!(route(&r, &upgrade("/notifications/anonymous-hub")), Route::Hub(_)));
+        // Any other spelling is an ordinary request (the upgrade is not honoured).
+        for other in ["/notifications//hub", "/notifications/x/../hub", "/notifications/Hub", "/api"] {
+            assert!(matches!(route(&r, &upgrade(other)), Route::Forward(_)), "{other}");
+        }
+        assert!(matches!(route(&r, &extended_connect("websocket", "/notifications/hub")), Route::Hub(_)));
+        assert!(matches!(route(&r, &extended_connect("WebSocket", "/notifications/hub")), Route::Hub(_)));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let r = rules("[tls]\nserver_names = [\"vault.example\"]\n[[access]]\npath = \"/admin\"\nallow = [\"10.0.0.0/8\"]\n");
+        let refused = |req: &Request<Empty<bytes::Bytes>>| match route(&r, req) {
+            Route::Refuse(e) => e.status().as_u16(),
+            other => panic!("not refused: {other:?}"),
+        };
+        let connect =
+            Request::builder().method(Method::CONNECT).uri("vault.example:443").body(Empty::new()).unwrap();
+        assert_eq!(refused(&connect), 405);
+        assert_eq!(refused(&get("/", &[])), 400, "no host");
+        assert_eq!(refused(&get("/", &[("host", "a"), ("host", "b")])), 400, "two hosts");
+        assert_eq!(refused(&get("/", &[("host", "other.example")])), 421);
+        assert_eq!(
+            refused(&get(
+                "/",
+                &[("host", "vault.example"), ("content-length", "1"), ("content-length", "2")]
+            )),
+            400
+        );
+        assert_eq!(refused(&get("/admin", &[("host", "vault.example")])), 403);
+        assert_eq!(
+            refused(&get("/%2e%2e/Admin/", &[("host", "vault.example")])),
+            403,
+            "on the normalised path"
+        );
+        assert_eq!(refused(&get("/admin%2f", &[("host", "vault.example")])), 400);
+        assert_eq!(refused(&extended_connect("h2c", "/notifications/hub")), 404);
+        assert_eq!(refused(&extended_connect("websocket", "/api")), 404);
+        // HTTP/2 here (HTTP/1.1's lines are measured in `io::h1_guard`).
+        let mut long = get("/", &[("host", "vault.example"), ("x-long", &"a".repeat(9000))]);
+        *long.version_mut() = Version::HTTP_2;
+        assert_eq!(refused(&long), 431);
+    }
+
+    #[test]
+    fn an_unresolved_client_is_refused_after_the_host_check() {
+        let mut client = client();
+        client.unresolved = Some(crate::http::client_ip::Unresolved { peer: "127.0.0.1".parse().unwrap() });
+        let req = get("/", &[("host", "vault.example")]);
+        assert!(matches!(
+            classify(&rules(""), &req, &client),
+            Route::Refuse(ProxyError::UnresolvedClient(_))
+        ));
+        let req = get("/", &[]);
+        assert!(matches!(classify(&rules(""), &req, &client), Route::Refuse(ProxyError::BadHost(_))));
+    }
+}
