@@ -47,8 +47,8 @@ fn runtime(index: usize) -> std::io::Result<Runtime> {
 /// A listening socket for `addr`, set up as tokio's `bind` does, plus
 /// SO_REUSEPORT so that each worker can have one: the kernel hashes new
 /// connections over them. (One socket shared by all workers goes to whichever
-/// wakes first: measured, one worker took all 50 of a load test's
-/// connections.) Only sockets of the same user can join, and a port held by
+/// wakes first, and one worker ends up with nearly every connection:
+/// BENCHMARKS.md.) Only sockets of the same user can join, and a port held by
 /// another program without the option is still refused as in use.
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket =

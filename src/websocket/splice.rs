@@ -82,8 +82,7 @@ where
         let down =
             pump(&mut upstream_r, &mut client_w, start, &activity, &down_bytes, &closing, CLOSE_TO_CLIENT);
         // One wait for the stop, made once: a wait made afresh per wake-up
-        // registers with the channel each time (a tenth of a hub echo's
-        // instructions when each pump had its own).
+        // would register with the stop signal each time (BENCHMARKS.md).
         let stop_wait = shutdown;
         tokio::pin!(up, down, stop_wait);
         let (mut up_done, mut down_done) = (false, false);
