@@ -13,9 +13,9 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::{self, BodyEnd, Ended, OnEnd, Pace, ProxyBody};
+use super::client::ClientConn;
 use super::error::ProxyError;
 use super::upstream::{SendFailure, Upstream};
-use super::ClientConn;
 use crate::config::Config;
 use crate::conn_limit::{Caps, Slot};
 use crate::http::client_ip::Client;

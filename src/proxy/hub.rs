@@ -16,9 +16,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::body::{self, ProxyBody};
+use super::client::{ClientConn, InFlight};
 use super::error::ProxyError;
 use super::upstream::Upstream;
-use super::{ClientConn, InFlight};
 use crate::config::Config;
 use crate::conn_limit::{Caps, Refused, Slot};
 use crate::http::client_ip::Client;

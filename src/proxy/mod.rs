@@ -5,37 +5,33 @@
 
 pub mod body;
 mod classify;
+mod client;
 pub mod error;
 mod forward;
 mod hub;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::conn_limit::{Caps, Slot};
+use crate::conn_limit::Caps;
 use crate::http::{client_ip, headers};
 use crate::io::h1_guard;
-use crate::io::send_watch::SendWatch;
 use crate::observe::access_log::{escape, Entry, Sink};
 use crate::observe::metrics::{Metrics, UpstreamError};
 use crate::shutdown::Tracker;
 use body::{OnEnd, ProxyBody};
 use classify::{classify, Route, Rules};
+pub use client::{ClientConn, InFlight};
 pub use error::ProxyError;
 use forward::BodyLimits;
 use hub::Hubs;
 use upstream::Upstream;
-
-/// What the server keeps alive for as long as a request lasts, a hub tunnel
-/// included: on HTTP/2, the connection's in-flight mark (`server/idle.rs`).
-pub type InFlight = Option<Arc<dyn Send + Sync>>;
 
 /// Everything a request needs, shared by all connections of one
 /// configuration generation.
@@ -49,37 +45,6 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     access_log: Arc<Sink>,
     caps: Arc<Caps>,
-}
-
-/// One client connection, as the requests on it see it.
-pub struct ClientConn {
-    pub peer: SocketAddr,
-    /// Its place under `max_connections`: a hub tunnel taken over from an
-    /// HTTP/1.1 connection keeps it until the tunnel closes.
-    slot: Arc<Slot>,
-    /// Upstream requests this connection may have in flight at once.
-    upstream: Arc<Semaphore>,
-    /// Whether its socket is waiting on the client to read (the send
-    /// timeout); a hub tunnel taken over from it is watched with it too.
-    sending: Arc<SendWatch>,
-    /// The worker serving it: its upstream requests use that worker's idle connections.
-    worker: usize,
-}
-
-impl ClientConn {
-    pub fn new(
-        peer: SocketAddr,
-        slot: Arc<Slot>,
-        max_upstream: usize,
-        sending: Arc<SendWatch>,
-        worker: usize,
-    ) -> ClientConn {
-        ClientConn { peer, slot, upstream: Arc::new(Semaphore::new(max_upstream)), sending, worker }
-    }
-
-    pub fn sending(&self) -> &Arc<SendWatch> {
-        &self.sending
-    }
 }
 
 /// Two years, as HSTS preload lists expect.

@@ -1,45 +1,26 @@
 //! TLS: the rustls server configuration. Knows nothing about HTTP.
 
+pub mod error;
 pub mod pem;
 pub mod resolver;
 pub mod self_signed;
 pub mod store;
 pub mod x509;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
 
+pub use error::TlsError;
 pub use pem::{client_roots, key_permission_warning, load_certs, load_pair};
+pub use resolver::ACME_TLS_ALPN;
 use resolver::{AcmeCertificate, OneCertificate};
 pub use self_signed::sha256_fingerprint;
 use store::Live;
 
 use crate::config::{TlsConfig, TlsSource};
-
-/// Why the certificate or key could not be used. Each names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("{}: cannot read the file: {source}", file.display())]
-    Read { file: PathBuf, source: std::io::Error },
-    #[error("{}: no certificate found; expected PEM blocks starting with -----BEGIN CERTIFICATE----- (use fullchain.pem, not cert.pem alone)", file.display())]
-    NoCertificate { file: PathBuf },
-    #[error("{}: no private key found; expected a PEM block BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY (use privkey.pem)", file.display())]
-    NoKey { file: PathBuf },
-    #[error("{}: not valid PEM: {detail}", file.display())]
-    BadPem { file: PathBuf, detail: String },
-    #[error("{}: the private key cannot be used: {detail}", file.display())]
-    BadKey { file: PathBuf, detail: String },
-    #[error("{} does not belong to the certificate in {}: check that cert and key come from the same issuance", key.display(), cert.display())]
-    Mismatch { cert: PathBuf, key: PathBuf },
-    #[error("cannot build the TLS configuration: {0}")]
-    Config(String),
-    #[error("cannot generate a self-signed certificate: {0}")]
-    SelfSigned(String),
-}
 
 /// A ready TLS server configuration and, for a generated certificate, its
 /// SHA-256 fingerprint (so the user can compare what the browser shows).
@@ -50,11 +31,6 @@ pub struct Tls {
 
 /// ALPN protocols offered to clients, most preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
-/// The ALPN protocol of ACME's TLS-ALPN-01 check (RFC 8737). Offered only
-/// with `[tls] acme`; a connection that negotiates it is closed after the
-/// handshake.
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 pub fn provider() -> Arc<CryptoProvider> {
     // ring's suites are all AEAD (rustls has no CBC); TLS 1.2 and 1.3 only.

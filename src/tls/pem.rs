@@ -7,7 +7,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::TlsError;
+use super::error::TlsError;
 
 /// The warning for a private key file that group or others may read (its
 /// mode, and the `chmod 600` that fixes it); `None` when only its owner can,

@@ -7,7 +7,11 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::store::Live;
-use super::ACME_TLS_ALPN;
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 check (RFC 8737). Offered only
+/// with `[tls] acme`; a connection that negotiates it is closed after the
+/// handshake.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Serves the one configured chain, to every client or (strict SNI) only to
 /// clients that ask for one of `server_names`. A resolver of our own, rather

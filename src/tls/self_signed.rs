@@ -6,7 +6,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::TlsError;
+use super::error::TlsError;
 
 /// A fresh key and a self-signed certificate for `names`, carrying the
 /// critical acmeIdentifier extension when `acme_identifier` is given.

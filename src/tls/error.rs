@@ -1,0 +1,24 @@
+//! What can go wrong loading certificates and keys.
+
+use std::path::PathBuf;
+
+/// Why the certificate or key could not be used. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read the file: {source}", file.display())]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{}: no certificate found; expected PEM blocks starting with -----BEGIN CERTIFICATE----- (use fullchain.pem, not cert.pem alone)", file.display())]
+    NoCertificate { file: PathBuf },
+    #[error("{}: no private key found; expected a PEM block BEGIN PRIVATE KEY, BEGIN RSA PRIVATE KEY or BEGIN EC PRIVATE KEY (use privkey.pem)", file.display())]
+    NoKey { file: PathBuf },
+    #[error("{}: not valid PEM: {detail}", file.display())]
+    BadPem { file: PathBuf, detail: String },
+    #[error("{}: the private key cannot be used: {detail}", file.display())]
+    BadKey { file: PathBuf, detail: String },
+    #[error("{} does not belong to the certificate in {}: check that cert and key come from the same issuance", key.display(), cert.display())]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(String),
+    #[error("cannot generate a self-signed certificate: {0}")]
+    SelfSigned(String),
+}
