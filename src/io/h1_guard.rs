@@ -30,7 +30,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A backstop: a head this long is well past hyper's read buffer
-/// (`max_buf_size` in `server.rs`, 64 KiB), which refuses it first with its
+/// (`max_buf_size` in `server/conn.rs`, 64 KiB), which refuses it first with its
 /// own status (414 or 431). Should hyper not have, the guard hands it these
 /// bytes and then ends the stream.
 const MAX_HEAD: usize = 128 * 1024;

@@ -43,7 +43,7 @@ pub fn load_pair(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<C
     Ok(certified)
 }
 
-/// The roots a client of ours (the doctor, the ACME client) trusts: the
+/// The roots a client of ours (`vaultgate check --probe`, the ACME client) trusts: the
 /// system's store, or another bundle in SSL_CERT_FILE (as OpenSSL-based
 /// tools read it), plus `extra` when given (e.g. a test CA's root).
 pub fn client_roots(extra: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
