@@ -294,6 +294,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connect_that_does_not_finish_in_time_is_our_timeout() {
+        // A listener that never accepts: once its queue is full, the
+        // system drops new connection attempts, which then wait.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        let e = loop {
+            match tcp(addr, Duration::from_millis(200)).await {
+                Ok(tcp) if queued.len() < 16 => queued.push(tcp),
+                Ok(_) => panic!("the queue never filled"),
+                Err(e) => break e,
+            }
+        };
+        assert!(timed_out(&e), "{e}");
+        drop(listener);
+        let refused = tcp(addr, Duration::from_secs(5)).await.unwrap_err();
+        assert!(!timed_out(&refused), "{refused}");
+    }
+
+    #[tokio::test]
     async fn a_refused_connection_says_so() {
         let (addr, listener) = listener().await;
         drop(listener);
