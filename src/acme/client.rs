@@ -12,10 +12,10 @@ use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use instant_acme::{BodyWrapper, BytesResponse, HttpClient};
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+
+use crate::proxy::upstream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -68,18 +68,17 @@ async fn exchange(
     }
     let host = uri.host().ok_or("the URL has no host")?.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(443);
-    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| format!("cannot connect to {host}:{port} within 10 s"))?
-        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = upstream::tcp((host, port), CONNECT_TIMEOUT).await.map_err(|e| {
+        if upstream::timed_out(&e) {
+            format!("cannot connect to {host}:{port} within 10 s")
+        } else {
+            format!("cannot connect to {host}:{port}: {e}")
+        }
+    })?;
     let name = ServerName::try_from(host.to_string())?;
     let stream =
         tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = upstream::handshake(stream, false).await?;
 
     // Origin form plus Host, as every server expects from HTTP/1.1.
     let (mut parts, body) = req.into_parts();

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::Config;
-use crate::proxy::body;
+use crate::proxy::{body, upstream};
 
 /// One hop's result, printed as `✓ what` or `✗ what` and `fix: …`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +88,13 @@ async fn connect(
     target: &Target,
     verify: bool,
 ) -> Result<(TlsStream<TcpStream>, Vec<CertificateDer<'static>>), String> {
-    let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&target.connect))
-        .await
-        .map_err(|_| "no answer within 5 s".to_string())?
-        .map_err(|e| e.to_string())?;
+    let tcp = upstream::tcp(&target.connect, Duration::from_secs(5)).await.map_err(|e| {
+        if upstream::timed_out(&e) {
+            "no answer within 5 s".to_string()
+        } else {
+            e.to_string()
+        }
+    })?;
     let provider = crate::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -170,13 +173,12 @@ async fn tls_hop(target: &Target) -> (Option<TlsStream<TcpStream>>, Finding) {
 
 async fn alive_hop(tls: TlsStream<TcpStream>, target: &Target, upstream: &str) -> Finding {
     let result = async {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
+        let mut sender = upstream::handshake(tls, false).await.map_err(|e| e.to_string())?;
         let req = Request::get("/alive")
             .header(header::HOST, &target.host)
             .body(body::empty())
             .expect("a valid request");
-        sender.send_request(req).await
+        sender.send_request(req).await.map_err(|e| e.to_string())
     };
     match tokio::time::timeout(Duration::from_secs(10), result).await {
         Ok(Ok(resp)) if resp.status() == StatusCode::OK => ok("Vaultwarden", "GET /alive answered 200 through vaultgate".into()),
@@ -198,9 +200,7 @@ async fn alive_hop(tls: TlsStream<TcpStream>, target: &Target, upstream: &str) -
 async fn hub_hop(tls: TlsStream<TcpStream>, target: &Target, hub: &str) -> Finding {
     let key = crate::websocket::new_key();
     let result = async {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn.with_upgrades());
+        let mut sender = upstream::handshake(tls, true).await.map_err(|e| e.to_string())?;
         let req = Request::get(format!("{hub}?access_token=vaultgate-doctor"))
             .header(header::HOST, &target.host)
             .header(header::CONNECTION, "Upgrade")

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, ToSocketAddrs};
 
 use super::body::{BoxError, ProxyBody};
 use super::error::ProxyError;
@@ -98,20 +98,26 @@ where
     tokio::spawn(async move {
         let ended = if upgrades { conn.with_upgrades().await } else { conn.await };
         if let Err(e) = ended {
-            tracing::debug!("upstream connection: {e}");
+            tracing::debug!("outgoing HTTP/1.1 connection: {e}");
         }
     });
     Ok(sender)
 }
 
 /// Opens a TCP connection to `addr` within `timeout`, without Nagle's delay.
-pub async fn tcp(addr: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+pub async fn tcp(addr: impl ToSocketAddrs, timeout: Duration) -> std::io::Result<TcpStream> {
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(tcp) => tcp?,
         Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
     };
     let _ = tcp.set_nodelay(true);
     Ok(tcp)
+}
+
+/// Whether `e` is [`tcp`]'s own timeout (not one the system reported), for
+/// callers that word it themselves.
+pub fn timed_out(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut && e.raw_os_error().is_none()
 }
 
 /// Opens an HTTP/1.1 connection to `addr` within `timeout`.
@@ -285,6 +291,28 @@ mod tests {
         }
         assert!(idle.take().is_none());
         assert_eq!(idle.len(), 0, "and it is let go");
+    }
+
+    #[tokio::test]
+    async fn a_connect_that_does_not_finish_in_time_is_our_timeout() {
+        // A listener that never accepts: once its queue is full, the
+        // system drops new connection attempts, which then wait.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        let e = loop {
+            match tcp(addr, Duration::from_millis(200)).await {
+                Ok(tcp) if queued.len() < 16 => queued.push(tcp),
+                Ok(_) => panic!("the queue never filled"),
+                Err(e) => break e,
+            }
+        };
+        assert!(timed_out(&e), "{e}");
+        drop(listener);
+        let refused = tcp(addr, Duration::from_secs(5)).await.unwrap_err();
+        assert!(!timed_out(&refused), "{refused}");
     }
 
     #[tokio::test]

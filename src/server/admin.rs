@@ -11,13 +11,12 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::Upstream;
 use crate::observe::metrics::Metrics;
 use crate::proxy::body::{self, ProxyBody};
+use crate::proxy::upstream;
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut resp = Response::new(body::full(body));
@@ -28,6 +27,9 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 /// How long `/healthz` waits for Vaultwarden's `/alive`, connecting included.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// What a check says when time ran out, also when it was the connect's own
+/// (equal) timeout that ended first.
+const NO_ANSWER: &str = "no answer within 2 s";
 
 /// `/healthz`'s view of Vaultwarden: one connection, kept between checks
 /// and used by one check at a time, so a prober (or anyone who can reach
@@ -43,12 +45,13 @@ impl Health {
     }
 
     async fn connect(&self) -> Result<SendRequest<ProxyBody>, String> {
-        let tcp = TcpStream::connect(self.upstream.authority.as_str()).await.map_err(|e| e.to_string())?;
-        let _ = tcp.set_nodelay(true);
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        Ok(sender)
+        upstream::connect(self.upstream.authority.as_str(), HEALTH_TIMEOUT, false).await.map_err(|e| {
+            if upstream::timed_out(&e) {
+                NO_ANSWER.into()
+            } else {
+                e.to_string()
+            }
+        })
     }
 
     /// Asks Vaultwarden's `/alive` within two seconds, on the kept connection
@@ -86,7 +89,7 @@ impl Health {
                 return if status.is_success() { Ok(()) } else { Err(format!("/alive answered {status}")) };
             }
         };
-        tokio::time::timeout(HEALTH_TIMEOUT, ask).await.unwrap_or_else(|_| Err("no answer within 2 s".into()))
+        tokio::time::timeout(HEALTH_TIMEOUT, ask).await.unwrap_or_else(|_| Err(NO_ANSWER.into()))
     }
 }
 
@@ -139,6 +142,46 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A Vaultwarden that gives `answer` (if any) to every request it reads.
+    async fn vaultwarden(answer: Option<&'static [u8]>) -> Health {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                        if let Some(answer) = answer {
+                            let _ = tcp.write_all(answer).await;
+                        }
+                    }
+                });
+            }
+        });
+        Health::new(Upstream { authority: addr.to_string().parse().unwrap(), url: format!("http://{addr}") })
+    }
+
+    #[tokio::test]
+    async fn health_says_what_vaultwarden_answered_or_why_not() {
+        let up = vaultwarden(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
+        assert_eq!(up.check().await, Ok(()));
+        assert_eq!(up.check().await, Ok(()), "again, on the kept connection");
+        let unwell =
+            vaultwarden(Some(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")).await;
+        assert_eq!(unwell.check().await, Err("/alive answered 503 Service Unavailable".into()));
+        let silent = vaultwarden(None).await;
+        assert_eq!(silent.check().await, Err("no answer within 2 s".into()));
+
+        let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let down = Health::new(Upstream { authority: addr.to_string().parse().unwrap(), url: String::new() });
+        let e = down.check().await.unwrap_err();
+        assert!(e.starts_with("Connection refused"), "{e}");
+    }
 
     #[test]
     fn only_loopback_is_quiet() {

@@ -179,15 +179,8 @@ mod tests {
 
     #[test]
     fn certificate_names_are_matched_by_webpki_wildcards_included() {
-        let provider = crate::tls::provider();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params =
-            rcgen::CertificateParams::new(vec!["*.example.com".to_string(), "127.0.0.1".to_string()])
-                .unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let signing = provider.key_provider.load_private_key(der).unwrap();
-        let certified = CertifiedKey::new(vec![cert.der().clone()], signing);
+        let names = vec!["*.example.com".to_string(), "127.0.0.1".to_string()];
+        let certified = crate::tls::self_signed::build(&crate::tls::provider(), names, None).unwrap();
         let covers = |n: &str| certificate_covers(Some(&certified), &ServerName::try_from(n).unwrap());
         assert!(covers("vault.example.com") && covers("127.0.0.1"));
         assert!(

@@ -10,7 +10,7 @@ use super::error::TlsError;
 
 /// A fresh key and a self-signed certificate for `names`, carrying the
 /// critical acmeIdentifier extension when `acme_identifier` is given.
-fn build(
+pub(crate) fn build(
     provider: &CryptoProvider,
     names: Vec<String>,
     acme_identifier: Option<&[u8]>,
