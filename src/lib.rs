@@ -28,9 +28,9 @@ mod floors {
     const FLOORS: [&str; 12] = [
         "check",
         "server",
+        "acme",
         "proxy",
         "websocket",
-        "acme",
         "tls",
         "observe",
         "shutdown",
