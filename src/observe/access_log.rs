@@ -96,6 +96,14 @@ pub fn redact(path_and_query: &str) -> Cow<'_, str> {
 /// Client-derived text made safe for a log line: `"` and `\` escaped with a
 /// backslash, control characters (C0, DEL, C1) as `\xNN` or `\u{NNNN}`, so
 /// no field can end early and no line can be split or forged.
+///
+/// For the text format and the process log's fields. Not serde_json's
+/// escaping (the JSON format has that): the text line keeps nginx's `\xNN`
+/// notation, and JSON strings leave DEL, the C1 controls (U+009B is CSI to
+/// some terminals), the line and paragraph separators and the bidirectional
+/// marks, embeddings, overrides and isolates as they are — a log-injection
+/// defence this keeps. Nor tracing-subscriber's: it escapes ESC, BEL, BS,
+/// FF, DEL and C1 only, so a field could still end a line or reorder it.
 pub fn escape(s: &str) -> Cow<'_, str> {
     if !s.chars().any(|c| c == '"' || c == '\\' || needs_escape(c)) {
         return Cow::Borrowed(s);
@@ -445,6 +453,38 @@ mod tests {
     fn escape_leaves_no_way_to_end_a_field_or_a_line() {
         assert_eq!(escape("/plain/path?a=1"), "/plain/path?a=1");
         assert_eq!(escape("a\"b\\c\nd\r\u{7f}\u{85}\u{202e}é"), "a\\\"b\\\\c\\x0ad\\x0d\\x7f\\x85\\u{202e}é");
+    }
+
+    #[test]
+    fn escape_covers_what_serde_json_leaves_as_it_is() {
+        // serde_json writes each of these raw into a JSON string: the reason
+        // the text format and the process log have an escape of their own.
+        let invisible = [
+            '\u{7f}', '\u{80}', '\u{85}', '\u{9b}', '\u{9f}', '\u{2028}', '\u{2029}', '\u{200e}', '\u{200f}',
+        ];
+        let bidi = ('\u{202a}'..='\u{202e}').chain('\u{2066}'..='\u{2069}');
+        for c in invisible.into_iter().chain(bidi) {
+            let text = format!("a{c}b");
+            assert!(serde_json::to_string(&text).unwrap().contains(c), "{c:?}");
+            let escaped = escape(&text);
+            let code = c as u32;
+            let want = if code < 0x100 { format!("a\\x{code:02x}b") } else { format!("a\\u{{{code:04x}}}b") };
+            assert_eq!(escaped, want, "{c:?}");
+        }
+        // Every C0 control, `"` and `\` become printable ASCII.
+        for b in 0u8..0x20 {
+            assert_eq!(escape(&char::from(b).to_string()), format!("\\x{b:02x}"));
+        }
+        assert_eq!(escape("\"\\"), "\\\"\\\\");
+        // Ordinary text, whatever its script, is left alone, borrowed.
+        for text in ["é/日本語/Ünïcödé", "👩\u{200d}💻 ZWJ emoji", "soft\u{ad}hyphen", "tab-free ' quote"]
+        {
+            assert!(matches!(escape(text), Cow::Borrowed(_)), "{text}");
+        }
+        // Nothing escape() writes needs escaping again, over the whole of Unicode.
+        let all: String = (0..=0x10ffff).filter_map(char::from_u32).collect();
+        let escaped = escape(&all);
+        assert!(!escaped.chars().any(needs_escape));
     }
 
     fn file_sink(format: Format) -> (tempfile::TempDir, std::path::PathBuf, Arc<Sink>) {
