@@ -6,30 +6,22 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
 
 use super::names::X_FORWARDED_FOR;
 
 /// An IP network such as `10.0.0.0/8` or `2001:db8::/32`; a bare address is a
-/// single host.
+/// single host. The network is an [`IpNet`]; only the spelling is vaultgate's:
+/// the address is read by Rust's own parser (ipnet's accepts `010.0.0.0`,
+/// which some tools read as octal), a bare address is a host, whitespace
+/// around either part is allowed, and an IPv4-mapped IPv6 address is its
+/// IPv4 address, as peers are compared (ipnet has none of these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
@@ -41,26 +33,19 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let network: IpAddr =
+        let addr: IpAddr =
             addr.trim().parse().map_err(|_| format!("`{s}` is not an IP address or network"))?;
-        let network = network.to_canonical();
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}` has a prefix length that is not 0..={max}"))?,
-        };
-        Ok(Cidr { network, prefix })
+        let addr = addr.to_canonical();
+        let Some(prefix) = prefix else { return Ok(Cidr(IpNet::from(addr))) };
+        prefix.trim().parse::<u8>().ok().and_then(|p| IpNet::new(addr, p).ok()).map(Cidr).ok_or_else(|| {
+            format!("`{s}` has a prefix length that is not 0..={}", IpNet::from(addr).max_prefix_len())
+        })
     }
 }
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -298,6 +283,52 @@ mod tests {
         for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "lan", "10.0.0.0/-1", "10.0.0.0/"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cidr_edges_read_as_they_always_have() {
+        // Host bits set: kept as written, matched on the network part.
+        let c: Cidr = "10.1.2.3/8".parse().unwrap();
+        assert!(c.contains(ip("10.200.0.1")) && !c.contains(ip("11.0.0.1")));
+        assert_eq!(c.to_string(), "10.1.2.3/8");
+        assert_eq!(
+            "2001:db8::1".parse::<Cidr>().unwrap().to_string(),
+            "2001:db8::1/128",
+            "a bare address is one host"
+        );
+        // An IPv4-mapped IPv6 address is its IPv4 address, its prefix an IPv4 one.
+        let mapped: Cidr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.1/32");
+        assert!(mapped.contains(ip("10.0.0.1")) && mapped.contains(ip("::ffff:10.0.0.1")));
+        assert!(!mapped.contains(ip("::1")) && !mapped.contains(ip("10.0.0.2")));
+        assert_eq!("::ffff:10.0.0.0/8".parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8");
+        assert!("::ffff:10.0.0.0/104".parse::<Cidr>().is_err());
+        // Whitespace around either part; a prefix as Rust reads a u8.
+        for spelled in [" 10.0.0.0/8 ", "10.0.0.0 / 8", "10.0.0.0/08", "10.0.0.0/008", "10.0.0.0/+8"] {
+            assert_eq!(spelled.parse::<Cidr>().unwrap().to_string(), "10.0.0.0/8", "{spelled:?}");
+        }
+        // Rust's address syntax: no leading zeros (octal to some tools), no zone.
+        for bad in ["010.0.0.0/8", "10.0.0.010", "fe80::1%eth0", "10.0.0.0/8/8", "/8", "", "10.0.0.0/ "] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
+        }
+        let everything: Cidr = "::/0".parse().unwrap();
+        assert!(everything.contains(ip("2001:db8::1")) && !everything.contains(ip("192.0.2.1")));
+        assert!(
+            everything.contains(ip("::1")) && !everything.contains(ip("::ffff:192.0.2.1")),
+            "mapped is IPv4"
+        );
+        let host6: Cidr = "2001:db8::/128".parse().unwrap();
+        assert!(host6.contains(ip("2001:db8::")) && !host6.contains(ip("2001:db8::1")));
+        let v6_63: Cidr = "2001:db8:0:1::/63".parse().unwrap();
+        assert!(v6_63.contains(ip("2001:db8::ffff")) && !v6_63.contains(ip("2001:db8:0:2::")));
+        // The messages the config error shows.
+        assert_eq!("lan".parse::<Cidr>().unwrap_err(), "`lan` is not an IP address or network");
+        assert_eq!(
+            "10.0.0.0/33".parse::<Cidr>().unwrap_err(),
+            "`10.0.0.0/33` has a prefix length that is not 0..=32"
+        );
+        assert_eq!("::/200".parse::<Cidr>().unwrap_err(), "`::/200` has a prefix length that is not 0..=128");
+        assert_eq!("::/x".parse::<Cidr>().unwrap_err(), "`::/x` has a prefix length that is not 0..=128");
     }
 
     #[test]

@@ -96,6 +96,14 @@ pub fn redact(path_and_query: &str) -> Cow<'_, str> {
 /// Client-derived text made safe for a log line: `"` and `\` escaped with a
 /// backslash, control characters (C0, DEL, C1) as `\xNN` or `\u{NNNN}`, so
 /// no field can end early and no line can be split or forged.
+///
+/// For the text format and the process log's fields. Not serde_json's
+/// escaping (the JSON format has that): the text line keeps nginx's `\xNN`
+/// notation, and JSON strings leave DEL, the C1 controls (U+009B is CSI to
+/// some terminals), the line and paragraph separators and the bidirectional
+/// marks, embeddings, overrides and isolates as they are — a log-injection
+/// defence this keeps. Nor tracing-subscriber's: it escapes ESC, BEL, BS,
+/// FF, DEL and C1 only, so a field could still end a line or reorder it.
 pub fn escape(s: &str) -> Cow<'_, str> {
     if !s.chars().any(|c| c == '"' || c == '\\' || needs_escape(c)) {
         return Cow::Borrowed(s);
@@ -204,29 +212,17 @@ impl Sink {
     }
 }
 
-/// `28/Nov/2026:10:00:00 +0000`, the Common Log Format's time.
+/// `28/Nov/2026:10:00:00 +0000`, the Common Log Format's time. A clock
+/// before 1970 reads as 1970, one past the end of `time`'s calendar
+/// (9999-12-31, without its large-dates feature) as that last second.
 fn clf_time(t: std::time::SystemTime) -> String {
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const CLF: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
+    const LAST: i64 = 253_402_300_799;
     let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(LAST).min(LAST))
+        .expect("0..=LAST is in the calendar");
+    t.format(CLF).expect("every field of the format is in an OffsetDateTime")
 }
 
 /// One access line in the JSON format, fields in this order.
@@ -366,6 +362,32 @@ mod tests {
     }
 
     #[test]
+    fn common_log_time_at_the_calendar_edges() {
+        let at = |secs: u64| clf_time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(at(951_782_400), "29/Feb/2000:00:00:00 +0000", "2000 is a leap year");
+        assert_eq!(at(951_868_800), "01/Mar/2000:00:00:00 +0000");
+        assert_eq!(at(1_709_251_199), "29/Feb/2024:23:59:59 +0000");
+        assert_eq!(at(4_107_542_399), "28/Feb/2100:23:59:59 +0000");
+        assert_eq!(at(4_107_542_400), "01/Mar/2100:00:00:00 +0000", "2100 is not");
+        assert_eq!(at(1_798_761_599), "31/Dec/2026:23:59:59 +0000");
+        assert_eq!(at(1_798_761_600), "01/Jan/2027:00:00:00 +0000");
+        assert_eq!(at(1_781_234_567), "12/Jun/2026:03:22:47 +0000", "Python agrees");
+        assert_eq!(at(253_402_300_799), "31/Dec/9999:23:59:59 +0000");
+        assert_eq!(at(300_000_000_000), "31/Dec/9999:23:59:59 +0000", "the end of the calendar, no panic");
+        // Sub-second parts are dropped, a clock before 1970 reads as 1970.
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_860_000_999);
+        assert_eq!(clf_time(t), "28/Nov/2026:10:00:00 +0000");
+        let before = std::time::UNIX_EPOCH - std::time::Duration::from_secs(86_400 * 400);
+        assert_eq!(clf_time(before), "01/Jan/1970:00:00:00 +0000");
+        let months: Vec<String> =
+            (0..12u64).map(|m| at(1_767_225_600 + m * 31 * 86_400)[3..6].to_string()).collect();
+        assert_eq!(
+            months,
+            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        );
+    }
+
+    #[test]
     fn leaves_other_queries_alone() {
         assert_eq!(redact("/api/sync?excludeDomains=true"), "/api/sync?excludeDomains=true");
         assert_eq!(redact("/alive"), "/alive");
@@ -431,6 +453,38 @@ mod tests {
     fn escape_leaves_no_way_to_end_a_field_or_a_line() {
         assert_eq!(escape("/plain/path?a=1"), "/plain/path?a=1");
         assert_eq!(escape("a\"b\\c\nd\r\u{7f}\u{85}\u{202e}é"), "a\\\"b\\\\c\\x0ad\\x0d\\x7f\\x85\\u{202e}é");
+    }
+
+    #[test]
+    fn escape_covers_what_serde_json_leaves_as_it_is() {
+        // serde_json writes each of these raw into a JSON string: the reason
+        // the text format and the process log have an escape of their own.
+        let invisible = [
+            '\u{7f}', '\u{80}', '\u{85}', '\u{9b}', '\u{9f}', '\u{2028}', '\u{2029}', '\u{200e}', '\u{200f}',
+        ];
+        let bidi = ('\u{202a}'..='\u{202e}').chain('\u{2066}'..='\u{2069}');
+        for c in invisible.into_iter().chain(bidi) {
+            let text = format!("a{c}b");
+            assert!(serde_json::to_string(&text).unwrap().contains(c), "{c:?}");
+            let escaped = escape(&text);
+            let code = c as u32;
+            let want = if code < 0x100 { format!("a\\x{code:02x}b") } else { format!("a\\u{{{code:04x}}}b") };
+            assert_eq!(escaped, want, "{c:?}");
+        }
+        // Every C0 control, `"` and `\` become printable ASCII.
+        for b in 0u8..0x20 {
+            assert_eq!(escape(&char::from(b).to_string()), format!("\\x{b:02x}"));
+        }
+        assert_eq!(escape("\"\\"), "\\\"\\\\");
+        // Ordinary text, whatever its script, is left alone, borrowed.
+        for text in ["é/日本語/Ünïcödé", "👩\u{200d}💻 ZWJ emoji", "soft\u{ad}hyphen", "tab-free ' quote"]
+        {
+            assert!(matches!(escape(text), Cow::Borrowed(_)), "{text}");
+        }
+        // Nothing escape() writes needs escaping again, over the whole of Unicode.
+        let all: String = (0..=0x10ffff).filter_map(char::from_u32).collect();
+        let escaped = escape(&all);
+        assert!(!escaped.chars().any(needs_escape));
     }
 
     fn file_sink(format: Format) -> (tempfile::TempDir, std::path::PathBuf, Arc<Sink>) {

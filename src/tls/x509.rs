@@ -41,29 +41,28 @@ pub fn validity(cert: &[u8]) -> Option<(SystemTime, SystemTime)> {
     Some((not_before, time(tag, end)?))
 }
 
-/// A DER UTCTime (tag 0x17) or GeneralizedTime (0x18) in UTC.
+/// A DER UTCTime (tag 0x17) or GeneralizedTime (0x18) in UTC, from 1970 on.
+/// The calendar is the `time` crate's: a date or time of day that does not
+/// exist (month 13, 30 February, 24:00, second 60) is none, as it is to
+/// rustls-webpki, which refuses such a certificate.
 fn time(tag: u8, value: &[u8]) -> Option<SystemTime> {
     let text = std::str::from_utf8(value).ok()?;
     let digits = match tag {
         0x17 => {
             // UTCTime YYMMDDHHMMSSZ
-            let yy: i64 = text.get(0..2)?.parse().ok()?;
+            let yy: i32 = text.get(0..2)?.parse().ok()?;
             format!("{}{}", if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..12)?)
         }
         0x18 => text.get(0..14)?.to_string(),
         _ => return None,
     };
-    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<i64>().ok());
-    let (y, m, d, hh, mm, ss) = (n(0..4)?, n(4..6)?, n(6..8)?, n(8..10)?, n(10..12)?, n(12..14)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * m2 + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86400 + hh * 3600 + mm * 60 + ss;
-    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<u8>().ok());
+    let year: i32 = digits.get(0..4)?.parse().ok()?;
+    let month = time::Month::try_from(n(4..6)?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, n(6..8)?).ok()?;
+    let at = date.with_hms(n(8..10)?, n(10..12)?, n(12..14)?).ok()?;
+    let secs = u64::try_from(at.assume_utc().unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -82,6 +81,55 @@ mod tests {
         assert_eq!(start.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_893_542_400);
         assert_eq!(end.duration_since(UNIX_EPOCH).unwrap().as_secs(), 2_572_992_000);
         assert_eq!(not_after(cert.der()), Some(end));
+    }
+
+    fn secs(tag: u8, text: &str) -> Option<u64> {
+        time(tag, text.as_bytes()).map(|t| t.duration_since(UNIX_EPOCH).unwrap().as_secs())
+    }
+
+    #[test]
+    fn utc_and_generalized_times_at_the_calendar_edges() {
+        const UTC: u8 = 0x17;
+        const GENERALIZED: u8 = 0x18;
+        assert_eq!(secs(UTC, "700101000000Z"), Some(0));
+        assert_eq!(secs(UTC, "000229000000Z"), Some(951_782_400), "2000 is a leap year");
+        assert_eq!(secs(UTC, "240229235959Z"), Some(1_709_251_199));
+        assert_eq!(secs(UTC, "491231235959Z"), Some(2_524_607_999), "YY below 50 is 20YY");
+        assert_eq!(secs(UTC, "261128100000Z"), Some(1_795_860_000));
+        assert_eq!(secs(GENERALIZED, "20261128100000Z"), Some(1_795_860_000));
+        assert_eq!(secs(GENERALIZED, "21000301000000Z"), Some(4_107_542_400));
+        assert_eq!(secs(GENERALIZED, "99991231235959Z"), Some(253_402_300_799));
+        // Before 1970 (YY 50 and up is 19YY) is none: not a date vaultgate schedules by.
+        assert_eq!(secs(UTC, "500101000000Z"), None);
+        assert_eq!(secs(GENERALIZED, "19691231235959Z"), None);
+        // Too short, not digits, another tag.
+        for (tag, text) in [
+            (UTC, "2611281000"),
+            (GENERALIZED, "202611281000Z"),
+            (UTC, "26ab28100000Z"),
+            (0x04, "261128100000Z"),
+        ] {
+            assert_eq!(secs(tag, text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn impossible_dates_are_none_as_webpki_has_them() {
+        // The hand-written calendar rolled these over (30 February became
+        // 2 March); `time` and rustls-webpki refuse them.
+        for text in [
+            "20260230000000Z",
+            "20250229000000Z",
+            "20261301000000Z",
+            "20260001000000Z",
+            "20260100000000Z",
+            "20260101240000Z",
+            "20260101006000Z",
+            "20260101000060Z",
+        ] {
+            assert_eq!(secs(0x18, text), None, "{text}");
+        }
+        assert_eq!(secs(0x17, "260230000000Z"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The WebSocket opening handshake (RFC 6455 §4): which requests ask for
 //! one, and the keys.
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use http::header::{self, HeaderMap};
 
 use crate::http::headers::has_token;
@@ -25,7 +26,7 @@ pub fn new_key() -> String {
     let mut nonce = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .expect("the system random source works");
-    base64(&nonce)
+    BASE64_STANDARD.encode(nonce)
 }
 
 /// The `Sec-WebSocket-Accept` that answers `key`: base64(SHA-1(key + GUID)).
@@ -33,26 +34,7 @@ pub fn accept_for(key: &str) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(key.as_bytes());
     ctx.update(ACCEPT_GUID);
-    base64(ctx.finish().as_ref())
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64_STANDARD.encode(ctx.finish())
 }
 
 #[cfg(test)]
@@ -89,11 +71,14 @@ mod tests {
 
     #[test]
     fn base64_and_fresh_keys() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        // RFC 6455 wants RFC 4648 §4 base64: the standard alphabet (`+`
+        // and `/`, not the URL-safe `-` and `_`), padded.
+        assert_eq!(BASE64_STANDARD.encode(b""), "");
+        assert_eq!(BASE64_STANDARD.encode(b"f"), "Zg==");
+        assert_eq!(BASE64_STANDARD.encode(b"fo"), "Zm8=");
+        assert_eq!(BASE64_STANDARD.encode(b"foo"), "Zm9v");
+        assert_eq!(BASE64_STANDARD.encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(BASE64_STANDARD.encode([0xfb, 0xff]), "+/8=");
         let (a, b) = (new_key(), new_key());
         assert_eq!(a.len(), 24);
         assert_ne!(a, b);

@@ -5,5 +5,5 @@ pub mod frames;
 pub mod handshake;
 pub mod splice;
 
-pub use handshake::{accept_for, base64, is_hub_path, new_key, wants_websocket};
+pub use handshake::{accept_for, is_hub_path, new_key, wants_websocket};
 pub use splice::{splice, SpliceEnd, SpliceStats};

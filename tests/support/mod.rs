@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -63,7 +64,7 @@ impl TestCa {
                 .unwrap()
         };
         let spki = ring::digest::digest(&ring::digest::SHA256, spki_der.as_ref());
-        let leaf_spki_sha256 = vaultgate::websocket::base64(spki.as_ref());
+        let leaf_spki_sha256 = BASE64_STANDARD.encode(spki);
         TestCa {
             ca_der: ca.der().clone(),
             ca_pem: ca.pem(),
