@@ -3,13 +3,15 @@
 //! The library API is small on purpose: load a [`Config`], [`Server::start`]
 //! it, read [`Server::local_addr`], and [`Server::shutdown`] it.
 //!
-//! The modules are floors: each uses only the ones listed after it
-//! (README.md, "Architecture", has the map).
+//! The modules are floors: each uses only the floors below it (the order
+//! is `FLOORS` in the test at the end of this file; ARCHITECTURE.md has the
+//! map).
 
 pub mod acme;
 pub mod check;
 pub mod config;
 pub mod conn_limit;
+pub mod daemon;
 pub mod http;
 pub mod io;
 pub mod observe;
@@ -25,8 +27,9 @@ pub use server::{Server, ServerError};
 /// The floors, top first: a module may use only the ones after its own.
 #[cfg(test)]
 mod floors {
-    const FLOORS: [&str; 12] = [
+    const FLOORS: [&str; 13] = [
         "check",
+        "daemon",
         "server",
         "acme",
         "proxy",

@@ -1,134 +1,59 @@
-//! The `vaultgate` command: argument parsing, logging, signals, exit codes.
+//! The `vaultgate` command: arguments, logging, the runtime, exit codes
+//! (0 done, 1 failed, 2 a usage error).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use clap::{Parser, Subcommand};
 
 use vaultgate::{Config, Server};
 
-const USAGE: &str = "\
-vaultgate — a TLS front door for Vaultwarden
-
-Usage:
-  vaultgate [--config PATH]         run the proxy (default config: ./proxy.toml);
-                                    SIGHUP reloads the config and certificates
-  vaultgate check [--config PATH]   validate the config and certificates, then exit
-  vaultgate check --probe [--config PATH]
-                                    also test the running setup end to end: TLS,
-                                    GET /alive through the proxy, the hub upgrade
-  vaultgate --help | --version
-
-Logging: the [log] level in the config, or RUST_LOG (e.g. RUST_LOG=debug).";
-
-enum Command {
-    Run(PathBuf),
-    Check(PathBuf, bool),
-    Help,
-    Version,
+/// vaultgate — a TLS front door for Vaultwarden. Without a command it runs the proxy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vaultgate",
+    version,
+    after_help = "Examples:\n  vaultgate --config /etc/vaultgate/proxy.toml\n  vaultgate check --probe --config /etc/vaultgate/proxy.toml\n\n\
+                  SIGHUP reloads the config and certificates. Logging: the [log] level in the config, or RUST_LOG (e.g. RUST_LOG=debug)."
+)]
+struct Cli {
+    /// The configuration file
+    #[arg(short, long, global = true, env = "VAULTGATE_CONFIG", default_value = "proxy.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
-    let mut check = false;
-    let mut probe = false;
-    let mut config = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" | "help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "check" if !check && config.is_none() => check = true,
-            "--probe" if check => probe = true,
-            "-c" | "--config" => match args.next() {
-                Some(path) => config = Some(PathBuf::from(path)),
-                None => return Err("--config needs a path, e.g. --config /etc/vaultgate/proxy.toml".into()),
-            },
-            other => match other.strip_prefix("--config=") {
-                Some(path) => config = Some(PathBuf::from(path)),
-                None => return Err(format!("unexpected argument `{other}`")),
-            },
-        }
-    }
-    let config = config.unwrap_or_else(|| PathBuf::from("proxy.toml"));
-    Ok(if check { Command::Check(config, probe) } else { Command::Run(config) })
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+enum Command {
+    /// Validate the config and certificates, then exit
+    Check {
+        /// Also test the running setup end to end: TLS, GET /alive through the proxy, the hub upgrade
+        #[arg(long)]
+        probe: bool,
+    },
 }
 
 fn main() -> ExitCode {
-    let command = match parse_args(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    // Usage errors exit 2, --help and --version 0 (clap's conventions).
+    let cli = Cli::parse();
+    let ok = match cli.command {
+        Some(Command::Check { probe }) => vaultgate::check::run(&cli.config, probe),
+        None => run(&cli.config),
     };
-    match command {
-        Command::Help => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("vaultgate {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::Check(path, probe) => check(&path, probe),
-        Command::Run(path) => run(&path),
-    }
-}
-
-fn check(path: &std::path::Path, probe: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = vaultgate::tls::load(&config.tls, &Default::default()) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    if let vaultgate::config::TlsSource::Acme(acme) = &config.tls.source {
-        println!("{}", vaultgate::acme::describe_stored(acme));
-    }
-    if let vaultgate::config::TlsSource::Files { key, .. } = &config.tls.source {
-        if let Some(warning) = vaultgate::tls::key_permission_warning(key) {
-            eprintln!("warning: {warning}");
-        }
-    }
-    println!(
-        "{}: ok (listen {}, upstream {}, hub paths {})",
-        path.display(),
-        config.listen,
-        config.upstream.url,
-        config.hub_paths.join(", ")
-    );
-    if !probe {
-        return ExitCode::SUCCESS;
-    }
-    let target = vaultgate::check::probe::Target::from_config(&config);
-    let findings = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(vaultgate::check::probe::probe(&config, &target)),
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for f in &findings {
-        println!("{f}");
-    }
-    if findings.iter().all(|f| f.ok) {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &Path) -> bool {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            return false;
         }
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone());
@@ -142,7 +67,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return false;
         }
     };
     runtime.block_on(async {
@@ -150,55 +75,66 @@ fn run(path: &std::path::Path) -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::FAILURE;
+                return false;
             }
         };
-        // SIGTERM and SIGHUP handled before READY=1 lets systemd send them.
-        let term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
-        let hup = vaultgate::server::reload::hangup();
-        vaultgate::server::systemd::ready();
-        tokio::select! {
-            _ = wait_for_signal(term) => {}
-            _ = vaultgate::server::reload::watch_with(&server, path, hup) => {}
+        match vaultgate::daemon::run(server, path).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("cannot handle SIGTERM: {e}");
+                false
+            }
         }
-        tracing::info!("shutting down");
-        vaultgate::server::systemd::stopping();
-        server.shutdown().await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
     })
-}
-
-async fn wait_for_signal(mut term: Signal) {
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::error::ErrorKind;
 
-    fn parse(args: &[&str]) -> Result<Command, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vaultgate").chain(args.iter().copied()))
     }
 
     #[test]
     fn arguments() {
-        assert!(matches!(parse(&[]), Ok(Command::Run(p)) if p == std::path::Path::new("proxy.toml")));
-        assert!(
-            matches!(parse(&["--config", "/x.toml"]), Ok(Command::Run(p)) if p == std::path::Path::new("/x.toml"))
+        // Run without VAULTGATE_CONFIG in the environment, as tests are.
+        assert!(std::env::var_os("VAULTGATE_CONFIG").is_none());
+        let cli = parse(&[]).unwrap();
+        assert_eq!((cli.config.as_path(), cli.command), (Path::new("proxy.toml"), None));
+        for args in [&["--config", "/x.toml"][..], &["-c", "/x.toml"], &["--config=/x.toml"]] {
+            let cli = parse(args).unwrap();
+            assert_eq!((cli.config.as_path(), cli.command), (Path::new("/x.toml"), None), "{args:?}");
+        }
+        let cli = parse(&["check", "--config=/y"]).unwrap();
+        assert_eq!(
+            (cli.config.as_path(), cli.command),
+            (Path::new("/y"), Some(Command::Check { probe: false }))
         );
-        assert!(
-            matches!(parse(&["check", "--config=/y"]), Ok(Command::Check(p, false)) if p == std::path::Path::new("/y"))
+        let cli = parse(&["--config", "/y", "check", "--probe"]).unwrap();
+        assert_eq!(
+            (cli.config.as_path(), cli.command),
+            (Path::new("/y"), Some(Command::Check { probe: true }))
         );
-        assert!(matches!(parse(&["check", "--probe"]), Ok(Command::Check(_, true))));
-        assert!(parse(&["--probe"]).is_err());
-        assert!(matches!(parse(&["--help"]), Ok(Command::Help)));
-        assert!(matches!(parse(&["--version"]), Ok(Command::Version)));
-        assert!(parse(&["--config"]).is_err());
-        assert!(parse(&["bogus"]).is_err());
-        assert!(parse(&["check", "check"]).is_err());
+        for (args, kind) in [
+            (&["--probe"][..], ErrorKind::UnknownArgument),
+            (&["--config"], ErrorKind::InvalidValue),
+            (&["bogus"], ErrorKind::InvalidSubcommand),
+            (&["check", "check"], ErrorKind::UnknownArgument),
+            (&["--help"], ErrorKind::DisplayHelp),
+            (&["--version"], ErrorKind::DisplayVersion),
+        ] {
+            assert_eq!(parse(args).err().map(|e| e.kind()), Some(kind), "{args:?}");
+        }
+        assert_eq!(parse(&["bogus"]).unwrap_err().exit_code(), 2, "usage errors exit 2");
+        // The environment names the file unless --config does (this binary's
+        // only test, so no other reads the environment meanwhile).
+        std::env::set_var("VAULTGATE_CONFIG", "/etc/vaultgate/proxy.toml");
+        let from_env = parse(&["check"]).map(|c| c.config);
+        let from_flag = parse(&["-c", "/z.toml"]).map(|c| c.config);
+        std::env::remove_var("VAULTGATE_CONFIG");
+        assert_eq!(from_env.unwrap(), Path::new("/etc/vaultgate/proxy.toml"));
+        assert_eq!(from_flag.unwrap(), Path::new("/z.toml"));
     }
 }

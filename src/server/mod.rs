@@ -5,8 +5,6 @@ pub mod accept;
 pub mod admin;
 pub mod listener;
 pub mod redirect;
-pub mod reload;
-pub mod systemd;
 
 mod conn;
 mod idle;

@@ -52,7 +52,7 @@ pub async fn watch_with(server: &Server, config_path: &Path, mut hup: Option<Sig
 
 /// Reads the file again and hands it to the server; logs the outcome.
 pub fn reload(server: &Server, config_path: &Path, why: &str) {
-    crate::server::systemd::reloading();
+    super::systemd::reloading();
     let result = Config::load(config_path)
         .map_err(|e| e.to_string())
         .and_then(|config| server.reload(config).map_err(|e| e.to_string()));
@@ -63,7 +63,7 @@ pub fn reload(server: &Server, config_path: &Path, why: &str) {
         tracing::info!("reload ({why}) done");
     }
     // Refused or not, a configuration is in force again.
-    crate::server::systemd::ready();
+    super::systemd::ready();
 }
 
 /// What identifies the current content of the certificate and key files.
