@@ -111,12 +111,7 @@ mod floors {
                 }
             }
             let folder = path.parent().unwrap();
-            // TODO(#14): config/ and server/reload.rs are being moved.
-            if folder != src
-                && !rel.ends_with("/mod.rs")
-                && !rel.starts_with("config/")
-                && rel != "server/reload.rs"
-            {
+            if folder != src && !rel.ends_with("/mod.rs") && rel != "server/reload.rs" {
                 let siblings: Vec<String> = std::fs::read_dir(folder)
                     .unwrap()
                     .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())

@@ -1,6 +1,7 @@
 //! Configuration errors that name the file, line and key, and say what to
 //! write instead; the "did you mean" for unknown keys.
 
+use super::raw::KNOWN_KEYS;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -91,14 +92,14 @@ fn missing_field(message: &str) -> Option<String> {
 
 /// The "did you mean" part of an unknown-key error.
 fn suggest_key(table: &str, unknown: &str) -> String {
-    let here: Vec<&str> = super::KNOWN_KEYS.iter().filter(|(t, _)| *t == table).map(|(_, k)| *k).collect();
+    let here: Vec<&str> = KNOWN_KEYS.iter().filter(|(t, _)| *t == table).map(|(_, k)| *k).collect();
     let best = here.iter().map(|k| (edit_distance(&unknown.to_ascii_lowercase(), k), *k)).min();
     if let Some((d, k)) = best {
         if d <= 2.max(unknown.len() / 3) {
             return format!("did you mean `{k}`?");
         }
     }
-    if let Some((t, k)) = super::KNOWN_KEYS.iter().find(|(t, k)| *k == unknown && *t != table) {
+    if let Some((t, k)) = KNOWN_KEYS.iter().find(|(t, k)| *k == unknown && *t != table) {
         return if t.is_empty() {
             format!("`{k}` belongs at the top of the file, before any [table]")
         } else {

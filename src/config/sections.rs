@@ -1,5 +1,5 @@
 //! The optional tables of proxy.toml, each validated into its typed part of
-//! [`Config`](super::Config): TLS, timeouts, limits, client IP, access
+//! `Config`: TLS, timeouts, limits, client IP, access
 //! lists, the extra listeners, the access log.
 
 use std::net::SocketAddr;
@@ -10,11 +10,12 @@ use http::header::HeaderName;
 use toml::Spanned;
 
 use super::error::{ConfigError, Ctx};
-use super::values::{parse_duration, parse_size, show_duration, show_size};
-use super::{
-    AccessDestination, AccessFormat, AcmeConfig, Challenge, Limits, RawAccess, RawAcme, RawClientIp,
-    RawLimits, RawListen, RawLog, RawTimeouts, RawTls, Timeouts, TlsConfig, TlsSource,
+use super::raw::{RawAccess, RawAcme, RawClientIp, RawLimits, RawListen, RawLog, RawTimeouts, RawTls};
+use super::types::{
+    AccessDestination, AccessFormat, AcmeConfig, Challenge, Limits, Timeouts, TlsConfig, TlsSource,
+    LETSENCRYPT, LETSENCRYPT_STAGING,
 };
+use super::values::{parse_duration, parse_size, show_duration, show_size};
 use crate::http::access;
 use crate::http::client_ip::{self, Cidr};
 
@@ -173,10 +174,10 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
         }
     };
     let directory = match raw.directory {
-        None => super::LETSENCRYPT.to_string(),
+        None => LETSENCRYPT.to_string(),
         Some(v) => match v.get_ref().trim() {
-            "letsencrypt" => super::LETSENCRYPT.to_string(),
-            "letsencrypt-staging" => super::LETSENCRYPT_STAGING.to_string(),
+            "letsencrypt" => LETSENCRYPT.to_string(),
+            "letsencrypt-staging" => LETSENCRYPT_STAGING.to_string(),
             url if url.starts_with("https://")
                 && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some()) =>
             {

@@ -1,6 +1,7 @@
 //! Parsers for the value formats of proxy.toml: durations, sizes, the
 //! upstream URL.
 
+use super::types::Upstream;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -72,7 +73,7 @@ pub fn show_size(n: u64) -> String {
 }
 
 /// Parses the upstream URL: plain `http://host:port`, no path, no credentials.
-pub fn parse_upstream(s: &str) -> Result<super::Upstream, String> {
+pub fn parse_upstream(s: &str) -> Result<Upstream, String> {
     let uri: http::Uri = s.parse().map_err(|_| format!("`{s}` is not a URL"))?;
     match uri.scheme() {
         Some(scheme) if *scheme == Scheme::HTTP => {}
@@ -95,7 +96,7 @@ pub fn parse_upstream(s: &str) -> Result<super::Upstream, String> {
     let port = authority.port_u16().unwrap_or(80);
     let authority: Authority =
         format!("{}:{port}", authority.host()).parse().map_err(|_| format!("`{s}` has an invalid host"))?;
-    Ok(super::Upstream { authority, url: s.trim_end_matches('/').to_string() })
+    Ok(Upstream { authority, url: s.trim_end_matches('/').to_string() })
 }
 
 /// Parses `"525MB"` (decimal), `"525MiB"` (binary), `"64KiB"`, `"1GB"`, `"100B"`.

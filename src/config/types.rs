@@ -1,0 +1,182 @@
+//! What a checked configuration holds, section by section, and the defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::Authority;
+
+/// The Vaultwarden server vaultgate forwards to (plain HTTP/1.1).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `host:port` of the upstream, as written (port made explicit).
+    pub authority: Authority,
+    /// The URL as the user wrote it, for error pages and logs.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub source: TlsSource,
+    /// When not empty, only clients asking (by SNI) for one of these names get
+    /// a certificate; bare-IP scanners and unknown names get a handshake failure.
+    pub server_names: Vec<String>,
+    /// Add `Strict-Transport-Security` to responses that lack it (never to a 101).
+    pub hsts: bool,
+    /// How often the certificate and key files are checked for a renewal.
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files: a full chain and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// No files configured: a self-signed certificate for localhost is made at start.
+    SelfSigned,
+    /// Obtained and renewed by vaultgate itself from an ACME CA.
+    Acme(AcmeConfig),
+}
+
+/// `[tls] acme = { domain = "…" }`: where and how to get a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// The one DNS name the certificate is for.
+    pub domain: String,
+    /// Contact address given to the CA (optional with Let's Encrypt).
+    pub email: Option<String>,
+    /// The RFC 8555 directory URL.
+    pub directory: String,
+    /// An extra root certificate (PEM) to trust for the directory, e.g. a test CA.
+    pub ca: Option<PathBuf>,
+    /// Where the account key, certificate and key are kept.
+    pub state_dir: PathBuf,
+    /// The challenge types to try, in order.
+    pub challenges: Vec<Challenge>,
+}
+
+/// How the CA checks that this server answers for the domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// On the HTTPS listener, during the TLS handshake (only 443 needs to be open).
+    TlsAlpn01,
+    /// On the `[redirect]` plain-HTTP listener (port 80).
+    Http01,
+}
+
+impl Challenge {
+    pub fn name(self) -> &'static str {
+        match self {
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+            Challenge::Http01 => "http-01",
+        }
+    }
+}
+
+/// Where access lines go, and in which format (`[log] access`, `access_format`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessDestination {
+    /// Into the process log on stderr, as structured `key=value` fields.
+    Log,
+    /// Lines of their own on stderr.
+    Stderr,
+    /// Appended to a file; reopened on reload, so logrotate's `postrotate`
+    /// can just `systemctl reload vaultgate`.
+    File(std::path::PathBuf),
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// Combined-log-like: `client - - [time] "METHOD path VERSION" status bytes "referer" "agent" in=… ms=…`
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tls_handshake: Duration,
+    pub request_header: Duration,
+    /// A request body that sends nothing for this long is cut off.
+    pub request_body_idle: Duration,
+    /// An HTTP/2 connection with no request in flight for this long is closed.
+    pub keep_alive: Duration,
+    pub upstream_connect: Duration,
+    /// How long the upstream may take to start answering once the request has been sent.
+    pub upstream_response: Duration,
+    /// A hub WebSocket with no traffic either way for this long is closed.
+    pub hub_idle: Duration,
+    /// How long shutdown waits for in-flight requests and hubs.
+    pub drain: Duration,
+    /// A response the client stops taking (a full socket, or an HTTP/2 window
+    /// held at zero) for this long is cut off, and its upstream connection
+    /// released (nginx: `send_timeout`).
+    pub send_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tls_handshake: Duration::from_secs(10),
+            request_header: Duration::from_secs(30),
+            request_body_idle: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(75),
+            upstream_connect: Duration::from_secs(5),
+            upstream_response: Duration::from_secs(100),
+            // Vaultwarden pings every 15 s; nginx's 60 s default is what kills hubs.
+            hub_idle: Duration::from_secs(10 * 60),
+            drain: Duration::from_secs(30),
+            send_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes; Vaultwarden's own limit for attachments and Sends is 525 MB.
+    pub max_request_body: u64,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Bytes per second a request body must average while the proxy waits.
+    pub min_upload_rate: u64,
+    /// Workers serving connections: each a thread that accepts and serves
+    /// connections of its own.
+    pub workers: usize,
+    /// IPv6 clients are grouped by this prefix length for every per-address
+    /// limit: a /64 is one subscriber.
+    pub ipv6_prefix: u8,
+    /// Open hub WebSockets per client address (Vaultwarden caps its anonymous
+    /// hub at 25 per address).
+    pub max_hubs_per_ip: usize,
+    /// Upstream requests in flight for one client connection; more wait.
+    pub max_upstream_per_connection: usize,
+    /// Upstream requests in flight for one client address; more wait.
+    pub max_upstream_per_ip: usize,
+    /// Bytes in one request header line (name and value), else 431.
+    pub max_header_line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body: 525_000_000,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            min_upload_rate: 1024,
+            // One per core, like nginx's `worker_processes auto`.
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ipv6_prefix: 64,
+            max_hubs_per_ip: 32,
+            max_upstream_per_connection: 32,
+            max_upstream_per_ip: 128,
+            // nginx's 8k; Bitwarden's bearer tokens are 1-2 KiB.
+            max_header_line: 8 * 1024,
+        }
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:443";
+pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000";
+pub const DEFAULT_HUB_PATHS: [&str; 2] = ["/notifications/hub", "/notifications/anonymous-hub"];
