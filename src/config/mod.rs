@@ -5,6 +5,7 @@
 mod error;
 mod raw;
 mod sections;
+mod tls;
 mod types;
 mod values;
 
@@ -16,7 +17,8 @@ use crate::http::client_ip;
 pub use error::ConfigError;
 use error::{from_toml_error, Ctx};
 use raw::RawConfig;
-use sections::{access_rules, access_settings, client_ip_policy, limits, listen_of, timeouts, tls_config};
+use sections::{access_rules, access_settings, client_ip_policy, limits, listen_of, timeouts};
+use tls::tls_config;
 pub use types::*;
 pub use values::{parse_duration, parse_size, parse_upstream, MAX_DURATION};
 
