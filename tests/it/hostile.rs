@@ -1,11 +1,9 @@
 //! Hostile bytes from clients: each gets an error or a closed connection,
 //! nothing panics, and a legitimate client is served afterwards.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

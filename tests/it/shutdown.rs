@@ -1,22 +1,15 @@
 //! Graceful shutdown: stop accepting, finish what is in flight, close hubs,
 //! and never wait past the drain deadline.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use support::*;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_closes_hubs() {
     let mut h = Harness::start("").await;
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}/notifications/hub?access_token=t", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let mut ws = h.ws("/notifications/hub?access_token=t").await;
 
     let mut c = h.h1().await;
     let slow = tokio::spawn(async move {
