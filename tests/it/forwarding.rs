@@ -265,10 +265,22 @@ fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_
 
 #[tokio::test]
 async fn missing_host_is_400_and_never_reaches_upstream() {
-    let h = Harness::start("").await;
+    let h = Harness::in_front_of(Upstream::recording().start().await, ProxyToml::new()).await;
     let mut c = h.h1().await;
     let resp = c.send_request(Request::get("/alive").body(Full::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // A request with its Host on a connection of its own reaches the
+    // upstream; the upstream accepts in the order the proxy connected, so a
+    // connection the first request made would have come before it.
+    let mut c = h.h1().await;
+    assert_eq!(c.send_request(get("/with-host")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(h.upstream.heads(), ["GET /with-host"], "only the request with a Host reached the upstream");
+    assert_eq!(h.upstream.accepted(), 1, "no upstream connection was opened for the refused one");
+    assert!(
+        h.upstream.received_text().starts_with("GET /with-host HTTP/1.1\r\n"),
+        "{}",
+        h.upstream.received_text()
+    );
 }
 
 #[tokio::test]
