@@ -1,6 +1,7 @@
 //! Connection churn leaves nothing behind. Alone in its own test binary, so
 //! no other test's sockets blur the descriptor count.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! its connections start to end. Alone in this test binary, so that the
 //! threads it counts are its own server's.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -1,17 +1,13 @@
 //! Limits, access lists, client IP and path handling, end to end through the
 //! real proxy, each refusal paired with a legitimate request that still works.
 
-mod support;
-
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{Full, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
-use support::*;
 
 type Chunks = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>;
 
@@ -24,17 +20,10 @@ async fn streaming_post(
     let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let req = Request::post(h.url("/api/ciphers/x/attachment/v2")).body(body).unwrap();
     let task = if http2 {
-        let tls = h.tls(&[b"h2"]).await;
-        let (mut c, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut c = h.client().h2_for().await;
         tokio::spawn(async move { c.send_request(req).await })
     } else {
-        let tls = h.tls(&[b"http/1.1"]).await;
-        let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn);
+        let mut c = h.client().h1_for().await;
         let (mut parts, body) = req.into_parts();
         parts.uri = "/api/ciphers/x/attachment/v2".parse().unwrap();
         parts.headers.insert("host", http::HeaderValue::from_static("localhost"));
@@ -53,7 +42,7 @@ async fn body_over_the_limit_by_content_length_is_413_and_never_forwarded() {
         .unwrap();
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0, "refused before reaching Vaultwarden");
+    assert_eq!(h.upstream.requests(), 0, "refused before reaching Vaultwarden");
 
     // At the limit is fine.
     let mut c = h.h2().await;
@@ -120,7 +109,7 @@ async fn access_list_refuses_admin_from_outside_in_every_spelling() {
         let answer = raw_exchange(&h, &raw_get(path)).await;
         assert_eq!(raw_status(&answer), 400, "{path}");
     }
-    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0, "none of them reached Vaultwarden");
+    assert_eq!(h.upstream.requests(), 0, "none of them reached Vaultwarden");
     let answer = raw_exchange(&h, &raw_get("/api/sync")).await;
     assert_eq!(raw_status(&answer), 200, "other paths are open");
     let answer = raw_exchange(&h, &raw_get("/administrator")).await;
@@ -194,17 +183,11 @@ async fn hub_tunnel_opens_only_for_the_plain_hub_path() {
 
 #[tokio::test]
 async fn hsts_when_enabled_but_never_on_a_101() {
-    let h = Harness::start("[tls]\nhsts = true\n").await;
+    let h = Harness::configured(ProxyToml::new().tls("hsts = true")).await;
     let mut c = h.h1().await;
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.headers()["strict-transport-security"], "max-age=63072000");
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "wss://localhost:{}/notifications/hub?access_token=t",
-        h.addr.port()
-    ))
-    .unwrap();
-    let (_ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let (_ws, resp) = h.client().try_ws("/notifications/hub?access_token=t").await.unwrap();
     assert!(resp.headers().get("strict-transport-security").is_none(), "nothing is added to a 101");
 
     let plain = Harness::start("").await;
@@ -224,7 +207,7 @@ async fn slow_request_head_is_dropped_after_the_header_timeout() {
         tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut out),
     );
     assert!(read.await.is_ok(), "a dribbled request head is cut off");
-    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(h.upstream.requests(), 0);
 }
 
 #[tokio::test]
@@ -236,15 +219,7 @@ async fn silent_connections_from_one_address_do_not_lock_out_others() {
         silent.push(tokio::net::TcpStream::connect(h.addr).await.unwrap());
     }
     // A real client from another address is served at once.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let tcp = socket.connect(h.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(h.ca.client_config(&[b"http/1.1"]))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("handshake from another address");
-    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    let mut c = h.client().from("127.0.0.2").try_h1().await.expect("handshake from another address");
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let echo = c.send_request(get("/api/sync")).await.unwrap();
@@ -254,13 +229,18 @@ async fn silent_connections_from_one_address_do_not_lock_out_others() {
 
 #[tokio::test]
 async fn strict_sni_refuses_bare_ip_and_unknown_names() {
-    let h = Harness::start("[tls]\nserver_names = [\"localhost\"]\n").await;
+    let h = Harness::configured(ProxyToml::new().tls("server_names = [\"localhost\"]")).await;
+    let openssl = tool(Tool::Openssl);
     // tokio's Command: the proxy runs on this test's runtime and must keep going.
     let s_client = |sni: &str| {
         let arg = if sni.is_empty() { "-noservername".to_string() } else { format!("-servername {sni}") };
         tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("openssl s_client -connect 127.0.0.1:{} {arg} </dev/null 2>&1", h.addr.port()))
+            .arg(format!(
+                "'{}' s_client -connect 127.0.0.1:{} {arg} </dev/null 2>&1",
+                openssl.display(),
+                h.addr.port()
+            ))
             .output()
     };
     let ok = String::from_utf8_lossy(&s_client("localhost").await.unwrap().stdout).into_owned();

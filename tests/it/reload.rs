@@ -2,55 +2,34 @@
 //! certificate; established connections and hub WebSockets stay up; a broken
 //! new configuration or certificate is refused and the old one stays.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
-use support::*;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A proxy.toml next to `ca`'s files, pointing at `upstream`.
 fn config_for(ca: &TestCa, upstream: std::net::SocketAddr, extra: &str) -> vaultgate::Config {
-    let path = ca.dir.path().join("proxy.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\nupstream = \"http://{upstream}\"\n{extra}\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-        ca.cert_path.display(),
-        ca.key_path.display()
-    );
-    std::fs::write(&path, text).unwrap();
-    vaultgate::Config::load(&path).unwrap()
+    ProxyToml::new().upstream(upstream).extra(extra).certificate(ca).load(ca.dir.path())
 }
 
 async fn handshake_fails(ca: &TestCa, addr: std::net::SocketAddr) -> bool {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"]))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .is_err()
+    ca.client(addr).try_tls(&[b"http/1.1"]).await.is_err()
 }
 
 #[tokio::test]
 async fn reload_swaps_the_certificate_for_new_connections_while_hubs_stay_open() {
     let h = Harness::start("").await;
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}/notifications/hub?access_token=t", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let mut ws = h.ws("/notifications/hub?access_token=t").await;
     ws.send(Message::text("{\"protocol\":\"messagepack\",\"version\":1}\u{1e}")).await.unwrap();
     let mut old_h2 = h.h2().await;
 
     let renewed = TestCa::new();
-    h.proxy.as_ref().unwrap().reload(config_for(&renewed, h.upstream.addr, "")).expect("reload accepted");
+    h.proxy().reload(config_for(&renewed, h.upstream.addr, "")).expect("reload accepted");
 
     // New connections get the new certificate.
     assert!(handshake_fails(&h.ca, h.addr).await, "the old certificate is no longer served");
-    let tls = tls_connect(&renewed, h.addr, &[b"http/1.1"]).await;
-    let (mut c, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    let mut c = renewed.client(h.addr).h1().await;
     assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), 200);
 
     // The hub opened before the reload still carries notifications.
@@ -78,7 +57,7 @@ async fn broken_certificate_is_refused_and_the_running_one_stays() {
         "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
     )
     .unwrap();
-    let refused = h.proxy.as_ref().unwrap().reload(config_for(&broken, h.upstream.addr, ""));
+    let refused = h.proxy().reload(config_for(&broken, h.upstream.addr, ""));
     let e = refused.expect_err("a broken certificate is refused");
     assert!(e.to_string().contains("not valid PEM"), "{e}");
     let mut c = h.h1().await;
@@ -98,9 +77,10 @@ async fn status_until(ca: &TestCa, url: &str, want: &[u8]) -> bool {
 
 #[tokio::test]
 async fn sighup_reloads_the_config_and_refuses_a_broken_one() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
+    let toml = binary_toml(upstream.addr);
+    let config = toml.write(ca.dir.path());
     let proxy = RunningBinary::start(&config, "");
     let url = format!("https://localhost:{}/alive", proxy.port());
     assert!(status_until(&ca, &url, b"\"alive\"").await);
@@ -108,8 +88,7 @@ async fn sighup_reloads_the_config_and_refuses_a_broken_one() {
         |pid: u32| std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
 
     // Close /alive to everyone but 10/8, and reload.
-    let text = std::fs::read_to_string(&config).unwrap();
-    let closed = format!("{text}\n[[access]]\npath = \"/alive\"\nallow = [\"10.0.0.0/8\"]\n");
+    let closed = toml.extra("[[access]]\npath = \"/alive\"\nallow = [\"10.0.0.0/8\"]").text();
     std::fs::write(&config, &closed).unwrap();
     assert!(hup(proxy.pid()).success());
     assert!(status_until(&ca, &url, b"403").await, "the new access list is in force");
@@ -128,11 +107,9 @@ async fn sighup_reloads_the_config_and_refuses_a_broken_one() {
 
 #[tokio::test]
 async fn renewed_certificate_files_are_picked_up_without_a_signal() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}watch_interval = \"200ms\"\n")).unwrap();
+    let config = binary_toml(upstream.addr).tls("watch_interval = \"200ms\"").write(ca.dir.path());
     let proxy = RunningBinary::start(&config, "");
     let url = format!("https://localhost:{}/alive", proxy.port());
     assert!(status_until(&ca, &url, b"\"alive\"").await);
@@ -153,12 +130,12 @@ async fn a_reloaded_access_list_applies_to_the_next_request_on_open_connections(
     let mut h2 = h.h2().await;
     assert_eq!(h1.send_request(get("/admin")).await.unwrap().status(), 200);
     assert_eq!(h2.send_request(get(&h.url("/admin"))).await.unwrap().status(), 200);
-    let before = h.upstream.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let before = h.upstream.requests();
     let locked = "[[access]]\npath = \"/admin\"\nallow = [\"10.0.0.0/8\"]";
-    h.proxy.as_ref().unwrap().reload(config_for(&h.ca, h.upstream.addr, locked)).expect("reload accepted");
+    h.proxy().reload(config_for(&h.ca, h.upstream.addr, locked)).expect("reload accepted");
     // The same connections, opened before the reload: refused now.
     assert_eq!(h1.send_request(get("/admin")).await.unwrap().status(), 403);
     assert_eq!(h2.send_request(get(&h.url("/admin"))).await.unwrap().status(), 403);
-    assert_eq!(h.upstream.requests.load(std::sync::atomic::Ordering::SeqCst), before);
+    assert_eq!(h.upstream.requests(), before);
     assert_eq!(h1.send_request(get("/alive")).await.unwrap().status(), 200, "the rest is served");
 }

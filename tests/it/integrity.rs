@@ -3,14 +3,8 @@
 //! paired with a legitimate request on another connection that is served, and
 //! with the stand-in upstream's count showing the refused one never arrived.
 
-mod support;
-
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-
+use crate::support::{self, *};
 use http::StatusCode;
-use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A raw HTTP/1.1 GET with `Host: localhost`, `Connection: close` and `extra`
 /// header lines (each ending in CRLF).
@@ -25,7 +19,7 @@ fn echo_of(answer: &str) -> serde_json::Value {
 }
 
 fn seen(h: &Harness) -> usize {
-    h.upstream.requests.load(Ordering::SeqCst)
+    h.upstream.requests()
 }
 
 const TRUSTED_LOCAL_PROXY: &str =
@@ -150,7 +144,7 @@ async fn underscore_spellings_of_forwarding_headers_never_reach_vaultwarden() {
 
 #[tokio::test]
 async fn hosts_outside_server_names_get_421_over_both_protocols() {
-    let h = Harness::start("[tls]\nserver_names = [\"localhost\"]\n").await;
+    let h = Harness::configured(ProxyToml::new().tls("server_names = [\"localhost\"]")).await;
     for host in ["evil.example", "127.0.0.1", "localhost.evil", "[::1]:443"] {
         let bytes = format!("GET /api/sync HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let answer = raw_exchange(&h, bytes.as_bytes()).await;
@@ -171,12 +165,9 @@ async fn hosts_outside_server_names_get_421_over_both_protocols() {
 
 /// Raw bytes to the plain-HTTP redirect listener: (status, Location).
 async fn redirect_answer(port: u16, host: &str) -> (u16, Option<String>) {
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let bytes = format!("GET /api/x?y=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(bytes.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let text = support::client::plain_exchange(addr, "127.0.0.1", bytes.as_bytes()).await;
     let location = text
         .lines()
         .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
@@ -188,7 +179,7 @@ async fn redirect_answer(port: u16, host: &str) -> (u16, Option<String>) {
 async fn the_redirect_listener_sends_clients_only_to_names_the_certificate_covers() {
     // The test certificate covers localhost and 127.0.0.1, nothing else.
     let h = Harness::start("[redirect]\nlisten = \"127.0.0.1:0\"").await;
-    let port = h.proxy.as_ref().unwrap().redirect_addr().unwrap().port();
+    let port = h.proxy().redirect_addr().unwrap().port();
     let https = h.addr.port();
     for host in ["evil.example", "evil.example:80", "localhost.evil", "[::1]", "10.0.0.1"] {
         let (status, location) = redirect_answer(port, host).await;
@@ -208,9 +199,11 @@ async fn the_redirect_listener_sends_clients_only_to_names_the_certificate_cover
 
 #[tokio::test]
 async fn the_redirect_listener_with_server_names_redirects_only_those() {
-    let h =
-        Harness::start("[redirect]\nlisten = \"127.0.0.1:0\"\n[tls]\nserver_names = [\"localhost\"]\n").await;
-    let port = h.proxy.as_ref().unwrap().redirect_addr().unwrap().port();
+    let h = Harness::configured(
+        ProxyToml::new().extra("[redirect]\nlisten = \"127.0.0.1:0\"").tls("server_names = [\"localhost\"]"),
+    )
+    .await;
+    let port = h.proxy().redirect_addr().unwrap().port();
     for host in ["evil.example", "127.0.0.1"] {
         // Not even to the configured name: a scanner asking by IP learns none.
         assert_eq!(redirect_answer(port, host).await, (421, None), "{host}");

@@ -1,19 +1,16 @@
 //! Operations: the plain-HTTP redirect, and riding through a Vaultwarden
 //! restart.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::StreamExt;
-use support::*;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
 async fn plain_http_is_redirected_to_the_same_host_and_path_on_https() {
     let h = Harness::start("[redirect]\nlisten = \"127.0.0.1:0\"").await;
-    let port = h.proxy.as_ref().unwrap().redirect_addr().unwrap().port();
-    let out = tokio::process::Command::new("curl")
+    let port = h.proxy().redirect_addr().unwrap().port();
+    let out = tokio::process::Command::new(tool(Tool::Curl))
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
         .arg(format!("http://localhost:{port}/api/x/../sync?excludeDomains=true"))
         .output()
@@ -22,7 +19,7 @@ async fn plain_http_is_redirected_to_the_same_host_and_path_on_https() {
     let answer = String::from_utf8_lossy(&out.stdout);
     assert_eq!(answer, format!("301 https://localhost:{}/api/sync?excludeDomains=true", h.addr.port()));
     // Following it lands on Vaultwarden through vaultgate.
-    let out = tokio::process::Command::new("curl")
+    let out = tokio::process::Command::new(tool(Tool::Curl))
         .args(["-sS", "-L", "--cacert"])
         .arg(&h.ca.ca_path)
         .arg(format!("http://localhost:{port}/alive"))
@@ -30,44 +27,32 @@ async fn plain_http_is_redirected_to_the_same_host_and_path_on_https() {
         .await
         .unwrap();
     assert_eq!(out.stdout, b"\"alive\"");
-    assert_eq!(
-        h.upstream.requests.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "nothing else went upstream"
-    );
+    assert_eq!(h.upstream.requests(), 1, "nothing else went upstream");
 }
 
 #[tokio::test]
 async fn vaultwarden_restart_gives_quick_502s_closes_hubs_and_recovers_at_once() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
-    let upstream_addr = upstream.addr;
-    let mut h = Harness::start_with_upstream(upstream, "").await;
+    let mut h = Harness::start("").await;
+    let upstream_addr = h.upstream.addr;
     let mut c = h.h1().await;
     assert_eq!(c.send_request(get("/alive")).await.unwrap().status(), 200, "a pooled connection now exists");
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}/notifications/hub?access_token=t", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let mut ws = h.ws("/notifications/hub?access_token=t").await;
 
     // Vaultwarden goes down.
-    let replaced = std::mem::replace(
-        &mut h.upstream,
-        StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap(),
-    );
+    let replaced = std::mem::replace(&mut h.upstream, Upstream::standin().start().await);
     replaced.kill();
     within("the hub to be closed", async { while let Some(Ok(_)) = ws.next().await {} }).await;
     let resp = within("a 502 while Vaultwarden is down", c.send_request(get("/alive"))).await.unwrap();
     assert_eq!(resp.status(), 502);
 
     // It comes back on the same port: the very next request succeeds.
-    h.upstream = StandIn::start(upstream_addr, Duration::from_secs(15)).await.unwrap();
+    h.upstream = Upstream::standin().on(upstream_addr).start().await;
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.status(), 200, "no stale pooled connection served as an error");
 }
 
 async fn http_get(url: &str) -> (u16, String) {
-    let out = tokio::process::Command::new("curl")
+    let out = tokio::process::Command::new(tool(Tool::Curl))
         .args(["-sS", "-w", "\n%{http_code}", url])
         .output()
         .await
@@ -80,7 +65,7 @@ async fn http_get(url: &str) -> (u16, String) {
 #[tokio::test]
 async fn metrics_and_health_tell_what_self_hosters_ask() {
     let mut h = Harness::start("[metrics]\nlisten = \"127.0.0.1:0\"").await;
-    let metrics = format!("http://{}/metrics", h.proxy.as_ref().unwrap().metrics_addr().unwrap());
+    let metrics = format!("http://{}/metrics", h.proxy().metrics_addr().unwrap());
     let healthz = metrics.replace("/metrics", "/healthz");
 
     let (code, body) = http_get(&healthz).await;
@@ -88,11 +73,7 @@ async fn metrics_and_health_tell_what_self_hosters_ask() {
 
     let mut c = h.h2().await;
     assert_eq!(c.send_request(get(&h.url("/alive"))).await.unwrap().status(), 200);
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}/notifications/hub?access_token=t", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    let (_ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let _ws = h.ws("/notifications/hub?access_token=t").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let (code, text) = http_get(&metrics).await;
@@ -109,10 +90,7 @@ async fn metrics_and_health_tell_what_self_hosters_ask() {
     }
 
     // Vaultwarden goes away: health turns red and the 502s are counted.
-    let dead = std::mem::replace(
-        &mut h.upstream,
-        StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap(),
-    );
+    let dead = std::mem::replace(&mut h.upstream, Upstream::standin().start().await);
     let dead_addr = dead.addr;
     dead.kill();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -139,15 +117,11 @@ async fn metrics_and_health_tell_what_self_hosters_ask() {
 #[tokio::test]
 async fn access_log_file_in_json_or_text_reopens_after_rotation() {
     for format in ["json", "text"] {
-        let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+        let upstream = Upstream::standin().start().await;
         let ca = TestCa::new();
-        let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
-        let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(
-            &config,
-            format!("{text}\n[log]\naccess = \"access.log\"\naccess_format = \"{format}\"\n"),
-        )
-        .unwrap();
+        let config = binary_toml(upstream.addr)
+            .extra(&format!("[log]\naccess = \"access.log\"\naccess_format = \"{format}\""))
+            .write(ca.dir.path());
         let proxy = RunningBinary::start(&config, "");
         let base = format!("https://localhost:{}", proxy.port());
         let log = ca.dir.path().join("access.log");
@@ -199,21 +173,15 @@ async fn access_log_file_in_json_or_text_reopens_after_rotation() {
 async fn a_start_that_fails_leaves_nothing_listening() {
     let ca = TestCa::new();
     // A free port for the proxy, and a metrics port another program holds.
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let path = ca.dir.path().join("proxy.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"{free}\"\nupstream = \"http://127.0.0.1:9\"\n[limits]\nworkers = 2\n\
-             [metrics]\nlisten = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
-            held.local_addr().unwrap(),
-            ca.cert_path.display(),
-            ca.key_path.display()
-        ),
-    )
-    .unwrap();
-    let e = vaultgate::Server::start(vaultgate::Config::load(&path).unwrap()).await.err().unwrap();
+    let config = ProxyToml::new()
+        .listen(free)
+        .upstream_url("http://127.0.0.1:9")
+        .extra(&format!("[limits]\nworkers = 2\n[metrics]\nlisten = \"{}\"", held.local_addr().unwrap()))
+        .certificate(&ca)
+        .load(ca.dir.path());
+    let e = vaultgate::Server::start(config).await.err().unwrap();
     assert!(e.to_string().contains("[metrics] listen"), "{e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(

@@ -3,21 +3,15 @@
 //! legitimate client on another connection is served while the attack runs.
 //! Timeouts are configured short; nothing here measures speed.
 
-mod support;
-
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::client::plain_exchange_within;
+use crate::support::{self, *};
 use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper::ext::Protocol;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::client::TlsStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The HTTP/2 connection preface and an empty SETTINGS frame.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
@@ -38,38 +32,22 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, secs: u64, wh
     assert!(closed.is_ok(), "{what}: still open after {secs} s");
 }
 
-/// A TLS connection to the proxy from `source` (127.0.0.x).
-async fn tls_from(h: &Harness, source: &str, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(format!("{source}:0").parse().unwrap())?;
-    let tcp = socket.connect(h.addr).await?;
-    tokio_rustls::TlsConnector::from(h.ca.client_config(alpn))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-}
-
 /// A legitimate client from another address gets its answer meanwhile.
 async fn other_client_is_served(h: &Harness) {
-    let tls = within("a TLS handshake from 127.0.0.2", tls_from(h, "127.0.0.2", &[b"http/1.1"]))
+    let mut c = within("a TLS handshake from 127.0.0.2", h.client().from("127.0.0.2").try_h1())
         .await
         .expect("another client connects");
-    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
     let resp = within("an answer for 127.0.0.2", c.send_request(get("/alive"))).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
 /// Whether a new connection from 127.0.0.1 gets an answer at all.
 async fn new_connection_is_served(h: &Harness) -> bool {
-    let Ok(Ok(tls)) =
-        tokio::time::timeout(Duration::from_secs(5), tls_from(h, "127.0.0.1", &[b"http/1.1"])).await
+    let Ok(Ok(mut c)) =
+        tokio::time::timeout(Duration::from_secs(5), h.client().from("127.0.0.1").try_h1()).await
     else {
         return false;
     };
-    let Ok((mut c, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await else {
-        return false;
-    };
-    tokio::spawn(conn);
     matches!(
         tokio::time::timeout(Duration::from_secs(5), c.send_request(get("/alive"))).await,
         Ok(Ok(resp)) if resp.status() == StatusCode::OK
@@ -111,11 +89,7 @@ async fn an_idle_http2_peer_that_never_answers_the_close_is_cut() {
 }
 
 async fn hub_http1(h: &Harness) -> Result<impl Sized, tokio_tungstenite::tungstenite::Error> {
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}/notifications/hub?access_token=x", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    tokio_tungstenite::client_async(req, tls).await.map(|(ws, _)| ws)
+    h.client().try_ws("/notifications/hub?access_token=x").await.map(|(ws, _)| ws)
 }
 
 #[tokio::test]
@@ -143,7 +117,7 @@ async fn hubs_beyond_the_per_address_cap_get_429_and_never_reach_vaultwarden() {
     let h = Harness::start("[limits]\nmax_hubs_per_ip = 2\nworkers = 1").await;
     let _a = within("hub 1", hub_http1(&h)).await.expect("hub 1 opens");
     let _b = within("hub 2", hub_http1(&h)).await.expect("hub 2 opens");
-    let before = h.upstream.requests.load(Ordering::SeqCst);
+    let before = h.upstream.requests();
     match within("hub 3", hub_http1(&h)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -156,20 +130,15 @@ async fn hubs_beyond_the_per_address_cap_get_429_and_never_reach_vaultwarden() {
     let mut c = h2_connect_client(&h).await;
     let resp = c.send_request(extended_connect(&h.url("/notifications/hub?access_token=x"))).await.unwrap();
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(h.upstream.requests.load(Ordering::SeqCst), before, "nothing was opened upstream");
+    assert_eq!(h.upstream.requests(), before, "nothing was opened upstream");
     // Another address has hubs of its own.
-    let tls = tls_from(&h, "127.0.0.2", &[b"http/1.1"]).await.unwrap();
-    let req = format!("wss://localhost:{}/notifications/hub?access_token=x", h.addr.port())
-        .into_client_request()
-        .unwrap();
-    within("a hub from 127.0.0.2", tokio_tungstenite::client_async(req, tls)).await.expect("its hub opens");
+    within("a hub from 127.0.0.2", h.client().from("127.0.0.2").try_ws("/notifications/hub?access_token=x"))
+        .await
+        .expect("its hub opens");
 }
 
 async fn h2_connect_client(h: &Harness) -> hyper::client::conn::http2::SendRequest<Empty<bytes::Bytes>> {
-    let tls = h.tls(&[b"h2"]).await;
-    let (mut c, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    let mut c = h.client().h2_for().await;
     c.ready().await.unwrap();
     c
 }
@@ -216,7 +185,7 @@ async fn an_http1_download_nobody_reads_is_cut_and_its_upstream_released() {
     assert_eq!(raw_status(&String::from_utf8_lossy(&head)), 200);
     // Never read again: the socket fills, the proxy cannot write.
     let released = async {
-        while h.upstream.open.load(Ordering::SeqCst) != 0 {
+        while h.upstream.open() != 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -296,7 +265,7 @@ async fn http2_streams_held_at_window_zero_are_reset_and_release_the_upstream() 
     }
     // At most four reach Vaultwarden at once: the other two wait for a place.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(h.upstream.open.load(Ordering::SeqCst) <= 4, "upstream connections beyond the cap");
+    assert!(h.upstream.open() <= 4, "upstream connections beyond the cap");
     for resp in streams {
         // Headers need no window; the body never gets any: reset.
         let outcome = within("a stream held at window 0 to end", async {
@@ -318,7 +287,7 @@ async fn http2_streams_held_at_window_zero_are_reset_and_release_the_upstream() 
         assert!(outcome.is_err(), "a stream whose client never opened its window was reset");
     }
     let released = async {
-        while h.upstream.open.load(Ordering::SeqCst) != 0 {
+        while h.upstream.open() != 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -347,22 +316,10 @@ async fn upstream_requests_beyond_the_per_address_cap_get_429() {
     drop(slow);
 }
 
-async fn plain_connect(addr: SocketAddr, source: &str) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.unwrap()
-}
-
 /// Whether a plain-HTTP listener answers a request on a new connection.
 async fn plain_answers(addr: SocketAddr, source: &str, path: &str) -> bool {
-    let mut tcp = plain_connect(addr, source).await;
     let req = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    if tcp.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
-    out.starts_with(b"HTTP/1.1 ")
+    plain_exchange_within(addr, source, req.as_bytes(), Duration::from_secs(5)).await.starts_with("HTTP/1.1 ")
 }
 
 #[tokio::test]
@@ -371,8 +328,11 @@ async fn the_redirect_listener_has_a_per_address_cap() {
         "[redirect]\nlisten = \"127.0.0.1:0\"\n[limits]\nmax_connections_per_ip = 2\nworkers = 1",
     )
     .await;
-    let addr = h.proxy.as_ref().unwrap().redirect_addr().unwrap();
-    let _held = [plain_connect(addr, "127.0.0.1").await, plain_connect(addr, "127.0.0.1").await];
+    let addr = h.proxy().redirect_addr().unwrap();
+    let _held = [
+        support::client::plain_connect(addr, "127.0.0.1").await,
+        support::client::plain_connect(addr, "127.0.0.1").await,
+    ];
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!plain_answers(addr, "127.0.0.1", "/").await, "a third connection from 127.0.0.1 is refused");
     // The listener only accepts 127.0.0.1 as destination, from any source on lo.
@@ -382,10 +342,10 @@ async fn the_redirect_listener_has_a_per_address_cap() {
 #[tokio::test]
 async fn the_metrics_listener_has_a_cap() {
     let h = Harness::start("[metrics]\nlisten = \"127.0.0.1:0\"\n[limits]\nworkers = 1").await;
-    let addr = h.proxy.as_ref().unwrap().metrics_addr().unwrap();
+    let addr = h.proxy().metrics_addr().unwrap();
     let mut held = Vec::new();
     for _ in 0..64 {
-        held.push(plain_connect(addr, "127.0.0.1").await);
+        held.push(support::client::plain_connect(addr, "127.0.0.1").await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!plain_answers(addr, "127.0.0.2", "/metrics").await, "a 65th connection is refused");
@@ -405,13 +365,7 @@ async fn pipelined_requests_from_a_client_that_never_reads_are_cut() {
     // only the socket shows that the client takes nothing.
     let h = Harness::start("[timeouts]\nsend_idle = \"1s\"\nrequest_header = \"30s\"\n[limits]\nmax_connections_per_ip = 2\nworkers = 1")
         .await;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(h.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(h.ca.client_config(&[b"http/1.1"]))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = h.client().recv_buffer(4096).tls(&[b"http/1.1"]).await;
     let one = b"GET /download?size=2000 HTTP/1.1\r\nhost: localhost\r\n\r\n";
     let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4000).collect();
     // Written without reading; the proxy stops reading too once it cannot
@@ -436,13 +390,7 @@ async fn a_steady_slow_reader_of_a_large_download_is_not_cut() {
     // bytes all the time, however large the pieces hyper hands it.
     let h = Harness::start("[timeouts]\nsend_idle = \"1s\"\n[limits]\nworkers = 1").await;
     const SIZE: u64 = 1024 * 1024;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(h.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(h.ca.client_config(&[b"http/1.1"]))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = h.client().recv_buffer(4096).tls(&[b"http/1.1"]).await;
     tls.write_all(
         format!("GET /download?size={SIZE} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .as_bytes(),

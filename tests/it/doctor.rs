@@ -1,11 +1,7 @@
 //! `vaultgate check --probe` against running setups, healthy and broken: it
 //! must say which hop failed and what to do.
 
-mod support;
-
-use std::time::Duration;
-
-use support::*;
+use crate::support::*;
 
 async fn probe(config: &std::path::Path, ca: &TestCa) -> (bool, String) {
     let out = tokio::process::Command::new(RunningBinary::PATH)
@@ -21,22 +17,17 @@ async fn probe(config: &std::path::Path, ca: &TestCa) -> (bool, String) {
 
 /// A config for the probe: the running proxy's port in `listen`.
 fn probe_config(ca: &TestCa, port: u16, upstream: std::net::SocketAddr, extra: &str) -> std::path::PathBuf {
-    let path = ca.dir.path().join("probe.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nupstream = \"http://{upstream}\"\n{extra}\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n"
-        ),
-    )
-    .unwrap();
-    path
+    binary_toml(upstream)
+        .listen(format!("127.0.0.1:{port}"))
+        .extra(extra)
+        .write_as(ca.dir.path().join("probe.toml"))
 }
 
 #[tokio::test]
 async fn a_healthy_setup_passes_every_hop() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let proxy = RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "");
+    let proxy = RunningBinary::start(&binary_toml(upstream.addr).write(ca.dir.path()), "");
     let (ok, text) = probe(&probe_config(&ca, proxy.port(), upstream.addr, ""), &ca).await;
     assert!(ok, "{text}");
     assert!(text.contains("✓ TLS: localhost answers, certificate trusted, valid"), "{text}");
@@ -51,7 +42,7 @@ async fn a_healthy_setup_passes_every_hop() {
 #[tokio::test]
 async fn proxy_not_running_is_the_first_hop() {
     let ca = TestCa::new();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = free_port();
     let (ok, text) = probe(&probe_config(&ca, free, "127.0.0.1:9".parse().unwrap(), ""), &ca).await;
     assert!(!ok);
     assert!(text.contains(&format!("✗ TLS: nothing answers on 127.0.0.1:{free}")), "{text}");
@@ -61,13 +52,8 @@ async fn proxy_not_running_is_the_first_hop() {
 #[tokio::test]
 async fn vaultwarden_down_is_named_with_the_port_hint() {
     let ca = TestCa::new();
-    let dead: std::net::SocketAddr = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    )
-    .parse()
-    .unwrap();
-    let proxy = RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", dead), "");
+    let dead = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = RunningBinary::start(&binary_toml(dead).write(ca.dir.path()), "");
     let (ok, text) = probe(&probe_config(&ca, proxy.port(), dead, ""), &ca).await;
     assert!(!ok);
     assert!(text.contains("✓ TLS"), "{text}");
@@ -82,11 +68,9 @@ async fn vaultwarden_down_is_named_with_the_port_hint() {
 
 #[tokio::test]
 async fn a_hub_path_that_does_not_upgrade_is_reported() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("hub_paths = [\"/not-the-hub\"]\n{text}")).unwrap();
+    let config = binary_toml(upstream.addr).extra("hub_paths = [\"/not-the-hub\"]").write(ca.dir.path());
     let proxy = RunningBinary::start(&config, "");
     let (ok, text) =
         probe(&probe_config(&ca, proxy.port(), upstream.addr, "hub_paths = [\"/not-the-hub\"]"), &ca).await;
@@ -96,9 +80,9 @@ async fn a_hub_path_that_does_not_upgrade_is_reported() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_is_explained() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let proxy = RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "");
+    let proxy = RunningBinary::start(&binary_toml(upstream.addr).write(ca.dir.path()), "");
     let stranger = TestCa::new(); // trust another CA only
     let config = probe_config(&ca, proxy.port(), upstream.addr, "");
     let (ok, text) = probe(&config, &stranger).await;

@@ -1,12 +1,10 @@
 //! The built `vaultgate` binary, run the way a user runs it.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 const BIN: &str = RunningBinary::PATH;
 
@@ -46,7 +44,7 @@ fn unknown_key_names_file_line_key_and_suggestion() {
 #[test]
 fn missing_certificate_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "proxy.toml", "[tls]\ncert = \"nowhere.pem\"\nkey = \"nowhere-key.pem\"\n");
+    let path = ProxyToml::empty().certificate_files("nowhere.pem", "nowhere-key.pem").write(dir.path());
     let (ok, text) = check(&path);
     assert!(!ok);
     assert!(
@@ -61,29 +59,25 @@ fn bad_pem_is_named_with_what_was_wrong() {
     let dir = ca.dir.path();
     let garbage = write(dir, "garbage.pem", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n");
     let empty = write(dir, "empty.pem", "just some text\n");
-    let key = ca.key_path.display();
+    let key = &ca.key_path;
 
-    let cfg = write(dir, "a.toml", &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", garbage.display()));
+    let cfg = ProxyToml::empty().certificate_files(&garbage, key).write_as(dir.join("a.toml"));
     let (ok, text) = check(&cfg);
     assert!(!ok && text.contains(&format!("{}: not valid PEM", garbage.display())), "{text}");
 
-    let cfg = write(dir, "b.toml", &format!("[tls]\ncert = \"{}\"\nkey = \"{key}\"\n", empty.display()));
+    let cfg = ProxyToml::empty().certificate_files(&empty, key).write_as(dir.join("b.toml"));
     let (ok, text) = check(&cfg);
     assert!(!ok && text.contains("no certificate found"), "{text}");
 
     // The certificate given as the key.
-    let cfg =
-        write(dir, "c.toml", &format!("[tls]\ncert = \"{0}\"\nkey = \"{0}\"\n", ca.cert_path.display()));
+    let cfg = ProxyToml::empty().certificate_files(&ca.cert_path, &ca.cert_path).write_as(dir.join("c.toml"));
     let (ok, text) = check(&cfg);
     assert!(!ok && text.contains("no private key found"), "{text}");
 
     // A key from another certificate.
     let other = TestCa::new();
-    let cfg = write(
-        dir,
-        "d.toml",
-        &format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", ca.cert_path.display(), other.key_path.display()),
-    );
+    let cfg =
+        ProxyToml::empty().certificate_files(&ca.cert_path, &other.key_path).write_as(dir.join("d.toml"));
     let (ok, text) = check(&cfg);
     assert!(!ok && text.contains("does not belong to the certificate"), "{text}");
 }
@@ -101,9 +95,9 @@ fn help_and_version() {
 
 #[tokio::test]
 async fn binary_serves_on_its_config_and_stops_on_sigterm() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let proxy = RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "");
+    let proxy = RunningBinary::start(&binary_toml(upstream.addr).write(ca.dir.path()), "");
     let url = format!("https://localhost:{}/alive?token=hunter2", proxy.port());
     assert_eq!(curl_get(&ca, &url).await, (true, b"\"alive\"".to_vec()));
 
@@ -116,10 +110,10 @@ async fn binary_serves_on_its_config_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn accept_loop_survives_running_out_of_descriptors() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
     // A descriptor limit low enough that a few dozen connections exhaust it.
-    let proxy = RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "ulimit -n 48 &&");
+    let proxy = RunningBinary::start(&binary_toml(upstream.addr).write(ca.dir.path()), "ulimit -n 48 &&");
     let port = proxy.port();
     let mut hogs = Vec::new();
     for _ in 0..80 {
@@ -144,11 +138,10 @@ async fn accept_loop_survives_running_out_of_descriptors() {
 
 #[tokio::test]
 async fn hitting_a_connection_limit_is_logged() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}\n[limits]\nmax_connections_per_ip = 5\n")).unwrap();
+    let config =
+        binary_toml(upstream.addr).extra("[limits]\nmax_connections_per_ip = 5").write(ca.dir.path());
     let proxy = RunningBinary::start(&config, "");
     let mut silent = Vec::new();
     for _ in 0..20 {
@@ -178,16 +171,12 @@ fn check_refuses_a_duration_that_would_overflow_later() {
         ("timeouts", "request_header", "1h"),
         ("tls", "watch_interval", "1d"),
     ] {
-        let tls = if table == "tls" { "" } else { "[tls]\n" };
-        let text = format!(
-            "listen = \"127.0.0.1:0\"\n{tls}cert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n[{table}]\n{key} = \"18446744073709551615s\"\n"
-        );
-        let text = if table == "tls" {
-            text.replacen("[tls]\n", "", 1).replacen("cert", "[tls]\ncert", 1)
-        } else {
-            text
-        };
-        let path = write(dir, "overflow.toml", &text);
+        let setting = format!("{key} = \"18446744073709551615s\"");
+        let toml = ProxyToml::new().certificate_files(TestCa::CERT, TestCa::KEY);
+        let toml =
+            if table == "tls" { toml.tls(&setting) } else { toml.extra(&format!("[{table}]\n{setting}")) };
+        let text = toml.text();
+        let path = toml.write_as(dir.join("overflow.toml"));
         let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{key}: refused with exit 1, not a panic:\n{stderr}");
@@ -207,9 +196,9 @@ fn check_refuses_a_duration_that_would_overflow_later() {
 #[tokio::test]
 async fn a_key_file_others_can_read_is_warned_about_at_start_and_in_check() {
     use std::os::unix::fs::PermissionsExt;
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
+    let config = binary_toml(upstream.addr).write(ca.dir.path());
     let key = ca.key_path.display().to_string();
     let warning =
         format!("the private key {key} is readable by group and others (mode 644); run chmod 600 {key}");

@@ -3,26 +3,18 @@
 //! DNS server and answers 127.0.0.1 for every name, so Pebble's checks of
 //! "vault.example.com" land on the vaultgate under test.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{self, *};
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::{CertificateDer, ServerName};
-use support::*;
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const DOMAIN: &str = "vault.example.com";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Pebble and its DNS server, stopped when dropped.
 struct Pebble {
@@ -39,8 +31,8 @@ impl Pebble {
     /// `http_port`; certificates valid for `validity` seconds (Pebble's
     /// default of years when `None`).
     async fn start(tls_port: u16, http_port: u16, validity: Option<u64>) -> Pebble {
-        let pebble = debian_program("/usr/bin/pebble", "pebble");
-        let challtestsrv = debian_program("/usr/bin/pebble-challtestsrv", "pebble");
+        let pebble = tool(Tool::Pebble);
+        let challtestsrv = tool(Tool::PebbleChallTestSrv);
         let listener_ca = TestCa::new();
         let dir = tempfile::tempdir().unwrap();
         let (acme, management, dns) = (free_port(), free_port(), free_port());
@@ -121,40 +113,30 @@ impl Pebble {
     }
 }
 
-/// `[tls] acme = {…}` for Pebble, plus whatever else the test needs.
-fn config_text(
+/// vaultgate on `tls_port` with `[tls] acme = {…}` for Pebble (`acme_extra`
+/// added inside the braces).
+fn acme_toml(
     pebble: &Pebble,
     tls_port: u16,
     upstream: SocketAddr,
     state: &Path,
     acme_extra: &str,
-    extra: &str,
-) -> String {
-    format!(
-        "listen = \"127.0.0.1:{tls_port}\"\nupstream = \"http://{upstream}\"\n\n[tls]\nacme = {{ domain = \"{DOMAIN}\", email = \"admin@example.com\", directory = \"{}\", ca = \"{}\", state_dir = \"{}\"{acme_extra} }}\n{extra}",
+) -> ProxyToml {
+    ProxyToml::new().listen(format!("127.0.0.1:{tls_port}")).upstream(upstream).tls(&format!(
+        "acme = {{ domain = \"{DOMAIN}\", email = \"admin@example.com\", directory = \"{}\", ca = \"{}\", state_dir = \"{}\"{acme_extra} }}",
         pebble.directory,
         pebble.listener_ca.ca_path.display(),
         state.display()
-    )
+    ))
 }
 
-async fn start(dir: &Path, text: &str) -> vaultgate::Server {
-    let path = dir.join("proxy.toml");
-    std::fs::write(&path, text).unwrap();
-    vaultgate::Server::start(vaultgate::Config::load(&path).unwrap()).await.unwrap()
+async fn start(dir: &Path, toml: &ProxyToml) -> vaultgate::Server {
+    toml.start(dir).await.0
 }
 
-fn client_config(root: &CertificateDer<'static>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root.clone()).unwrap();
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+/// A client of vaultgate on `port` for DOMAIN that trusts only `root`.
+fn client(port: u16, root: &CertificateDer<'static>) -> Connector {
+    Connector::trusting(root.clone(), SocketAddr::from(([127, 0, 0, 1], port)), DOMAIN)
 }
 
 /// A TLS connection to vaultgate for DOMAIN that verifies against `root`.
@@ -163,10 +145,7 @@ async fn connect(
     root: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    tokio_rustls::TlsConnector::from(client_config(root, alpn))
-        .connect(ServerName::try_from(DOMAIN).unwrap(), tcp)
-        .await
+    client(port, root).try_tls(alpn).await
 }
 
 fn leaf(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
@@ -194,9 +173,7 @@ async fn issued(
 }
 
 async fn alive_through(tls: tokio_rustls::client::TlsStream<TcpStream>) -> http::StatusCode {
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    let mut sender: Http1 = support::client::h1_over(tls).await.unwrap();
     let req = http::Request::get("/alive")
         .header(http::header::HOST, DOMAIN)
         .body(http_body_util::Full::<bytes::Bytes>::default())
@@ -217,11 +194,11 @@ fn state_file(state: &Path, name: &str) -> PathBuf {
 async fn tls_alpn_01_gets_a_certificate_and_a_restart_reuses_it() {
     let (tls_port, http_port) = (free_port(), free_port());
     let pebble = Pebble::start(tls_port, http_port, None).await;
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
-    let text = config_text(&pebble, tls_port, upstream.addr, &state, ", challenge = \"tls-alpn-01\"", "");
-    let server = start(work.path(), &text).await;
+    let toml = acme_toml(&pebble, tls_port, upstream.addr, &state, ", challenge = \"tls-alpn-01\"");
+    let server = start(work.path(), &toml).await;
     let root = pebble.root().await;
 
     let cert = issued(tls_port, &root, None, &pebble).await;
@@ -245,7 +222,7 @@ async fn tls_alpn_01_gets_a_certificate_and_a_restart_reuses_it() {
     // with the same account and no new order.
     server.shutdown().await;
     let orders_before = pebble.log().matches("POST /order-plz").count();
-    let server = start(work.path(), &text).await;
+    let server = start(work.path(), &toml).await;
     let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
     assert_eq!(leaf(&tls), cert, "the stored certificate is reused");
     assert_eq!(alive_through(tls).await, http::StatusCode::OK);
@@ -260,7 +237,7 @@ async fn tls_alpn_01_gets_a_certificate_and_a_restart_reuses_it() {
     // Forcing a renewal (remove the stored certificate, reload) swaps what
     // new handshakes get; a hub opened before stays open and working.
     let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
-    let mut hub = open_hub(tls, tls_port).await;
+    let mut hub = open_hub(tls, tls_port, &root).await;
     std::fs::remove_file(state_file(&state, "cert.pem")).unwrap();
     server.reload(vaultgate::Config::load(&work.path().join("proxy.toml")).unwrap()).unwrap();
     let renewed = issued(tls_port, &root, Some(&cert), &pebble).await;
@@ -272,17 +249,21 @@ async fn tls_alpn_01_gets_a_certificate_and_a_restart_reuses_it() {
 
 type Hub = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
-async fn open_hub(tls: tokio_rustls::client::TlsStream<TcpStream>, port: u16) -> Hub {
-    let req =
-        format!("wss://{DOMAIN}:{port}/notifications/hub?access_token=t").into_client_request().unwrap();
-    let (mut hub, resp) = tokio_tungstenite::client_async(req, tls).await.expect("hub upgrade");
+/// A hub over `tls` (the connection whose certificate the caller checked).
+async fn open_hub(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    port: u16,
+    root: &CertificateDer<'static>,
+) -> Hub {
+    let url = client(port, root).ws_url("/notifications/hub?access_token=t");
+    let (mut hub, resp) = support::client::ws_over(tls, &url).await.expect("hub upgrade");
     assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
     hub.send(Message::text("{\"protocol\":\"messagepack\",\"version\":1}\u{1e}")).await.unwrap();
     hub
 }
 
 /// A push from the upstream arrives and a message from the client is echoed.
-async fn hub_still_works(hub: &mut Hub, upstream: &StandIn) {
+async fn hub_still_works(hub: &mut Hub, upstream: &Upstream) {
     let push = standin::notification(7, "ReceiveMessage");
     upstream.push(push.clone());
     within("the pushed message on the old hub", async {
@@ -311,12 +292,12 @@ async fn http_01_is_answered_on_the_redirect_listener() {
     // Pebble's TLS-ALPN-01 port leads nowhere: only HTTP-01 can succeed.
     let (tls_port, http_port) = (free_port(), free_port());
     let pebble = Pebble::start(free_port(), http_port, None).await;
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
-    let redirect = format!("[redirect]\nlisten = \"127.0.0.1:{http_port}\"\n");
-    let text = config_text(&pebble, tls_port, upstream.addr, &state, ", challenge = \"http-01\"", &redirect);
-    let server = start(work.path(), &text).await;
+    let toml = acme_toml(&pebble, tls_port, upstream.addr, &state, ", challenge = \"http-01\"")
+        .extra(&format!("[redirect]\nlisten = \"127.0.0.1:{http_port}\""));
+    let server = start(work.path(), &toml).await;
     let root = pebble.root().await;
 
     issued(tls_port, &root, None, &pebble).await;
@@ -328,7 +309,7 @@ async fn http_01_is_answered_on_the_redirect_listener() {
     let probe = |path: &str| {
         let path = path.to_string();
         async move {
-            let out = tokio::process::Command::new("curl")
+            let out = tokio::process::Command::new(tool(Tool::Curl))
                 .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H"])
                 .arg(format!("Host: {DOMAIN}"))
                 .arg(format!("http://127.0.0.1:{http_port}{path}"))
@@ -348,17 +329,16 @@ async fn renewal_swaps_the_certificate_while_a_hub_stays_open() {
     // Certificates that live 12 s are due for renewal after 8.
     let (tls_port, http_port) = (free_port(), free_port());
     let pebble = Pebble::start(tls_port, http_port, Some(12)).await;
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let work = tempfile::tempdir().unwrap();
     let state = work.path().join("state");
-    let text = config_text(&pebble, tls_port, upstream.addr, &state, "", "");
-    let server = start(work.path(), &text).await;
+    let server = start(work.path(), &acme_toml(&pebble, tls_port, upstream.addr, &state, "")).await;
     let root = pebble.root().await;
 
     let first = issued(tls_port, &root, None, &pebble).await;
     let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
     assert_eq!(leaf(&tls), first);
-    let mut hub = open_hub(tls, tls_port).await;
+    let mut hub = open_hub(tls, tls_port, &root).await;
 
     let second = issued(tls_port, &root, Some(&first), &pebble).await;
     assert_ne!(second, first);
@@ -370,20 +350,17 @@ async fn renewal_swaps_the_certificate_while_a_hub_stays_open() {
 
 #[tokio::test]
 async fn failures_are_logged_with_what_to_check() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let work = tempfile::tempdir().unwrap();
 
     // No ACME server at the directory URL.
     let dead = free_port();
-    let path = work.path().join("dead.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[tls]\nacme = {{ domain = \"{DOMAIN}\", directory = \"https://127.0.0.1:{dead}/dir\", state_dir = \"state\" }}\n",
-            upstream.addr
-        ),
-    )
-    .unwrap();
+    let path = ProxyToml::new()
+        .upstream(upstream.addr)
+        .tls(&format!(
+            "acme = {{ domain = \"{DOMAIN}\", directory = \"https://127.0.0.1:{dead}/dir\", state_dir = \"state\" }}"
+        ))
+        .write_as(work.path().join("dead.toml"));
     // `check` says where the certificate will be and that there is none yet.
     let out = std::process::Command::new(RunningBinary::PATH)
         .arg("check")
@@ -405,7 +382,7 @@ async fn failures_are_logged_with_what_to_check() {
     assert!(line.contains("cannot talk to the ACME server") && line.contains("Connection refused"), "{line}");
     assert!(line.contains("retrying in 2m"), "{line}");
     // Meanwhile the listener serves a stand-in certificate and requests flow.
-    let (ok, _) = tokio::process::Command::new("curl")
+    let (ok, _) = tokio::process::Command::new(tool(Tool::Curl))
         .args(["-sSk", "--max-time", "5", "-o", "/dev/null"])
         .arg(format!("https://127.0.0.1:{}/alive", proxy.port()))
         .status()
@@ -417,9 +394,8 @@ async fn failures_are_logged_with_what_to_check() {
 
     // Pebble is up, but its TLS-ALPN-01 check cannot reach vaultgate.
     let pebble = Pebble::start(free_port(), free_port(), None).await;
-    let path = work.path().join("unreachable.toml");
-    let text = config_text(&pebble, free_port(), upstream.addr, &work.path().join("state2"), "", "");
-    std::fs::write(&path, text).unwrap();
+    let path = acme_toml(&pebble, free_port(), upstream.addr, &work.path().join("state2"), "")
+        .write_as(work.path().join("unreachable.toml"));
     let proxy = RunningBinary::start(&path, "");
     let line = proxy.wait_for_log(&["ACME: could not obtain a certificate"], 30).await;
     assert!(line.contains("the CA answered") && line.contains("Failed to connect"), "{line}");

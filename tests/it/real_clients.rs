@@ -3,48 +3,21 @@
 //! where the hub rides the page's own connection (RFC 8441), and over HTTP/1.1.
 //!
 //! Needs Node.js/npm (the npm packages are installed on first use) and
-//! Debian's `chromium` (`.ci/run` installs it).
+//! Debian's `chromium` (`.ci/run` installs them; without them the tests fail).
 
-mod support;
-
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use support::*;
+use crate::support::logs::LogCapture;
+use crate::support::tools::ONE_BROWSER;
+use crate::support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
-/// `npm ci` once, if tests/js/node_modules is missing.
-fn ensure_node_modules() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done || js_dir().join("node_modules/@microsoft/signalr").exists() {
-        *done = true;
-        return;
-    }
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(js_dir())
-        .output()
-        .expect("npm is installed");
-    assert!(out.status.success(), "npm ci in tests/js: {}", String::from_utf8_lossy(&out.stderr));
-    *done = true;
-}
-
-fn chromium() -> &'static str {
-    debian_program("/usr/bin/chromium", "chromium")
-}
-
 async fn node(script: &str, h: &Harness, env: &[(&str, &str)]) -> tokio::process::Child {
-    ensure_node_modules();
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(js_dir().join(script))
-        .current_dir(js_dir())
+    let js = js_dir();
+    let mut cmd = tokio::process::Command::new(tool(Tool::Node));
+    cmd.arg(js.join(script))
+        .current_dir(&js)
         .env("VG_URL", format!("https://localhost:{}", h.addr.port()))
         .env("NODE_EXTRA_CA_CERTS", &h.ca.ca_path)
         .stdin(Stdio::piped())
@@ -54,7 +27,7 @@ async fn node(script: &str, h: &Harness, env: &[(&str, &str)]) -> tokio::process
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("node is installed")
+    cmd.spawn().unwrap()
 }
 
 /// Runs a script to the end; returns its stdout, asserting it succeeded.
@@ -69,9 +42,8 @@ async fn run_to_end(child: tokio::process::Child) -> String {
 }
 
 async fn signalr(token_mode: &str) {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
-    let h = Harness::start_with_upstream(upstream, "").await;
+    let _one = ONE_BROWSER.lock().await;
+    let h = Harness::start("").await;
     let out = run_to_end(node("signalr_client.mjs", &h, &[("VG_TOKEN_MODE", token_mode)]).await).await;
     assert!(out.contains("connected Connected"), "{out}");
     assert!(out.contains("still connected after 4 s"), "pings kept the hub alive: {out}");
@@ -88,34 +60,10 @@ async fn signalr_client_with_bearer_header_as_node_sends_it() {
     signalr("header").await;
 }
 
-/// The proxy's log lines, captured: the access log says which client
-/// connection (`conn{peer=…}`) carried each request and each hub.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_log() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        tracing_subscriber::fmt().with_writer(|| LogWriter).with_ansi(false).with_env_filter("info").init();
-    });
-    LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
-}
-
 /// The distinct client connections (peer addresses) that carried requests,
 /// and how many access lines there were.
-fn connections_used() -> (Vec<String>, usize) {
-    let log = String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+fn connections_used(log: &LogCapture) -> (Vec<String>, usize) {
+    let log = log.text();
     let access: Vec<&str> = log.lines().filter(|l| l.contains("vaultgate::access")).collect();
     let mut peers: Vec<String> = access
         .iter()
@@ -125,10 +73,6 @@ fn connections_used() -> (Vec<String>, usize) {
     peers.dedup();
     (peers, access.len())
 }
-
-/// One test at a time in this file, so the captured log is one test's (and
-/// two browsers do not compete for two cores).
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Established server-side TCP connections on `port` (this process is the
 /// proxy), for failure messages: Chromium may also hold a spare, unused one.
@@ -149,12 +93,13 @@ fn established_on(port: u16) -> usize {
 /// Drives Chromium through the hub page; returns its stdout, the client
 /// connections that carried the page, its fetches and the hub (from the access
 /// log, read while the hub was still open), and the established TCP count.
-async fn browser(h: &Harness, http1: bool) -> (String, Vec<String>, usize) {
+async fn browser(h: &Harness, log: &LogCapture, http1: bool) -> (String, Vec<String>, usize) {
     let spki = h.ca.leaf_spki_sha256.clone();
+    let chromium = tool(Tool::Chromium).display().to_string();
     let mut child = node(
         "browser.mjs",
         h,
-        &[("VG_SPKI", &spki), ("VG_HTTP1", if http1 { "1" } else { "0" }), ("VG_CHROMIUM", chromium())],
+        &[("VG_SPKI", &spki), ("VG_HTTP1", if http1 { "1" } else { "0" }), ("VG_CHROMIUM", &chromium)],
     )
     .await;
     let mut stdin = child.stdin.take().unwrap();
@@ -172,7 +117,7 @@ async fn browser(h: &Harness, http1: bool) -> (String, Vec<String>, usize) {
     })
     .await;
     assert!(matches!(ready, Ok(true)), "the page did not get its notification:\n{out}");
-    let (peers, lines_logged) = connections_used();
+    let (peers, lines_logged) = connections_used(log);
     assert!(lines_logged >= 3, "page, favicon or fetch, and hub were logged: {lines_logged}");
     let established = established_on(h.addr.port());
     stdin.write_all(b"done\n").await.unwrap();
@@ -200,28 +145,37 @@ fn assert_hub_events(out: &str) {
     assert!(events.strip_prefix(head).is_some_and(|t| tail.contains(&t)), "{out}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_opens_the_hub_on_its_one_http2_connection() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let h = Harness::start("").await;
-    capture_log();
-    let (out, peers, established) = browser(&h, false).await;
-    assert!(out.contains("protocol h2"), "the page came over HTTP/2:\n{out}");
-    assert_hub_events(&out);
-    assert_eq!(
-        peers.len(),
-        1,
-        "page, fetches and hub WebSocket on one TCP connection: {peers:?} ({established} established)\n{out}"
-    );
+/// The proxy's log lines of this test alone: the access log says which
+/// client connection (`conn{peer=…}`) carried each request and each hub.
+/// One worker, so that all of the proxy runs on the capturing runtime.
+const CAPTURED: &str = "[limits]\nworkers = 1";
+
+#[test]
+fn chromium_opens_the_hub_on_its_one_http2_connection() {
+    let log = LogCapture::new();
+    log.run(async {
+        let _one = ONE_BROWSER.lock().await;
+        let h = Harness::start(CAPTURED).await;
+        let (out, peers, established) = browser(&h, &log, false).await;
+        assert!(out.contains("protocol h2"), "the page came over HTTP/2:\n{out}");
+        assert_hub_events(&out);
+        assert_eq!(
+            peers.len(),
+            1,
+            "page, fetches and hub WebSocket on one TCP connection: {peers:?} ({established} established)\n{out}"
+        );
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_forced_to_http1_still_works() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let h = Harness::start("").await;
-    capture_log();
-    let (out, peers, _) = browser(&h, true).await;
-    assert!(out.contains("protocol http/1.1"), "{out}");
-    assert_hub_events(&out);
-    assert!(peers.len() >= 2, "on HTTP/1.1 the hub needs a connection of its own: {peers:?}");
+#[test]
+fn chromium_forced_to_http1_still_works() {
+    let log = LogCapture::new();
+    log.run(async {
+        let _one = ONE_BROWSER.lock().await;
+        let h = Harness::start(CAPTURED).await;
+        let (out, peers, _) = browser(&h, &log, true).await;
+        assert!(out.contains("protocol http/1.1"), "{out}");
+        assert_hub_events(&out);
+        assert!(peers.len() >= 2, "on HTTP/1.1 the hub needs a connection of its own: {peers:?}");
+    })
 }

@@ -2,45 +2,18 @@
 //! 127.0.0.1 with its own temporary data folder and SQLite, `DOMAIN` set to
 //! the proxy's URL, and vaultgate in front of it with the test CA.
 //!
-//! The binary is `$VAULTWARDEN_BIN`, else `../shared/vaultwarden/vaultwarden`
-//! beside the repository. Without either, the tests that need it skip with one
-//! line saying how to run them.
+//! The binary is [`Tool::Vaultwarden`]: without it the tests that need it
+//! fail, saying how to get it.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::support::{start_proxy, TestCa};
+use super::{tool, Connector, Http1, Http2, ProxyToml, TestCa, Tool};
 
 /// vaultgate's `[client_ip]` section as a self-hoster leaves it: nobody in
 /// front is trusted, so vaultgate writes `X-Real-IP` from the TCP peer.
 pub const CLIENT_IP_DEFAULTS: &str = "[client_ip]\ntrusted_proxies = []\nheader = \"X-Forwarded-For\"\n";
-
-/// The Vaultwarden binary, or `None` (after saying once how to enable the
-/// tests) when it is not there. A `VAULTWARDEN_BIN` that names no file is an
-/// error, never a skip.
-pub fn binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("VAULTWARDEN_BIN") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "VAULTWARDEN_BIN={} is not a file", path.display());
-        return Some(path);
-    }
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vaultwarden/vaultwarden");
-    if default.is_file() {
-        return Some(default);
-    }
-    static SAID: std::sync::Once = std::sync::Once::new();
-    SAID.call_once(|| {
-        // Straight to stderr: libtest captures print! of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "tests/vaultwarden.rs: skipped, no Vaultwarden at {}; enable with VAULTWARDEN_BIN=/path/to/vaultwarden cargo test",
-            default.display()
-        );
-    });
-    None
-}
 
 /// A running Vaultwarden (killed on drop) and vaultgate in front of it.
 pub struct Stack {
@@ -56,16 +29,21 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts both, or returns `None` when there is no Vaultwarden binary.
-    pub async fn start(proxy_extra: &str) -> Option<Stack> {
-        let bin = binary()?;
+    /// Starts both; `proxy_extra` goes into vaultgate's proxy.toml as
+    /// [`ProxyToml::extra`] does (before `[client_ip]`).
+    pub async fn start(proxy_extra: &str) -> Stack {
+        let bin = tool(Tool::Vaultwarden);
         // Vaultwarden's port first (vaultgate needs it), then vaultgate's
         // (Vaultwarden's DOMAIN needs that).
-        let vw_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let vw_port = super::free_port();
         let ca = TestCa::new();
-        // `proxy_extra` first: its top-level keys must come before any table.
-        let extra = format!("{proxy_extra}\n{CLIENT_IP_DEFAULTS}");
-        let (proxy, addr) = start_proxy(&ca, &format!("http://127.0.0.1:{vw_port}"), &extra).await;
+        let (proxy, addr) = ProxyToml::new()
+            .upstream_url(format!("http://127.0.0.1:{vw_port}"))
+            .extra(proxy_extra)
+            .extra(CLIENT_IP_DEFAULTS)
+            .certificate(&ca)
+            .start(ca.dir.path())
+            .await;
         let data = tempfile::tempdir().unwrap();
         let log_path = data.path().join("vaultwarden.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -93,7 +71,7 @@ impl Stack {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let stack = Stack { ca, _proxy: proxy, addr, data, log_path, vw_port, child };
         stack.wait_alive().await;
-        Some(stack)
+        stack
     }
 
     async fn wait_alive(&self) {
@@ -124,25 +102,17 @@ impl Stack {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    pub async fn h1(&self) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
-        let tls = super::support::tls_connect(&self.ca, self.addr, &[b"http/1.1"]).await;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn);
-        sender
+    /// A client of vaultgate that trusts the test CA.
+    pub fn client(&self) -> Connector {
+        self.ca.client(self.addr)
     }
 
-    pub async fn h2(&self) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
-        let tls = super::support::tls_connect(&self.ca, self.addr, &[b"h2"]).await;
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tls),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        sender
+    pub async fn h1(&self) -> Http1 {
+        self.client().h1().await
+    }
+
+    pub async fn h2(&self) -> Http2 {
+        self.client().h2().await
     }
 }
 

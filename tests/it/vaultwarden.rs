@@ -6,51 +6,26 @@
 //! Always through vaultgate with the test CA, never to Vaultwarden directly.
 //!
 //! Each test has its own Vaultwarden (temporary data folder, SQLite) and its
-//! own vaultgate. Without a Vaultwarden binary every test skips, with one line
-//! saying how to enable them: `VAULTWARDEN_BIN=/path/to/vaultwarden cargo test`.
+//! own vaultgate. Without a Vaultwarden binary every test fails, with one line
+//! saying how to get one: `VAULTWARDEN_BIN=/path/to/vaultwarden cargo test`.
 
-#[path = "support/vaultwarden.rs"]
-mod real;
-mod support;
-
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::support::logs::LogCapture;
+use crate::support::tools::ONE_BROWSER;
+use crate::support::vaultwarden::Stack;
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use real::Stack;
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
-/// `npm ci` once, if tests/js/node_modules lacks the clients.
-fn ensure_node_modules() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done || js_dir().join("node_modules/@bitwarden/cli/package.json").exists() {
-        *done = true;
-        return;
-    }
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(js_dir())
-        .output()
-        .expect("npm is installed");
-    assert!(out.status.success(), "npm ci in tests/js: {}", String::from_utf8_lossy(&out.stderr));
-    *done = true;
-}
-
 fn node(script: &str, s: &Stack, env: &[(&str, &str)]) -> tokio::process::Child {
-    ensure_node_modules();
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(js_dir().join(script))
-        .current_dir(js_dir())
+    let js = js_dir();
+    let mut cmd = tokio::process::Command::new(tool(Tool::Node));
+    cmd.arg(js.join(script))
+        .current_dir(&js)
         .env("VG_URL", s.url())
         .env("NODE_EXTRA_CA_CERTS", &s.ca.ca_path)
         .stdin(Stdio::piped())
@@ -60,7 +35,7 @@ fn node(script: &str, s: &Stack, env: &[(&str, &str)]) -> tokio::process::Child 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("node is installed")
+    cmd.spawn().unwrap()
 }
 
 /// Runs tests/js/vaultwarden.mjs in `mode` to the end; returns its stdout,
@@ -84,21 +59,9 @@ async fn drive(s: &Stack, mode: &str, seconds: u64, env: &[(&str, &str)]) -> Str
     stdout
 }
 
-macro_rules! stack {
-    () => {
-        stack!("")
-    };
-    ($extra:expr) => {
-        match Stack::start($extra).await {
-            Some(s) => s,
-            None => return,
-        }
-    };
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_life_with_client_crypto_and_live_sync_between_two_devices() {
-    let s = stack!();
+    let s = Stack::start("").await;
     let out = drive(&s, "life", 60, &[]).await;
     for step in [
         "hubs connected",
@@ -116,7 +79,7 @@ async fn account_life_with_client_crypto_and_live_sync_between_two_devices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bw_cli_logs_in_with_an_api_key_unlocks_creates_syncs_lists_and_moves_attachments() {
-    let s = stack!();
+    let s = Stack::start("").await;
     let out = drive(&s, "bw", 120, &[]).await;
     for step in [
         "bw 2026.6.0",
@@ -133,7 +96,7 @@ async fn bw_cli_logs_in_with_an_api_key_unlocks_creates_syncs_lists_and_moves_at
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_with_device_over_the_anonymous_hub() {
-    let s = stack!();
+    let s = Stack::start("").await;
     let out = drive(&s, "device", 60, &[]).await;
     for step in [
         "anonymous hub connected",
@@ -149,7 +112,7 @@ async fn login_with_device_over_the_anonymous_hub() {
 /// field: a hub with nothing to say for longer must still deliver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_idle_for_longer_than_60_s_still_delivers_the_next_notification() {
-    let s = stack!();
+    let s = Stack::start("").await;
     let out = drive(&s, "idle", 120, &[("VG_IDLE", "65")]).await;
     assert!(out.contains("notification after idling"), "{out}");
 }
@@ -270,7 +233,7 @@ async fn attachment_round_trip(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachments_of_50_mib_over_http1_and_http2_are_stored_and_downloaded_intact() {
-    let s = stack!();
+    let s = Stack::start("").await;
     let out = drive(&s, "account", 60, &[]).await;
     let line = out.lines().find_map(|l| l.strip_prefix("ACCOUNT ")).unwrap();
     let account: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -286,7 +249,7 @@ async fn attachments_of_50_mib_over_http1_and_http2_are_stored_and_downloaded_in
 async fn logged_ip(s: &Stack, http: &str, headers: &[&str]) -> String {
     let user = format!("ip-{}@example.com", std::process::id() as u64 * 1000 + rand_u16() as u64);
     let port = s.addr.port();
-    let mut cmd = tokio::process::Command::new("curl");
+    let mut cmd = tokio::process::Command::new(tool(Tool::Curl));
     cmd.args(["-sS", "--max-time", "10", http, "--interface", "127.0.0.2", "--cacert"])
         .arg(&s.ca.ca_path)
         .args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
@@ -297,11 +260,7 @@ async fn logged_ip(s: &Stack, http: &str, headers: &[&str]) -> String {
         "grant_type=password&username={}&password=eA%3D%3D&scope=api%20offline_access&client_id=web&deviceType=9&deviceIdentifier=8e6d1b7c-0b8b-4d0e-8a0b-2c6c2b1e9f11&deviceName=curl",
         user.replace('@', "%40")
     );
-    let out = cmd
-        .args(["-d", &form, &format!("{}/identity/connect/token", s.url())])
-        .output()
-        .await
-        .expect("curl is installed (.ci/run installs it)");
+    let out = cmd.args(["-d", &form, &format!("{}/identity/connect/token", s.url())]).output().await.unwrap();
     assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Username or password is incorrect"));
     let log = s.log();
@@ -320,7 +279,7 @@ fn rand_u16() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaultwarden_logs_the_real_client_ip_and_a_forged_one_changes_nothing() {
-    let s = stack!();
+    let s = Stack::start("").await;
     assert_eq!(logged_ip(&s, "--http1.1", &[]).await, "127.0.0.2");
     let forged = ["X-Real-IP: 203.0.113.9", "X-Forwarded-For: 203.0.113.9"];
     assert_eq!(logged_ip(&s, "--http1.1", &forged).await, "127.0.0.2", "forged over HTTP/1.1");
@@ -329,33 +288,10 @@ async fn vaultwarden_logs_the_real_client_ip_and_a_forged_one_changes_nothing() 
     assert_eq!(logged_ip(&s, "--http1.1", &connection).await, "127.0.0.2", "X-Real-IP named in Connection");
 }
 
-/// vaultgate's log lines, captured for the Chromium test: the access log
-/// says which client connection (`conn{peer=…}`) carried each request.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_log() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        tracing_subscriber::fmt().with_writer(|| LogWriter).with_ansi(false).with_env_filter("info").init();
-    });
-}
-
 /// The access-log line for a request whose logged path starts with `path`.
-fn access_line(path: &str) -> Option<String> {
-    let log = String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    log.lines()
+fn access_line(log: &LogCapture, path: &str) -> Option<String> {
+    log.text()
+        .lines()
         .find(|l| l.contains("vaultgate::access") && l.contains(&format!(" path={path}")))
         .map(str::to_string)
 }
@@ -364,17 +300,25 @@ fn peer_of(line: &str) -> String {
     line.split("conn{peer=").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_opens_the_hub_over_http2_on_the_pages_connection() {
-    capture_log();
-    let s = stack!();
+/// vaultgate's log lines of this test alone: the access log says which
+/// client connection (`conn{peer=…}`) carried each request. One worker, so
+/// that all of vaultgate runs on the capturing runtime.
+#[test]
+fn chromium_opens_the_hub_over_http2_on_the_pages_connection() {
+    let log = LogCapture::new();
+    log.run(chromium_hub_on_the_pages_connection(&log))
+}
+
+async fn chromium_hub_on_the_pages_connection(log: &LogCapture) {
+    let _one = ONE_BROWSER.lock().await;
+    let s = Stack::start("[limits]\nworkers = 1").await;
     let page = format!("/alive?page={}", rand_u16());
     let spki = s.ca.leaf_spki_sha256.clone();
-    let chromium = debian_program("/usr/bin/chromium", "chromium");
+    let chromium = tool(Tool::Chromium).display().to_string();
     let mut child = node(
         "browser_vaultwarden.mjs",
         &s,
-        &[("VG_SPKI", &spki), ("VG_CHROMIUM", chromium), ("VG_PAGE", &page)],
+        &[("VG_SPKI", &spki), ("VG_CHROMIUM", &chromium), ("VG_PAGE", &page)],
     );
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -393,12 +337,11 @@ async fn chromium_opens_the_hub_over_http2_on_the_pages_connection() {
     assert!(matches!(ready, Ok(true)), "the page did not get its notification:\n{out}\n{}", s.log());
     assert!(out.contains("protocol h2"), "the page came over HTTP/2:\n{out}");
     // Read while the hub is open: its access line is written at the upgrade.
-    let page_line = access_line(&page).expect("the page was logged");
+    let page_line = access_line(log, &page).expect("the page was logged");
     let hub_line = within("the hub on the page's HTTP/2 connection (RFC 8441)", async {
         loop {
             let found = {
-                let log =
-                    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+                let log = log.text();
                 log.lines()
                     .find(|l| {
                         l.contains("vaultgate::access")
@@ -430,17 +373,10 @@ async fn chromium_opens_the_hub_over_http2_on_the_pages_connection() {
 /// server answers 401, and the probe must still call that healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_probe_passes_against_the_real_vaultwarden() {
-    let s = stack!();
-    let config = s.ca.dir.path().join("probe.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{}\"\nupstream = \"http://127.0.0.1:{}\"\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n",
-            s.addr.port(),
-            s.vw_port
-        ),
-    )
-    .unwrap();
+    let s = Stack::start("").await;
+    let config = binary_toml(([127, 0, 0, 1], s.vw_port).into())
+        .listen(s.addr)
+        .write_as(s.ca.dir.path().join("probe.toml"));
     let out = tokio::process::Command::new(RunningBinary::PATH)
         .args(["check", "--probe", "--config"])
         .arg(&config)

@@ -5,136 +5,41 @@
 //! served on another connection meanwhile, and a raw recording upstream shows
 //! what Vaultwarden would have seen.
 
-mod support;
-
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use support::*;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-
-/// An upstream that records every byte each connection sent it, and counts
-/// the requests whose body it read to the end (by path).
-#[derive(Clone, Default)]
-struct Recorder {
-    raw: Arc<Mutex<Vec<Arc<Conn>>>>,
-    complete: Arc<Mutex<Vec<String>>>,
-    heads: Arc<AtomicUsize>,
-}
-
-/// One upstream connection: what it sent, and whether it has ended.
-#[derive(Default)]
-struct Conn {
-    log: Mutex<Vec<u8>>,
-    ended: std::sync::atomic::AtomicBool,
-}
-
-struct Recording {
-    tcp: TcpStream,
-    log: Arc<Conn>,
-}
-
-impl AsyncRead for Recording {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
-        let fresh = buf.filled()[before..].to_vec();
-        self.log.log.lock().unwrap().extend_from_slice(&fresh);
-        polled
-    }
-}
-
-impl AsyncWrite for Recording {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-}
-
-impl Recorder {
-    async fn start() -> (Recorder, std::net::SocketAddr) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let rec = Recorder::default();
-        let r = rec.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let log = Arc::new(Conn::default());
-                r.raw.lock().unwrap().push(log.clone());
-                let r = r.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let r = r.clone();
-                        async move {
-                            r.heads.fetch_add(1, Ordering::SeqCst);
-                            let path = req.uri().path().to_string();
-                            if req.into_body().collect().await.is_ok() {
-                                r.complete.lock().unwrap().push(path);
-                            }
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
-                        }
-                    });
-                    let io = TokioIo::new(Recording { tcp, log: log.clone() });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-                    log.ended.store(true, Ordering::SeqCst);
-                });
-            }
-        });
-        (rec, addr)
-    }
-
-    fn complete(&self) -> Vec<String> {
-        self.complete.lock().unwrap().clone()
-    }
-
-    /// Everything every connection sent, one after another.
-    fn bytes(&self) -> Vec<u8> {
-        self.raw.lock().unwrap().iter().flat_map(|c| c.log.lock().unwrap().clone()).collect()
-    }
-}
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Setup {
     ca: TestCa,
     addr: std::net::SocketAddr,
-    rec: Recorder,
+    /// Records every byte each upstream connection sent, and the requests
+    /// whose body it read to the end.
+    rec: Upstream,
     _proxy: vaultgate::Server,
 }
 
 async fn setup(extra: &str) -> Setup {
-    let (rec, upstream) = Recorder::start().await;
+    let rec = Upstream::recording().start().await;
     let ca = TestCa::new();
-    let (proxy, addr) = start_proxy(&ca, &format!("http://{upstream}"), extra).await;
+    let (proxy, addr) =
+        ProxyToml::new().upstream(rec.addr).extra(extra).certificate(&ca).start(ca.dir.path()).await;
     Setup { ca, addr, rec, _proxy: proxy }
+}
+
+impl Setup {
+    fn client(&self) -> Connector {
+        self.ca.client(self.addr)
+    }
 }
 
 /// Sends `bytes` (`one_by_one`: each byte in a TLS record of its own) and
 /// returns all the proxy answered until it closed; panics if it does not
 /// close within 10 s.
 async fn attack(s: &Setup, bytes: &[u8], one_by_one: bool) -> String {
-    let mut tls = tls_connect(&s.ca, s.addr, &[b"http/1.1"]).await;
+    let mut tls = s.client().tls(&[b"http/1.1"]).await;
     if one_by_one {
         for b in bytes {
             if tls.write_all(&[*b]).await.is_err() {
@@ -155,7 +60,7 @@ async fn attack(s: &Setup, bytes: &[u8], one_by_one: bool) -> String {
 
 /// A legitimate request on a connection of its own: 200 from the upstream.
 async fn legit(s: &Setup) {
-    let mut tls = tls_connect(&s.ca, s.addr, &[b"http/1.1"]).await;
+    let mut tls = s.client().tls(&[b"http/1.1"]).await;
     tls.write_all(
         b"POST /legit HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
     )
@@ -194,7 +99,7 @@ const SMUGGLED: &[u8] = b"GET /smuggled HTTP/1.1\nHost: localhost\n\n";
 fn assert_not_smuggled(s: &Setup) {
     let complete = s.rec.complete();
     assert!(!complete.iter().any(|p| p == "/smuggled"), "smuggled through: {complete:?}");
-    let raw = String::from_utf8_lossy(&s.rec.bytes()).into_owned();
+    let raw = s.rec.received_text();
     assert!(!raw.contains("/smuggled"), "the upstream saw {raw:?}");
 }
 
@@ -258,25 +163,20 @@ async fn a_bare_lf_in_a_trailer_cannot_make_the_guard_skip_the_next_request() {
 /// Sends a chunked request's head and first chunk, waits until the upstream
 /// has them, then `rest`: returns the answer.
 async fn break_mid_body(s: &Setup, path: &str, rest: &[u8]) -> String {
-    let mut tls = tls_connect(&s.ca, s.addr, &[b"http/1.1"]).await;
+    let mut tls = s.client().tls(&[b"http/1.1"]).await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
     );
     tls.write_all(head.as_bytes()).await.unwrap();
-    let seen = s.rec.heads.load(Ordering::SeqCst);
-    within("the head upstream", async {
-        let needle = format!("POST {path} ");
-        let arrived = || {
-            s.rec.raw.lock().unwrap().iter().any(|c| {
-                let log = c.log.lock().unwrap();
-                log.ends_with(b"hello\r\n") && String::from_utf8_lossy(&log).contains(&needle)
-            })
-        };
-        while s.rec.heads.load(Ordering::SeqCst) == seen || !arrived() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let seen = s.rec.requests();
+    let needle = format!("POST {path} ");
+    let arrived = || {
+        s.rec.connections().iter().any(|c| {
+            let log = c.bytes();
+            log.ends_with(b"hello\r\n") && String::from_utf8_lossy(&log).contains(&needle)
+        })
+    };
+    until("the head upstream", || s.rec.requests() != seen && arrived()).await;
     // A legitimate client is served while this body is half-way.
     legit(s).await;
     for b in rest {
@@ -309,22 +209,10 @@ async fn a_framing_error_mid_body_gets_400_and_close_and_the_upstream_never_a_co
         let complete = s.rec.complete();
         assert!(!complete.iter().any(|p| p == path), "{path} completed upstream: {complete:?}");
         let needle = format!("POST {path} ");
-        let conn = s
-            .rec
-            .raw
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|c| String::from_utf8_lossy(&c.log.lock().unwrap()).contains(&needle))
-            .cloned();
+        let conn = s.rec.connections().into_iter().find(|c| c.text().contains(&needle));
         let conn = conn.expect("the head went upstream");
-        within("the upstream connection to be cut", async {
-            while !conn.ended.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        let text = String::from_utf8_lossy(&conn.log.lock().unwrap()).into_owned();
+        until("the upstream connection to be cut", || conn.ended()).await;
+        let text = conn.text();
         let after = &text[text.find(&needle).unwrap()..];
         assert!(!after.contains("\r\n0\r\n\r\n"), "{path}: the upstream saw a terminated body: {after:?}");
         assert_not_smuggled(&s);
@@ -345,7 +233,7 @@ async fn a_header_line_over_the_limit_is_431_and_never_forwarded() {
     .concat();
     let (answer, ()) = tokio::join!(attack(&s, &fine, false), legit(&s));
     assert_eq!(statuses(&answer), [200, 200], "{answer}");
-    let before = s.rec.heads.load(Ordering::SeqCst);
+    let before = s.rec.requests();
     // One byte over, a 64 KiB token, a long Cookie line.
     for bytes in [long("X-Token", 8192 - 8), long("Authorization", 64 * 1024), long("Cookie", 9000)] {
         let bytes = [&bytes[..], SMUGGLED].concat();
@@ -354,7 +242,7 @@ async fn a_header_line_over_the_limit_is_431_and_never_forwarded() {
         }
     }
     // Only the legitimate requests reached the upstream.
-    assert_eq!(s.rec.heads.load(Ordering::SeqCst) - before, 6);
+    assert_eq!(s.rec.requests() - before, 6);
     assert_not_smuggled(&s);
 }
 
@@ -369,20 +257,15 @@ async fn the_header_line_limit_is_configurable_and_applies_to_http2_fields() {
     .await;
     assert_eq!(statuses(&answer), [431], "{answer}");
     // HTTP/2: name + value, after HPACK decoding.
-    let tls = tls_connect(&s.ca, s.addr, &[b"h2"]).await;
-    let (mut h2, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = s.client().h2().await;
     let url = format!("https://localhost:{}/h2-long", s.addr.port());
     let req = |value: String| {
         http::Request::get(&url).header("x-long", value).body(Full::<Bytes>::default()).unwrap()
     };
-    let before = s.rec.heads.load(Ordering::SeqCst);
+    let before = s.rec.requests();
     let resp = h2.send_request(req("v".repeat(1100))).await.unwrap();
     assert_eq!(resp.status(), 431);
-    assert_eq!(s.rec.heads.load(Ordering::SeqCst), before, "never forwarded");
+    assert_eq!(s.rec.requests(), before, "never forwarded");
     let resp = h2.send_request(req("v".repeat(1000))).await.unwrap();
     assert_eq!(resp.status(), 200, "and the connection serves on");
     // Cookie crumbs count one by one; joined they may pass the limit.

@@ -3,12 +3,10 @@
 //! MONOTONIC_USEC) and READY=1 around every reload, accepted or refused,
 //! STOPPING=1 when SIGTERM starts the drain.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 /// The next datagram's lines; panics after 10 s with what came before.
 fn next(socket: &UnixDatagram, seen: &mut Vec<String>) -> Vec<String> {
@@ -35,9 +33,9 @@ fn assert_reloading(lines: &[String], seen: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifies_ready_reloading_and_stopping_in_order() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
+    let config = binary_toml(upstream.addr).write(ca.dir.path());
     let socket_path = ca.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -79,10 +77,10 @@ async fn notifies_ready_reloading_and_stopping_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_notify_socket_nothing_is_sent_and_it_still_runs() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
     let proxy =
-        RunningBinary::start(&binary_config(&ca, "127.0.0.1:0", upstream.addr), "unset NOTIFY_SOCKET;");
+        RunningBinary::start(&binary_toml(upstream.addr).write(ca.dir.path()), "unset NOTIFY_SOCKET;");
     // Serving, so past installing its SIGHUP handler (there is no READY=1 to wait for).
     let url = format!("https://localhost:{}/alive", proxy.port());
     assert_eq!(curl_get(&ca, &url).await, (true, b"\"alive\"".to_vec()));

@@ -1,44 +1,29 @@
 //! TLS as users meet it: the key formats certbot and acme.sh write, protocol
 //! versions, ALPN, the handshake bound, and the self-signed fallback.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::io::AsyncReadExt;
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl is installed (.ci/run installs it)");
+    let out = Command::new(tool(Tool::Openssl)).current_dir(dir).args(args).output().unwrap();
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 async fn curl(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new("curl").args(["-sS"]).args(args).output().await.unwrap()
+    tokio::process::Command::new(tool(Tool::Curl)).args(["-sS"]).args(args).output().await.unwrap()
 }
 
-async fn serve_with(dir: &Path, upstream: &StandIn) -> vaultgate::Server {
-    let path = dir.join("proxy.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen = \"127.0.0.1:0\"\nupstream = \"http://{}\"\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
-            upstream.addr
-        ),
-    )
-    .unwrap();
-    vaultgate::Server::start(vaultgate::Config::load(&path).unwrap()).await.unwrap()
+async fn serve_with(dir: &Path, upstream: &Upstream) -> vaultgate::Server {
+    ProxyToml::new().upstream(upstream.addr).certificate_files("cert.pem", "key.pem").start(dir).await.0
 }
 
 #[tokio::test]
 async fn pkcs8_pkcs1_and_sec1_keys_all_serve() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let keygens: [(&str, &[&str], &str); 4] = [
         ("rsa-pkcs1", &["genrsa", "-traditional", "-out", "key.pem", "2048"], "BEGIN RSA PRIVATE KEY"),
         (
@@ -139,8 +124,7 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
 #[test]
 fn self_signed_fallback_is_logged_with_the_fingerprint_it_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("proxy.toml");
-    std::fs::write(&config, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let config = ProxyToml::new().write(dir.path());
     let proxy = RunningBinary::start(&config, "");
     let logged = proxy
         .startup_log
@@ -152,7 +136,8 @@ fn self_signed_fallback_is_logged_with_the_fingerprint_it_serves() {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "openssl s_client -connect 127.0.0.1:{} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256",
+            "'{0}' s_client -connect 127.0.0.1:{1} -servername localhost </dev/null 2>/dev/null | '{0}' x509 -noout -fingerprint -sha256",
+            tool(Tool::Openssl).display(),
             proxy.port()
         ))
         .output()

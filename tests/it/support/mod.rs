@@ -1,10 +1,30 @@
 //! Test harness: a CA made at test time, the real proxy on 127.0.0.1:0 in
-//! front of the stand-in Vaultwarden, and real TLS clients (HTTP/1.1, HTTP/2,
-//! WebSocket, raw bytes).
-#![allow(dead_code)]
+//! front of an upstream, and real TLS clients.
+//!
+//! - [`ProxyToml`]: every proxy.toml the tests write;
+//! - [`Upstream`]: every upstream the tests run (the stand-in Vaultwarden,
+//!   a recording one, a numbering one, raw scripts);
+//! - [`Connector`]: every client connection (raw TLS bytes, HTTP/1.1,
+//!   HTTP/2, WebSocket);
+//! - [`tool`]: every program from outside the repository (Chromium, Node,
+//!   Pebble, lintian, cargo-deb, the Vaultwarden binary, curl, openssl);
+//! - [`logs::LogCapture`]: the proxy's log lines of one test.
+//!
+//! Shared by the `it` test binary and, through `#[path]`, by the binaries
+//! that count process-wide descriptors or threads (tests/churn.rs,
+//! tests/workers.rs).
+// Each binary uses a part of it.
+#![allow(dead_code, unused_imports)]
 
-#[path = "../../examples/support/standin.rs"]
+#[path = "../../../examples/support/standin.rs"]
 pub mod standin;
+
+pub mod client;
+pub mod logs;
+pub mod proxy_toml;
+pub mod tools;
+pub mod upstream;
+pub mod vaultwarden;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,12 +36,14 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-pub use standin::StandIn;
+pub use client::{raw_status, Connector, Http1, Http2, Ws};
+pub use proxy_toml::ProxyToml;
+pub use tools::{js_dir, optional_tool, tool, Tool};
+pub use upstream::Upstream;
 
 /// A certificate authority and a leaf for localhost/127.0.0.1 signed by it,
 /// written as PEM files (full chain) into a temporary directory.
@@ -38,6 +60,11 @@ pub struct TestCa {
 }
 
 impl TestCa {
+    /// The names of the leaf's files in [`TestCa::dir`]: a proxy.toml written
+    /// there can name them relative to itself.
+    pub const CERT: &'static str = "fullchain.pem";
+    pub const KEY: &'static str = "privkey.pem";
+
     pub fn new() -> TestCa {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -52,8 +79,8 @@ impl TestCa {
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
-        let cert_path = dir.path().join("fullchain.pem");
-        let key_path = dir.path().join("privkey.pem");
+        let cert_path = dir.path().join(TestCa::CERT);
+        let key_path = dir.path().join(TestCa::KEY);
         let ca_path = dir.path().join("ca.pem");
         std::fs::write(&cert_path, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
         std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
@@ -76,60 +103,66 @@ impl TestCa {
         }
     }
 
-    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
+    /// A client for the proxy at `addr` that trusts this CA, for `localhost`.
+    pub fn client(&self, addr: SocketAddr) -> Connector {
+        Connector::new(self, addr)
     }
 }
 
-/// The proxy under test, its CA and the stand-in upstream behind it.
+/// The proxy under test, its CA and the upstream behind it.
 pub struct Harness {
     pub ca: TestCa,
     pub proxy: Option<vaultgate::Server>,
     pub addr: SocketAddr,
-    pub upstream: StandIn,
+    pub upstream: Upstream,
 }
 
 impl Harness {
-    /// Proxy in front of a fresh stand-in upstream. `extra` is appended to the
-    /// top level of proxy.toml.
+    /// Proxy in front of a fresh stand-in upstream; `extra` goes into
+    /// proxy.toml as [`ProxyToml::extra`] does.
     pub async fn start(extra: &str) -> Harness {
-        let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
-        Harness::start_with_upstream(upstream, extra).await
+        Harness::configured(ProxyToml::new().extra(extra)).await
     }
 
-    pub async fn start_with_upstream(upstream: StandIn, extra: &str) -> Harness {
+    /// Proxy in front of a fresh stand-in upstream, configured by `toml`
+    /// (to which the test CA's certificate and the upstream are added).
+    pub async fn configured(toml: ProxyToml) -> Harness {
+        Harness::in_front_of(Upstream::standin().start().await, toml).await
+    }
+
+    /// Proxy in front of `upstream`, configured by `toml` (to which the test
+    /// CA's certificate and the upstream's address are added).
+    pub async fn in_front_of(upstream: Upstream, toml: ProxyToml) -> Harness {
         let ca = TestCa::new();
-        let (proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), extra).await;
+        let (proxy, addr) = toml.certificate(&ca).upstream(upstream.addr).start(ca.dir.path()).await;
         Harness { ca, proxy: Some(proxy), addr, upstream }
     }
 
-    pub async fn h1(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-        let tls = self.tls(&[b"http/1.1"]).await;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn.with_upgrades());
-        sender
+    /// The running server (until [`Harness::shutdown`]).
+    pub fn proxy(&self) -> &vaultgate::Server {
+        self.proxy.as_ref().expect("the proxy is running")
     }
 
-    pub async fn h2(&self) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-        let tls = self.tls(&[b"h2"]).await;
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "the proxy negotiates h2");
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn);
-        sender
+    /// A client of the proxy that trusts the test CA.
+    pub fn client(&self) -> Connector {
+        self.ca.client(self.addr)
+    }
+
+    pub async fn h1(&self) -> Http1 {
+        self.client().h1().await
+    }
+
+    pub async fn h2(&self) -> Http2 {
+        self.client().h2().await
     }
 
     pub async fn tls(&self, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-        tls_connect(&self.ca, self.addr, alpn).await
+        self.client().tls(alpn).await
+    }
+
+    /// A hub WebSocket (HTTP/1.1 upgrade) to `path_and_query`; asserts the 101.
+    pub async fn ws(&self, path_and_query: &str) -> Ws {
+        self.client().ws(path_and_query).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -141,35 +174,6 @@ impl Harness {
             p.shutdown().await;
         }
     }
-}
-
-/// Starts the real proxy from a proxy.toml written to disk, as a user would.
-pub async fn start_proxy(ca: &TestCa, upstream: &str, extra: &str) -> (vaultgate::Server, SocketAddr) {
-    let path = ca.dir.path().join("proxy.toml");
-    // The test CA's files go into [tls], whether or not `extra` has its own.
-    let tls_files =
-        format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", ca.cert_path.display(), ca.key_path.display());
-    let text = if extra.contains("[tls]") {
-        format!(
-            "listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{}\n",
-            extra.replace("[tls]\n", &tls_files)
-        )
-    } else {
-        format!("listen = \"127.0.0.1:0\"\nupstream = \"{upstream}\"\n{extra}\n{tls_files}")
-    };
-    std::fs::write(&path, text).unwrap();
-    let config = vaultgate::Config::load(&path).unwrap();
-    let server = vaultgate::Server::start(config).await.unwrap();
-    let addr = server.local_addr();
-    (server, addr)
-}
-
-pub async fn tls_connect(ca: &TestCa, addr: SocketAddr, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(ca.client_config(alpn))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
 }
 
 /// A GET for a path (HTTP/1.1, with `Host: localhost`) or for a full URL
@@ -206,6 +210,11 @@ pub fn echoed_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
 
 pub fn sha256_hex(data: &[u8]) -> String {
     standin::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+/// A port that was just free: nothing listens there.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The built `vaultgate` binary, started as a user would, with its stderr
@@ -306,56 +315,35 @@ impl Drop for RunningBinary {
     }
 }
 
-/// A proxy.toml for the binary: `listen`, the upstream, and the test CA's files.
-pub fn binary_config(ca: &TestCa, listen: &str, upstream: SocketAddr) -> PathBuf {
-    let path = ca.dir.path().join("proxy.toml");
-    let text = format!(
-        "listen = \"{listen}\"\nupstream = \"http://{upstream}\"\n\n[tls]\ncert = \"fullchain.pem\"\nkey = \"privkey.pem\"\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+/// The proxy.toml the binary tests start from, written into the CA's folder:
+/// any port on 127.0.0.1, `upstream`, and the test CA's files named relative
+/// to the proxy.toml beside them.
+pub fn binary_toml(upstream: SocketAddr) -> ProxyToml {
+    ProxyToml::new().upstream(upstream).certificate_files(TestCa::CERT, TestCa::KEY)
 }
 
 /// `curl -sS --cacert CA URL`: (success, body).
 pub async fn curl_get(ca: &TestCa, url: &str) -> (bool, Vec<u8>) {
-    let out = tokio::process::Command::new("curl")
+    let out = tokio::process::Command::new(tool(Tool::Curl))
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(&ca.ca_path)
         .arg(url)
         .output()
         .await
-        .expect("curl is installed (.ci/run installs it)");
+        .unwrap();
     (out.status.success(), out.stdout)
 }
 
 /// Sends raw bytes on a fresh HTTP/1.1 TLS connection and returns everything
 /// the proxy answers until it closes (or 10 s pass).
 pub async fn raw_exchange(h: &Harness, bytes: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tls = h.tls(&[b"http/1.1"]).await;
-    let _ = tls.write_all(bytes).await;
-    let _ = tls.flush().await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    h.client().exchange(bytes).await
 }
 
 /// Sends raw bytes on a fresh HTTP/1.1 TLS connection and returns the status
 /// of the answer, without waiting for the connection to close.
 pub async fn raw_status_of(h: &Harness, bytes: &[u8]) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tls = h.tls(&[b"http/1.1"]).await;
-    tls.write_all(bytes).await.unwrap();
-    let mut line = [0u8; 12];
-    match tokio::time::timeout(Duration::from_secs(10), tls.read_exact(&mut line)).await {
-        Ok(Ok(_)) => raw_status(&String::from_utf8_lossy(&line)),
-        _ => 0,
-    }
-}
-
-/// The status code of a raw HTTP/1.1 answer (0 when there was none).
-pub fn raw_status(answer: &str) -> u16 {
-    answer.strip_prefix("HTTP/1.1 ").and_then(|r| r.get(..3)).and_then(|s| s.parse().ok()).unwrap_or(0)
+    h.client().status_of(bytes).await
 }
 
 /// Awaits `f`, failing the test (instead of hanging it) after 20 s.
@@ -366,20 +354,12 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
     }
 }
 
-/// `path` from Debian's `package`, installed on first use when it is missing
-/// (CI and the development machines run as root), so `cargo test` alone
-/// sets up. Panics with what to install when that fails.
-pub fn debian_program(path: &'static str, package: &str) -> &'static str {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !std::path::Path::new(path).exists() {
-        let install =
-            format!("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}");
-        let _ = std::process::Command::new("sh").args(["-c", &install]).status();
-    }
-    assert!(
-        std::path::Path::new(path).exists(),
-        "Debian's {package} is needed: apt-get install {package} (.ci/run does)"
-    );
-    path
+/// Polls `done` every 10 ms until it holds, failing the test after 20 s.
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    within(what, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
 }

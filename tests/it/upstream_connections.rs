@@ -3,88 +3,24 @@
 //! once; a connection goes back only when its exchange is whole, and one
 //! Vaultwarden has closed is replaced without the client noticing.
 
-mod support;
-
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::Request;
-use hyper_util::rt::TokioIo;
-use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-/// A minimal HTTP/1.1 upstream that answers with the number of the TCP
-/// connection a request came on (0, 1, 2, …), after its head:
-/// - `/slow`: after 300 ms, so that concurrent requests overlap;
-/// - `/big`: followed by 4 MiB of padding, more than any socket buffer holds;
-/// - `/early`: at once, then reads nothing more on that connection (as a
-///   server answering before it has read the request body).
-///
-/// With `close_after_first`, each connection is closed shortly after its first
-/// answer without saying so, as a server does when its keep-alive runs out.
-async fn numbering_upstream(close_after_first: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { return };
-            let number = counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
-                        pending.drain(..end + 4);
-                        let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                        let mut body = number.to_string().into_bytes();
-                        match path.as_str() {
-                            "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
-                            "/big" => body.resize(4 << 20, b'.'),
-                            _ => {}
-                        }
-                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                        if tcp.write_all(head.as_bytes()).await.is_err()
-                            || tcp.write_all(&body).await.is_err()
-                        {
-                            return;
-                        }
-                        if path == "/early" {
-                            std::future::pending::<()>().await;
-                        }
-                        if close_after_first {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            return;
-                        }
-                    }
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => pending.extend_from_slice(&buf[..n]),
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepted)
-}
-
-/// The proxy in front of a [`numbering_upstream`], and how many connections
-/// that upstream has accepted.
+/// The proxy in front of an [`Upstream::numbering`], and how many
+/// connections that upstream has accepted.
 struct Setup {
     ca: TestCa,
     proxy: vaultgate::Server,
     addr: std::net::SocketAddr,
-    accepted: Arc<AtomicUsize>,
+    upstream: Upstream,
 }
 
 impl Setup {
@@ -95,11 +31,17 @@ impl Setup {
     }
 
     async fn with_workers(close_after_first: bool, workers: usize) -> Setup {
-        let (upstream, accepted) = numbering_upstream(close_after_first).await;
+        let numbering = Upstream::numbering();
+        let numbering = if close_after_first { numbering.close_after_first() } else { numbering };
+        let upstream = numbering.start().await;
         let ca = TestCa::new();
-        let extra = format!("[limits]\nworkers = {workers}\n");
-        let (proxy, addr) = start_proxy(&ca, &format!("http://{upstream}"), &extra).await;
-        Setup { ca, proxy, addr, accepted }
+        let (proxy, addr) = ProxyToml::new()
+            .upstream(upstream.addr)
+            .extra(&format!("[limits]\nworkers = {workers}"))
+            .certificate(&ca)
+            .start(ca.dir.path())
+            .await;
+        Setup { ca, proxy, addr, upstream }
     }
 
     async fn h1_client<B>(&self) -> hyper::client::conn::http1::SendRequest<B>
@@ -108,24 +50,15 @@ impl Setup {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let tls = tls_connect(&self.ca, self.addr, &[b"http/1.1"]).await;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-        tokio::spawn(conn);
-        sender
+        self.ca.client(self.addr).h1_for().await
     }
 
-    async fn h2_client(&self) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
-        let tls = tls_connect(&self.ca, self.addr, &[b"h2"]).await;
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        sender
+    async fn h2_client(&self) -> Http2 {
+        self.ca.client(self.addr).h2().await
     }
 
     fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
+        self.upstream.accepted()
     }
 }
 

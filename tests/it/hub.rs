@@ -1,32 +1,15 @@
 //! WebSocket hubs through the real proxy: the upgrade carried through, the
 //! splice only after a real 101, bytes and half-closes passed on exactly.
 
-mod support;
-
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const HANDSHAKE: &str = "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}";
-
-async fn ws(
-    h: &Harness,
-    path_and_query: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}{path_and_query}", h.addr.port()).into_client_request().unwrap();
-    let (ws, resp) = tokio_tungstenite::client_async(req, tls).await.expect("hub upgrade through the proxy");
-    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
-    ws
-}
 
 /// Next data frame, skipping the upstream's pings.
 async fn next_data<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
@@ -46,9 +29,9 @@ where
 
 #[tokio::test]
 async fn hub_upgrades_and_carries_signalr_both_ways() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_millis(200)).await.unwrap();
-    let h = Harness::start_with_upstream(upstream, "").await;
-    let mut ws = ws(&h, "/notifications/hub?access_token=eyJhbGciOi.x.y").await;
+    let upstream = Upstream::standin().ping_every(Duration::from_millis(200)).start().await;
+    let h = Harness::in_front_of(upstream, ProxyToml::new()).await;
+    let mut ws = h.ws("/notifications/hub?access_token=eyJhbGciOi.x.y").await;
 
     ws.send(Message::text(HANDSHAKE)).await.unwrap();
     assert_eq!(next_data(&mut ws).await, Message::binary(b"{}\x1e".to_vec()), "SignalR handshake answered");
@@ -84,7 +67,7 @@ async fn hub_upgrades_and_carries_signalr_both_ways() {
 #[tokio::test]
 async fn anonymous_hub_works_too() {
     let h = Harness::start("").await;
-    let mut ws = ws(&h, "/notifications/anonymous-hub?Token=abc").await;
+    let mut ws = h.ws("/notifications/anonymous-hub?Token=abc").await;
     ws.send(Message::text(HANDSHAKE)).await.unwrap();
     assert_eq!(next_data(&mut ws).await, Message::binary(b"{}\x1e".to_vec()));
 }
@@ -93,74 +76,11 @@ async fn anonymous_hub_works_too() {
 async fn refused_upgrade_is_relayed_not_spliced() {
     // No token: Vaultwarden answers 401, which must reach the client as is.
     let h = Harness::start("").await;
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let req = format!("wss://localhost:{}/notifications/hub", h.addr.port()).into_client_request().unwrap();
-    match tokio_tungstenite::client_async(req, tls).await {
+    match h.client().try_ws("/notifications/hub").await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED)
         }
         other => panic!("expected a 401, got {other:?}"),
-    }
-}
-
-/// A raw upstream: records every byte it receives (all connections) and
-/// answers each connection with `script`.
-struct RawUpstream {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<u8>>>,
-}
-
-impl RawUpstream {
-    async fn start<F, Fut>(script: F) -> RawUpstream
-    where
-        F: Fn(tokio::net::TcpStream, Arc<Mutex<Vec<u8>>>) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let rec = received.clone();
-        let script = Arc::new(script);
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (script, rec) = (script.clone(), rec.clone());
-                tokio::spawn(async move { script(tcp, rec).await });
-            }
-        });
-        RawUpstream { addr, received }
-    }
-
-    fn received(&self) -> String {
-        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
-    }
-
-    fn received_ends_with(&self, tail: &[u8]) -> bool {
-        self.received.lock().unwrap().ends_with(tail)
-    }
-}
-
-/// Reads a request head (up to the blank line), recording it.
-async fn read_head(tcp: &mut tokio::net::TcpStream, rec: &Mutex<Vec<u8>>) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
-            break;
-        }
-        head.push(byte[0]);
-    }
-    rec.lock().unwrap().extend_from_slice(&head);
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-/// Records everything else the connection sends until EOF.
-async fn record_rest(tcp: &mut tokio::net::TcpStream, rec: &Mutex<Vec<u8>>) {
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = tcp.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        rec.lock().unwrap().extend_from_slice(&buf[..n]);
     }
 }
 
@@ -192,18 +112,22 @@ fn switching_protocols() -> String {
 
 #[tokio::test]
 async fn upgrade_reaches_upstream_intact_and_bytes_sent_with_the_101_arrive() {
-    let upstream = RawUpstream::start(|mut tcp, rec| async move {
-        read_head(&mut tcp, &rec).await;
-        // The 101 and the first frame in one write, so one packet.
-        let mut out = switching_protocols().into_bytes();
-        out.extend_from_slice(b"\x81\x05hello");
-        tcp.write_all(&out).await.unwrap();
-        record_rest(&mut tcp, &rec).await;
-    })
+    let h = Harness::in_front_of(
+        Upstream::script(|mut conn| async move {
+            conn.read_head().await;
+            // The 101 and the first frame in one write, so one packet.
+            let mut out = switching_protocols().into_bytes();
+            out.extend_from_slice(b"\x81\x05hello");
+            conn.write_all(&out).await.unwrap();
+            conn.read_rest().await;
+        })
+        .start()
+        .await,
+        ProxyToml::new(),
+    )
     .await;
-    let ca = TestCa::new();
-    let (_proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), "").await;
-    let mut tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
+    let upstream = &h.upstream;
+    let mut tls = h.tls(&[b"http/1.1"]).await;
     let target = "/notifications/hub?access_token=a%2Eb.c~d&x=%zz";
     tls.write_all(upgrade_request(target).as_bytes()).await.unwrap();
 
@@ -221,12 +145,12 @@ async fn upgrade_reaches_upstream_intact_and_bytes_sent_with_the_101_arrive() {
     tls.flush().await.unwrap();
     // Wait for the upstream to have it.
     for _ in 0..200 {
-        if upstream.received_ends_with(b"\x82\x03abc") {
+        if upstream.received().ends_with(b"\x82\x03abc") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let seen = upstream.received();
+    let seen = upstream.received_text();
     let head = seen.split("\r\n\r\n").next().unwrap();
     assert!(head.starts_with(&format!("GET {target} HTTP/1.1\r\n")), "target byte for byte: {head}");
     let lower = format!("{head}\r\n").to_ascii_lowercase();
@@ -244,20 +168,24 @@ async fn upgrade_reaches_upstream_intact_and_bytes_sent_with_the_101_arrive() {
         assert!(lower.contains(&format!("\r\n{line}\r\n")), "missing `{line}` in:\n{head}");
     }
     assert!(!lower.contains("6.6.6.6"), "spoofed X-Real-IP reached the upstream");
-    assert!(upstream.received_ends_with(b"\x82\x03abc"), "client frame spliced to upstream");
+    assert!(upstream.received().ends_with(b"\x82\x03abc"), "client frame spliced to upstream");
 }
 
 #[tokio::test]
 async fn non_101_answer_is_not_spliced_and_the_connection_closes() {
-    let upstream = RawUpstream::start(|mut tcp, rec| async move {
-        read_head(&mut tcp, &rec).await;
-        tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
-        record_rest(&mut tcp, &rec).await;
-    })
+    let h = Harness::in_front_of(
+        Upstream::script(|mut conn| async move {
+            conn.read_head().await;
+            conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+            conn.read_rest().await;
+        })
+        .start()
+        .await,
+        ProxyToml::new(),
+    )
     .await;
-    let ca = TestCa::new();
-    let (_proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), "").await;
-    let mut tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
+    let upstream = &h.upstream;
+    let mut tls = h.tls(&[b"http/1.1"]).await;
     tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes()).await.unwrap();
     let head = within("the refusal", read_response_head(&mut tls)).await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
@@ -272,22 +200,29 @@ async fn non_101_answer_is_not_spliced_and_the_connection_closes() {
     let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
     assert!(rest.is_empty(), "nothing more is answered: {}", String::from_utf8_lossy(&rest));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!upstream.received().contains("smuggled"), "bytes after a refused upgrade reached the upstream");
+    assert!(
+        !upstream.received_text().contains("smuggled"),
+        "bytes after a refused upgrade reached the upstream"
+    );
 }
 
 #[tokio::test]
 async fn half_close_from_the_client_keeps_the_other_direction_open() {
-    let upstream = RawUpstream::start(|mut tcp, rec| async move {
-        read_head(&mut tcp, &rec).await;
-        tcp.write_all(switching_protocols().as_bytes()).await.unwrap();
-        record_rest(&mut tcp, &rec).await; // until the proxy passes on the client's FIN
-        tcp.write_all(b"after-fin").await.unwrap();
-        tcp.shutdown().await.unwrap();
-    })
+    let h = Harness::in_front_of(
+        Upstream::script(|mut conn| async move {
+            conn.read_head().await;
+            conn.write_all(switching_protocols().as_bytes()).await.unwrap();
+            conn.read_rest().await; // until the proxy passes on the client's FIN
+            conn.write_all(b"after-fin").await.unwrap();
+            conn.shutdown().await.unwrap();
+        })
+        .start()
+        .await,
+        ProxyToml::new(),
+    )
     .await;
-    let ca = TestCa::new();
-    let (_proxy, addr) = start_proxy(&ca, &format!("http://{}", upstream.addr), "").await;
-    let mut tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
+    let upstream = &h.upstream;
+    let mut tls = h.tls(&[b"http/1.1"]).await;
     tls.write_all(upgrade_request("/notifications/hub?access_token=t").as_bytes()).await.unwrap();
     within("the 101", read_response_head(&mut tls)).await;
     tls.write_all(b"last words").await.unwrap();
@@ -295,7 +230,7 @@ async fn half_close_from_the_client_keeps_the_other_direction_open() {
     let mut rest = Vec::new();
     within("the upstream's answer after our FIN", tls.read_to_end(&mut rest)).await.unwrap();
     assert_eq!(rest, b"after-fin", "upstream could still answer after the client's FIN");
-    assert!(upstream.received_ends_with(b"last words"));
+    assert!(upstream.received().ends_with(b"last words"));
 }
 
 #[tokio::test]

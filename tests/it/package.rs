@@ -1,7 +1,7 @@
 //! The Debian package (`cargo deb`, [package.metadata.deb] in Cargo.toml),
 //! built and taken apart without installing it: `dpkg-deb -x`/`-e`, the
 //! layout, the conffile, the maintainer scripts, the unit, then `lintian`
-//! when installed (.ci/run installs it and cargo-deb).
+//! (.ci/run installs it and cargo-deb; without either the test fails).
 //!
 //! The test packages the debug binary the other tests already built (`cargo
 //! deb --profile dev --no-build`, seconds) rather than a release build (about
@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::support::{optional_tool, tool, Tool};
 
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
@@ -31,13 +33,9 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// Builds the .deb into `dir`, or None (with a one-line reason) when cargo-deb is not installed.
-fn build_deb(dir: &Path) -> Option<PathBuf> {
-    let version = Command::new(cargo()).args(["deb", "--version"]).output();
-    if !version.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: cargo-deb is not installed (cargo install cargo-deb --locked --version 3.8.0; .ci/run does)");
-        return None;
-    }
+/// Builds the .deb into `dir` with `cargo deb`.
+fn build_deb(dir: &Path) -> PathBuf {
+    tool(Tool::CargoDeb);
     run(Command::new(cargo())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["deb", "--profile", "dev", "--no-build", "--fast", "--quiet", "--output"])
@@ -50,17 +48,18 @@ fn build_deb(dir: &Path) -> Option<PathBuf> {
     assert_eq!(debs.len(), 1, "{debs:?}");
     let name = debs[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(name.starts_with(&format!("vaultgate_{}-1_", env!("CARGO_PKG_VERSION"))), "{name}");
-    Some(debs[0].clone())
+    debs[0].clone()
 }
 
 #[test]
 fn the_debian_package_has_the_binary_unit_user_conffile_and_passes_lintian() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(deb) = build_deb(dir.path()) else { return };
+    let deb = build_deb(dir.path());
     let root = dir.path().join("root");
     let control = dir.path().join("control");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let dpkg_deb = tool(Tool::DpkgDeb);
+    run(Command::new(&dpkg_deb).arg("-x").arg(&deb).arg(&root));
+    run(Command::new(&dpkg_deb).arg("-e").arg(&deb).arg(&control));
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
 
     // The layout: every file, nothing else.
@@ -130,13 +129,14 @@ fn the_debian_package_has_the_binary_unit_user_conffile_and_passes_lintian() {
     ] {
         assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
     }
-    // systemd's own parser: nothing unknown or unparsable (only the binary
-    // missing from this host's /usr/bin may be said).
-    if let Ok(out) = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(root.join("usr/lib/systemd/system/vaultgate.service"))
-        .output()
-    {
+    // systemd's own parser, where systemd is installed: nothing unknown or
+    // unparsable (only the binary missing from this host's /usr/bin may be said).
+    if let Some(Ok(out)) = optional_tool(Tool::SystemdAnalyze).map(|systemd_analyze| {
+        Command::new(systemd_analyze)
+            .arg("verify")
+            .arg(root.join("usr/lib/systemd/system/vaultgate.service"))
+            .output()
+    }) {
         let said = text(&out);
         let other: Vec<_> = said
             .lines()
@@ -166,13 +166,10 @@ fn the_debian_package_has_the_binary_unit_user_conffile_and_passes_lintian() {
     }
 
     // lintian: no errors (warnings printed).
-    match Command::new("lintian").arg("--tag-display-limit").arg("0").arg(&deb).output() {
-        Err(_) => eprintln!("lintian is not installed (apt-get install lintian); not run"),
-        Ok(out) => {
-            let said = text(&out);
-            eprintln!("lintian:\n{said}");
-            let errors: Vec<_> = said.lines().filter(|l| l.starts_with("E: ")).collect();
-            assert!(errors.is_empty(), "lintian errors:\n{said}");
-        }
-    }
+    let out =
+        Command::new(tool(Tool::Lintian)).arg("--tag-display-limit").arg("0").arg(&deb).output().unwrap();
+    let said = text(&out);
+    eprintln!("lintian:\n{said}");
+    let errors: Vec<_> = said.lines().filter(|l| l.starts_with("E: ")).collect();
+    assert!(errors.is_empty(), "lintian errors:\n{said}");
 }

@@ -4,12 +4,10 @@
 //! against the built binary's /healthz. Not verified: that the image builds
 //! and runs (docker build), multi-arch builds.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 fn deploy(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/deploy").join(name);
@@ -121,12 +119,9 @@ async fn health(addr: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_healthcheck_command_is_healthy_only_when_vaultwarden_answers() {
-    let upstream = StandIn::start("127.0.0.1:0".parse().unwrap(), Duration::from_secs(15)).await.unwrap();
+    let upstream = Upstream::standin().start().await;
     let ca = TestCa::new();
-    let config = binary_config(&ca, "127.0.0.1:0", upstream.addr);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str("\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
-    std::fs::write(&config, text).unwrap();
+    let config = binary_toml(upstream.addr).extra("[metrics]\nlisten = \"127.0.0.1:0\"").write(ca.dir.path());
     let proxy = RunningBinary::start(&config, "");
     let line = proxy.startup_log.iter().find(|l| l.contains("health on /healthz")).expect("metrics line");
     let metrics = line.split("listen=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();

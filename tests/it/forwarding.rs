@@ -1,16 +1,13 @@
 //! Ordinary requests through the real proxy: what Vaultwarden receives, what
 //! the client gets back, over HTTP/1.1 and HTTP/2.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
-use support::*;
 
 #[tokio::test]
 async fn http1_request_reaches_vaultwarden_with_forwarding_headers() {
@@ -184,7 +181,7 @@ async fn hundred_mib_upload_streams_intact_with_curl() {
     let expected = sha256_hex(&data);
     drop(data);
     for proto in ["--http1.1", "--http2"] {
-        let out = tokio::process::Command::new("curl")
+        let out = tokio::process::Command::new(tool(Tool::Curl))
             .args(["-sS", "--fail", proto, "--cacert"])
             .arg(&h.ca.ca_path)
             .args(["-X", "POST", "-H", "content-type: application/octet-stream", "-T"])
@@ -192,7 +189,7 @@ async fn hundred_mib_upload_streams_intact_with_curl() {
             .arg(h.url("/api/ciphers/x/attachment/v2"))
             .output()
             .await
-            .expect("curl is installed (.ci/run installs it)");
+            .unwrap();
         assert!(out.status.success(), "curl {proto}: {}", String::from_utf8_lossy(&out.stderr));
         let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(echo["body_len"], 100 * 1024 * 1024, "{proto}");
@@ -203,12 +200,14 @@ async fn hundred_mib_upload_streams_intact_with_curl() {
 #[tokio::test]
 async fn upstream_down_gives_502_without_naming_it() {
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let ca = TestCa::new();
-    let (_proxy, addr) = start_proxy(&ca, &format!("http://127.0.0.1:{port}"), "").await;
-    let tls = tls_connect(&ca, addr, &[b"http/1.1"]).await;
-    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    let (_proxy, addr) = ProxyToml::new()
+        .upstream_url(format!("http://127.0.0.1:{port}"))
+        .certificate(&ca)
+        .start(ca.dir.path())
+        .await;
+    let mut c = ca.client(addr).h1().await;
     let resp = c.send_request(get("/alive")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let text = String::from_utf8(body_bytes(resp).await.to_vec()).unwrap();
@@ -245,9 +244,7 @@ async fn slow_upload_is_not_mistaken_for_a_slow_upstream() {
     // The response clock starts when the body has been sent: a body that takes
     // longer than upstream_response to arrive must still succeed.
     let h = Harness::start("[timeouts]\nupstream_response = \"300ms\"").await;
-    let tls = h.tls(&[b"http/1.1"]).await;
-    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
+    let mut c = h.client().h1_for().await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
     tokio::spawn(async move {
         for _ in 0..6 {
@@ -268,10 +265,22 @@ fn tokio_stream_from<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_
 
 #[tokio::test]
 async fn missing_host_is_400_and_never_reaches_upstream() {
-    let h = Harness::start("").await;
+    let h = Harness::in_front_of(Upstream::recording().start().await, ProxyToml::new()).await;
     let mut c = h.h1().await;
     let resp = c.send_request(Request::get("/alive").body(Full::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // A request with its Host on a connection of its own reaches the
+    // upstream; the upstream accepts in the order the proxy connected, so a
+    // connection the first request made would have come before it.
+    let mut c = h.h1().await;
+    assert_eq!(c.send_request(get("/with-host")).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(h.upstream.heads(), ["GET /with-host"], "only the request with a Host reached the upstream");
+    assert_eq!(h.upstream.accepted(), 1, "no upstream connection was opened for the refused one");
+    assert!(
+        h.upstream.received_text().starts_with("GET /with-host HTTP/1.1\r\n"),
+        "{}",
+        h.upstream.received_text()
+    );
 }
 
 #[tokio::test]

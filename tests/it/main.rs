@@ -1,0 +1,35 @@
+//! The integration tests, one module per topic, in one test binary (one
+//! link instead of one per file, and the tests of every topic share the two
+//! cores as `cargo test` schedules them).
+//!
+//! Not here: tests/churn.rs and tests/workers.rs count the process's file
+//! descriptors and threads, which the other tests' proxies would disturb;
+//! they are binaries of their own and share `support` through `#[path]`.
+
+mod support;
+
+mod acme;
+mod availability;
+mod binary;
+mod deploy;
+mod doctor;
+mod forwarding;
+mod guard;
+mod hardening;
+mod hostile;
+mod http2;
+mod hub;
+mod hub_http2;
+mod integrity;
+mod leaks;
+mod operations;
+mod package;
+mod properties;
+mod real_clients;
+mod reload;
+mod shutdown;
+mod smuggling;
+mod systemd;
+mod tls;
+mod upstream_connections;
+mod vaultwarden;
