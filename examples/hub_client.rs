@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio_tungstenite::tungstenite::Message;
-use vaultgate::check::probe::AnyCertificate;
+use vaultgate::testing::AnyCertificate;
 
 #[tokio::main]
 async fn main() {

@@ -1,28 +1,42 @@
 //! vaultgate: a TLS-terminating, WebSocket-aware reverse proxy for Vaultwarden.
 //!
 //! The library API is small on purpose: load a [`Config`], [`Server::start`]
-//! it, read [`Server::local_addr`], and [`Server::shutdown`] it.
+//! it, read [`Server::local_addr`], and [`Server::shutdown`] it, or hand it
+//! to [`run_until_stopped`] as the `vaultgate` command does; [`check`] is
+//! `vaultgate check`. Everything else is the crate's own.
 //!
 //! The modules are floors: each uses only the floors below it (the order
 //! is `FLOORS` in the test at the end of this file; ARCHITECTURE.md has the
 //! map).
 
-pub mod acme;
-pub mod check;
-pub mod config;
-pub mod conn_limit;
-pub mod daemon;
-pub mod http;
-pub mod io;
-pub mod observe;
-pub mod proxy;
-pub mod server;
-pub mod shutdown;
-pub mod tls;
-pub mod websocket;
+pub(crate) mod acme;
+pub(crate) mod check;
+pub(crate) mod config;
+pub(crate) mod conn_limit;
+pub(crate) mod daemon;
+pub(crate) mod http;
+pub(crate) mod io;
+pub(crate) mod observe;
+pub(crate) mod proxy;
+pub(crate) mod server;
+pub(crate) mod shutdown;
+pub(crate) mod tls;
+pub(crate) mod websocket;
 
+pub use check::run as check;
 pub use config::{Config, ConfigError};
+pub use daemon::run as run_until_stopped;
 pub use server::{Server, ServerError};
+
+/// What the integration and property tests, and the examples, reach of the
+/// pure functions inside. Not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::check::probe::AnyCertificate;
+    pub use crate::config::parse_duration;
+    pub use crate::http::{access, client_ip, headers, host, path};
+    pub use crate::observe::access_log;
+}
 
 /// The floors, top first: a module may use only the ones after its own.
 #[cfg(test)]

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     // Usage errors exit 2, --help and --version 0 (clap's conventions).
     let cli = Cli::parse();
     let ok = match cli.command {
-        Some(Command::Check { probe }) => vaultgate::check::run(&cli.config, probe),
+        Some(Command::Check { probe }) => vaultgate::check(&cli.config, probe),
         None => run(&cli.config),
     };
     if ok {
@@ -78,7 +78,7 @@ fn run(path: &Path) -> bool {
                 return false;
             }
         };
-        match vaultgate::daemon::run(server, path).await {
+        match vaultgate::run_until_stopped(server, path).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!("cannot handle SIGTERM: {e}");

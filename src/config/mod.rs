@@ -20,7 +20,8 @@ use raw::RawConfig;
 use sections::{access_rules, access_settings, client_ip_policy, limits, listen_of, timeouts};
 use tls::tls_config;
 pub use types::*;
-pub use values::{parse_duration, parse_size, parse_upstream, MAX_DURATION};
+pub use values::parse_duration;
+use values::parse_upstream;
 
 /// The validated configuration. Nothing past this module sees raw TOML.
 #[derive(Debug, Clone)]
@@ -272,7 +273,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.max_request_body, 1 << 30);
         assert_eq!(c.limits.max_connections_per_ip, 10);
-        assert_eq!(c.client_ip.source, client_ip::Source::Single(crate::http::names::CF_CONNECTING_IP));
+        assert_eq!(
+            c.client_ip.source,
+            client_ip::Source::Single(http::header::HeaderName::from_static("cf-connecting-ip"))
+        );
         assert_eq!(c.access.len(), 1);
         assert_eq!(c.tls.server_names, ["vault.example.com"]);
         assert!(c.tls.hsts);

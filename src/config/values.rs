@@ -12,7 +12,7 @@ use http::uri::{Authority, Scheme};
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
 
 /// Parses `"500ms"`, `"30s"`, `"10m"`, `"1h"`, `"1d"`: a whole number and a
-/// unit, above zero and at most [`MAX_DURATION`].
+/// unit, above zero and at most `MAX_DURATION` (a year).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

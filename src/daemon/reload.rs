@@ -11,12 +11,6 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::config::{Config, TlsSource};
 use crate::server::Server;
 
-/// Runs until the process ends: reloads `config_path` into `server` on
-/// SIGHUP and whenever the certificate files in force change.
-pub async fn watch(server: &Server, config_path: &Path) {
-    watch_with(server, config_path, hangup()).await
-}
-
 /// SIGHUP handled from now on (instead of its default, ending the process),
 /// for [`watch_with`]; None, with a warning, when it cannot be.
 pub fn hangup() -> Option<Signal> {

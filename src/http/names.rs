@@ -8,5 +8,3 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-/// Cloudflare's single client-address header (`[client_ip] header = "cloudflare"`).
-pub const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");

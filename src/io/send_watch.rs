@@ -246,12 +246,6 @@ impl<IO: std::os::fd::AsRawFd> Progress<IO> {
 }
 
 impl<IO> Progress<IO> {
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
-}
-
-impl<IO> Progress<IO> {
     fn note<T>(
         watch: &SendWatch,
         polled: Poll<std::io::Result<T>>,

@@ -14,10 +14,9 @@ use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
 
 pub use error::TlsError;
-pub use pem::{client_roots, key_permission_warning, load_certs, load_pair};
+pub use pem::{client_roots, key_permission_warning, load_pair};
 pub use resolver::ACME_TLS_ALPN;
 use resolver::{AcmeCertificate, OneCertificate};
-pub use self_signed::sha256_fingerprint;
 use store::Live;
 
 use crate::config::{TlsConfig, TlsSource};

@@ -6,4 +6,4 @@ pub mod handshake;
 pub mod splice;
 
 pub use handshake::{accept_for, is_hub_path, new_key, wants_websocket};
-pub use splice::{splice, SpliceEnd, SpliceStats};
+pub use splice::splice;

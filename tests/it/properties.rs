@@ -6,9 +6,7 @@ use std::path::Path;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
-use vaultgate::config;
-use vaultgate::http::{access, client_ip, headers, host, path};
-use vaultgate::observe::access_log;
+use vaultgate::testing::{access, access_log, client_ip, headers, host, parse_duration, path};
 
 /// Paths built from the pieces that matter: separators, dots, escapes, `;`.
 fn tricky_path() -> impl Strategy<Value = String> {
@@ -143,12 +141,12 @@ proptest! {
         unit in prop::sample::select(vec!["ms", "s", "m", "h", "d"]),
     ) {
         let value = format!("{n}{unit}");
-        if let Ok(d) = config::parse_duration(&value) {
+        if let Ok(d) = parse_duration(&value) {
             prop_assert!(std::time::Instant::now().checked_add(d).is_some(), "{value}");
             let _ = tokio::time::Instant::now() + d;
         }
         let (table, k) = key.split_once('.').unwrap();
-        if let Ok(c) = config::Config::parse(Path::new("proxy.toml"), &format!("[{table}]\n{k} = \"{value}\"\n")) {
+        if let Ok(c) = vaultgate::Config::parse(Path::new("proxy.toml"), &format!("[{table}]\n{k} = \"{value}\"\n")) {
             let t = &c.timeouts;
             for d in [t.tls_handshake, t.request_header, t.request_body_idle, t.keep_alive, t.upstream_connect,
                       t.upstream_response, t.hub_idle, t.drain, t.send_idle, c.tls.watch_interval] {
@@ -163,7 +161,7 @@ proptest! {
 
     #[test]
     fn config_parsing_never_panics(text in "\\PC{0,200}") {
-        let _ = config::Config::parse(Path::new("proxy.toml"), &text);
+        let _ = vaultgate::Config::parse(Path::new("proxy.toml"), &text);
     }
 
     #[test]
@@ -176,7 +174,7 @@ proptest! {
             Some((table, k)) => format!("[{table}]\n{k} = {value}\n"),
             None => format!("{key} = {value}\n"),
         };
-        if let Err(e) = config::Config::parse(Path::new("proxy.toml"), &text) {
+        if let Err(e) = vaultgate::Config::parse(Path::new("proxy.toml"), &text) {
             prop_assert!(!e.fix.is_empty(), "every error says what to write: {e}");
         }
     }
