@@ -105,18 +105,8 @@ async fn browser(h: &Harness, log: &LogCapture, http1: bool) -> (String, Vec<Str
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut out = String::new();
-    let ready = tokio::time::timeout(Duration::from_secs(90), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            out.push_str(&line);
-            out.push('\n');
-            if line == "ready" || line.starts_with("FAIL") {
-                return line == "ready";
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(ready, Ok(true)), "the page did not get its notification:\n{out}");
+    let ready = script_ready(&mut lines, &mut out).await;
+    assert!(ready, "the page did not get its notification:\n{out}");
     let (peers, lines_logged) = connections_used(log);
     assert!(lines_logged >= 3, "page, favicon or fetch, and hub were logged: {lines_logged}");
     let established = established_on(h.addr.port());

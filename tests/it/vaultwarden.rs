@@ -323,18 +323,8 @@ async fn chromium_hub_on_the_pages_connection(log: &LogCapture) {
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut out = String::new();
-    let ready = tokio::time::timeout(Duration::from_secs(90), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            out.push_str(&line);
-            out.push('\n');
-            if line == "ready" || line.starts_with("FAIL") {
-                return line == "ready";
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(ready, Ok(true)), "the page did not get its notification:\n{out}\n{}", s.log());
+    let ready = script_ready(&mut lines, &mut out).await;
+    assert!(ready, "the page did not get its notification:\n{out}\n{}", s.log());
     assert!(out.contains("protocol h2"), "the page came over HTTP/2:\n{out}");
     // Read while the hub is open: its access line is written at the upgrade.
     let page_line = access_line(log, &page).expect("the page was logged");

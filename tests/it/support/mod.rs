@@ -347,6 +347,25 @@ pub async fn raw_status_of(h: &Harness, bytes: &[u8]) -> u16 {
 }
 
 /// Awaits `f`, failing the test (instead of hanging it) after 20 s.
+/// Reads a browser or Node script's output (into `out`) until it prints
+/// `ready` (true), a line starting with `FAIL`, or ends, for at most 90 s.
+pub async fn script_ready(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    out: &mut String,
+) -> bool {
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            out.push_str(&line);
+            out.push('\n');
+            if line == "ready" || line.starts_with("FAIL") {
+                return line == "ready";
+            }
+        }
+        false
+    };
+    tokio::time::timeout(Duration::from_secs(90), read).await.unwrap_or(false)
+}
+
 pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
     match tokio::time::timeout(Duration::from_secs(20), f).await {
         Ok(out) => out,
