@@ -1,4 +1,4 @@
-// Driven by tests/vaultwarden.rs against the real Vaultwarden behind vaultgate.
+// Driven by tests/it/vaultwarden.rs against the real Vaultwarden behind vaultgate.
 // Env: VG_URL, NODE_EXTRA_CA_CERTS, VG_MODE (one of the functions below).
 // Prints one line per step and "OK" at the end; "FAIL why" and exit 1 otherwise.
 import { execFileSync } from "node:child_process";
