@@ -48,7 +48,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, scale) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-        if ms % scale == 0 && ms >= scale {
+        if ms.is_multiple_of(scale) && ms >= scale {
             return format!("{}{unit}", ms / scale);
         }
     }
@@ -65,7 +65,7 @@ pub fn show_size(n: u64) -> String {
         ("KiB", 1 << 10),
         ("KB", 1000),
     ] {
-        if n % scale == 0 && n >= scale {
+        if n.is_multiple_of(scale) && n >= scale {
             return format!("{}{unit}", n / scale);
         }
     }

@@ -15,7 +15,13 @@ use crate::server::Server;
 /// shuts the server down (draining connections).
 pub async fn run(server: Server, config_path: &Path) -> std::io::Result<()> {
     // SIGTERM and SIGHUP handled before READY=1 lets systemd send them.
-    let term = signal(SignalKind::terminate())?;
+    let term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            server.shutdown().await;
+            return Err(e);
+        }
+    };
     let hup = reload::hangup();
     systemd::ready();
     tokio::select! {

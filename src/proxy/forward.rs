@@ -139,7 +139,7 @@ pub async fn forward(
     let idle = upstream.idle(worker).clone();
     let body = OnEnd::new(body, move |how, _| {
         drop(permits);
-        if how == BodyEnd::Complete && sent.as_ref().map_or(true, |s| s.get() == Some(BodyEnd::Complete)) {
+        if how == BodyEnd::Complete && sent.as_ref().is_none_or(|s| s.get() == Some(BodyEnd::Complete)) {
             idle.put(sender);
         }
     });
