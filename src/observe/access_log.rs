@@ -181,7 +181,7 @@ impl Sink {
             ),
             (_, Format::Json) => {
                 let line = JsonLine {
-                    time: clf_time(std::time::SystemTime::now()),
+                    time: rfc3339_time(std::time::SystemTime::now()),
                     client: e.client,
                     method: e.method.as_str(),
                     path: &e.path,
@@ -218,11 +218,26 @@ impl Sink {
 fn clf_time(t: std::time::SystemTime) -> String {
     const CLF: &[time::format_description::BorrowedFormatItem<'_>] =
         time::macros::format_description!("[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000");
+    utc(t).format(CLF).expect("every field of the format is in an OffsetDateTime")
+}
+
+/// `2026-11-28T10:00:00.123Z`, RFC 3339 in UTC to the millisecond: the JSON
+/// format's time, which log collectors parse without a pattern.
+fn rfc3339_time(t: std::time::SystemTime) -> String {
+    const RFC3339: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    utc(t).format(RFC3339).expect("every field of the format is in an OffsetDateTime")
+}
+
+/// `t` in the calendar: before 1970 reads as 1970, after 9999 as its last second.
+fn utc(t: std::time::SystemTime) -> time::OffsetDateTime {
     const LAST: i64 = 253_402_300_799;
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(LAST).min(LAST))
-        .expect("0..=LAST is in the calendar");
-    t.format(CLF).expect("every field of the format is in an OffsetDateTime")
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(since.as_secs()).unwrap_or(LAST);
+    let (secs, nanos) = if secs > LAST { (LAST, 0) } else { (secs, since.subsec_nanos()) };
+    time::OffsetDateTime::from_unix_timestamp(secs).expect("0..=LAST is in the calendar")
+        + time::Duration::nanoseconds(i64::from(nanos))
 }
 
 /// One access line in the JSON format, fields in this order.
@@ -359,6 +374,23 @@ mod tests {
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_860_000);
         assert_eq!(clf_time(t), "28/Nov/2026:10:00:00 +0000");
         assert_eq!(clf_time(std::time::UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
+    }
+
+    #[test]
+    fn json_time_is_rfc_3339_in_utc_to_the_millisecond() {
+        let at = |ms: u64| rfc3339_time(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+        assert_eq!(at(1_795_860_000_123), "2026-11-28T10:00:00.123Z");
+        assert_eq!(at(1_795_860_000_999), "2026-11-28T10:00:00.999Z", "cut, not rounded up");
+        assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_time(std::time::UNIX_EPOCH - std::time::Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(at(u64::MAX / 2), "9999-12-31T23:59:59.000Z");
+        assert_eq!(
+            clf_time(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_860_000_999)),
+            "28/Nov/2026:10:00:00 +0000"
+        );
     }
 
     #[test]
@@ -557,5 +589,10 @@ mod tests {
         assert_eq!(v["version"], "HTTP/2.0");
         assert_eq!(v["upstream_ms"], serde_json::Value::Null);
         assert_eq!(v["event"], "request");
+        let time = v["time"].as_str().unwrap();
+        assert!(
+            time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T' && time.starts_with("20"),
+            "RFC 3339: {time}"
+        );
     }
 }

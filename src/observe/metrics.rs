@@ -3,7 +3,7 @@
 //! request path, never a lock.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,11 @@ pub struct Metrics {
     connections_refused: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Unix seconds of the last reload applied / refused (0: none yet).
+    last_reload_ok: AtomicU64,
+    last_reload_refused: AtomicU64,
+    /// Whether the most recent reload was refused.
+    last_reload_was_refused: AtomicBool,
 }
 
 fn method_index(m: &Method) -> usize {
@@ -95,7 +100,19 @@ impl Metrics {
     }
 
     pub fn reloaded(&self, ok: bool) {
-        if ok { &self.reloads_ok } else { &self.reloads_failed }.fetch_add(1, Ordering::Relaxed);
+        self.reloaded_at(ok, std::time::SystemTime::now());
+    }
+
+    fn reloaded_at(&self, ok: bool, at: std::time::SystemTime) {
+        let unix = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (count, last) = if ok {
+            (&self.reloads_ok, &self.last_reload_ok)
+        } else {
+            (&self.reloads_failed, &self.last_reload_refused)
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        last.store(unix, Ordering::Relaxed);
+        self.last_reload_was_refused.store(!ok, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition of everything above.
@@ -170,6 +187,21 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE vaultgate_reloads_total counter");
         let _ = writeln!(out, "vaultgate_reloads_total{{result=\"ok\"}} {}", get(&self.reloads_ok));
         let _ = writeln!(out, "vaultgate_reloads_total{{result=\"refused\"}} {}", get(&self.reloads_failed));
+        let (ok_at, refused_at) = (get(&self.last_reload_ok), get(&self.last_reload_refused));
+        let _ = writeln!(out, "# HELP vaultgate_last_reload_timestamp_seconds When the last reload was applied or refused (0: none since start).");
+        let _ = writeln!(out, "# TYPE vaultgate_last_reload_timestamp_seconds gauge");
+        let _ = writeln!(out, "vaultgate_last_reload_timestamp_seconds{{result=\"ok\"}} {ok_at}");
+        let _ = writeln!(out, "vaultgate_last_reload_timestamp_seconds{{result=\"refused\"}} {refused_at}");
+        let _ = writeln!(out, "# HELP vaultgate_last_reload_successful 1 unless the most recent reload was refused (the running configuration then is the one before it).");
+        let _ = writeln!(out, "# TYPE vaultgate_last_reload_successful gauge");
+        let _ = writeln!(
+            out,
+            "vaultgate_last_reload_successful {}",
+            u8::from(!self.last_reload_was_refused.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "# HELP vaultgate_build_info The running build; always 1.");
+        let _ = writeln!(out, "# TYPE vaultgate_build_info gauge");
+        let _ = writeln!(out, "vaultgate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         out
     }
 }
@@ -236,5 +268,27 @@ mod tests {
         }
         drop(hub);
         assert!(m.render().lines().any(|l| l == "vaultgate_open_hubs{protocol=\"http2\"} 0"));
+    }
+
+    #[test]
+    fn reloads_and_the_build_are_told() {
+        let m = Metrics::default();
+        let has = |m: &Metrics, line: &str| m.render().lines().any(|l| l == line);
+        assert!(has(&m, "vaultgate_last_reload_successful 1"), "no reload yet is no failure");
+        assert!(has(&m, "vaultgate_last_reload_timestamp_seconds{result=\"ok\"} 0"));
+        assert!(has(&m, &format!("vaultgate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        let at = |s: u64| std::time::UNIX_EPOCH + Duration::from_secs(s);
+        m.reloaded_at(true, at(1_000));
+        m.reloaded_at(false, at(2_000));
+        assert!(has(&m, "vaultgate_last_reload_timestamp_seconds{result=\"ok\"} 1000"));
+        assert!(has(&m, "vaultgate_last_reload_timestamp_seconds{result=\"refused\"} 2000"));
+        assert!(has(&m, "vaultgate_last_reload_successful 0"), "the latest was refused");
+        m.reloaded_at(true, at(2_000));
+        assert!(
+            has(&m, "vaultgate_last_reload_successful 1"),
+            "applied after the refusal, in the same second"
+        );
+        assert!(has(&m, "vaultgate_reloads_total{result=\"ok\"} 2"));
+        assert!(has(&m, "vaultgate_reloads_total{result=\"refused\"} 1"));
     }
 }
