@@ -149,6 +149,11 @@ async fn access_log_file_in_json_or_text_reopens_after_rotation() {
             assert_eq!(v["status"], 200);
             assert!(v["upstream_ms"].is_u64(), "time to Vaultwarden's answer: {v}");
             assert_eq!(v["user_agent"].as_str().unwrap().split('/').next(), Some("curl"));
+            let time = v["time"].as_str().unwrap();
+            assert!(
+                time.len() == 24 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+                "RFC 3339 UTC: {time}"
+            );
         } else {
             // What a fail2ban filter would match: `^<HOST> - - \[`.
             let line = first.lines().next().unwrap();
