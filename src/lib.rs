@@ -35,7 +35,7 @@ pub mod testing {
     pub use crate::check::probe::AnyCertificate;
     pub use crate::config::parse_duration;
     pub use crate::http::{access, client_ip, headers, host, path};
-    pub use crate::observe::access_log;
+    pub use crate::observe::redact;
 }
 
 /// The floors, top first: a module may use only the ones after its own.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
-use vaultgate::testing::{access, access_log, client_ip, headers, host, parse_duration, path};
+use vaultgate::testing::{access, client_ip, headers, host, parse_duration, path, redact};
 
 /// Paths built from the pieces that matter: separators, dots, escapes, `;`.
 fn tricky_path() -> impl Strategy<Value = String> {
@@ -125,7 +125,7 @@ proptest! {
             }
         }).collect();
         let raw = format!("/notifications/hub?{other}{sep}{spelt}={token}{sep}{other}");
-        let line = access_log::redact(&raw);
+        let line = redact::redact(&raw);
         prop_assert!(!line.contains(&token), "{line}");
         prop_assert!(line.contains(&format!("{spelt}=REDACTED")), "{line}");
     }
