@@ -14,20 +14,8 @@ use crate::support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 async fn node(script: &str, h: &Harness, env: &[(&str, &str)]) -> tokio::process::Child {
-    let js = js_dir();
-    let mut cmd = tokio::process::Command::new(tool(Tool::Node));
-    cmd.arg(js.join(script))
-        .current_dir(&js)
-        .env("VG_URL", format!("https://localhost:{}", h.addr.port()))
-        .env("NODE_EXTRA_CA_CERTS", &h.ca.ca_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+    let url = format!("https://localhost:{}", h.addr.port());
+    node_script(script, &url, &h.ca.ca_path, env, Stdio::inherit())
 }
 
 /// Runs a script to the end; returns its stdout, asserting it succeeded.

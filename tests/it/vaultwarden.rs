@@ -22,20 +22,7 @@ use http_body_util::Full;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn node(script: &str, s: &Stack, env: &[(&str, &str)]) -> tokio::process::Child {
-    let js = js_dir();
-    let mut cmd = tokio::process::Command::new(tool(Tool::Node));
-    cmd.arg(js.join(script))
-        .current_dir(&js)
-        .env("VG_URL", s.url())
-        .env("NODE_EXTRA_CA_CERTS", &s.ca.ca_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
+    node_script(script, &s.url(), &s.ca.ca_path, env, Stdio::piped())
 }
 
 /// Runs tests/js/vaultwarden.mjs in `mode` to the end; returns its stdout,

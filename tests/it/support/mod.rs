@@ -347,6 +347,32 @@ pub async fn raw_status_of(h: &Harness, bytes: &[u8]) -> u16 {
 }
 
 /// Awaits `f`, failing the test (instead of hanging it) after 20 s.
+/// A script of `tests/js` run with Node against the proxy at `url`, trusting
+/// the CA at `ca`, with `env` added; stdin and stdout piped for
+/// [`script_ready`].
+pub fn node_script(
+    script: &str,
+    url: &str,
+    ca: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> tokio::process::Child {
+    let js = js_dir();
+    let mut cmd = tokio::process::Command::new(tool(Tool::Node));
+    cmd.arg(js.join(script))
+        .current_dir(&js)
+        .env("VG_URL", url)
+        .env("NODE_EXTRA_CA_CERTS", ca)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
 /// Reads a browser or Node script's output (into `out`) until it prints
 /// `ready` (true), a line starting with `FAIL`, or ends, for at most 90 s.
 pub async fn script_ready(
