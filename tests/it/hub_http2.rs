@@ -224,3 +224,37 @@ async fn client_end_stream_becomes_a_fin_to_vaultwarden() {
     let head_len = h.upstream.heads()[0].len();
     assert_eq!(&seen[head_len..], b"\x88\x80last");
 }
+
+/// A hub holds its HTTP/2 connection busy: with no request in flight beside
+/// it, the connection still outlives `keep_alive` (and the grace after it).
+#[tokio::test]
+async fn an_http2_connection_carrying_a_hub_is_not_idle() {
+    let upstream = Upstream::standin().start().await;
+    let toml = ProxyToml::new().extra("[timeouts]\nkeep_alive = \"300ms\"\nrequest_header = \"300ms\"");
+    let h = Harness::in_front_of(upstream, toml).await;
+    let mut c = h2_client(&h).await;
+    c.ready().await.unwrap();
+    let mut resp = c
+        .send_request(extended_connect(&h.url("/notifications/hub?access_token=x.y.z"), "websocket"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stream = hyper::upgrade::on(&mut resp).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(stream), Role::Client, None).await;
+    // Three times keep_alive plus its grace, with nothing else on the connection.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let push = standin::notification(0, "ReceiveMessage");
+    h.upstream.push(push.clone());
+    within("the pushed notification, on the hub still open", async {
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Binary(b) => break assert_eq!(b.as_ref(), &push[..]),
+                Message::Ping(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await;
+    let req = Request::get(h.url("/alive")).body(Empty::new()).unwrap();
+    assert_eq!(c.send_request(req).await.unwrap().status(), StatusCode::OK, "and the connection too");
+}
