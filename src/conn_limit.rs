@@ -130,6 +130,27 @@ pub fn group(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     }
 }
 
+impl Slot {
+    /// Counts a place taken under the total cap only (a relay's connection)
+    /// under `ip`'s per-address cap too, once the relay has said whose it is.
+    pub fn count_as(&mut self, ip: IpAddr) -> Result<(), Refused> {
+        if self.ip.is_some() {
+            return Ok(());
+        }
+        let limit = &self.limit;
+        let ip = group(ip, limit.ipv6_prefix);
+        let mut open = limit.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = open.per_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= limit.max_per_ip {
+            return Err(Refused::PerIp(limit.max_per_ip));
+        }
+        open.per_ip.insert(ip, mine + 1);
+        drop(open);
+        self.ip = Some(ip);
+        Ok(())
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.limit.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -187,6 +208,20 @@ mod tests {
         assert_eq!(limit.acquire_total().err(), Some(Refused::Total(3)));
         drop(b);
         assert_eq!(limit.acquire(ip).err(), Some(Refused::PerIp(1)), "the per-address count is untouched");
+    }
+
+    #[test]
+    fn a_relayed_place_counts_under_the_address_the_relay_names() {
+        let limit = ConnLimit::new(10, 1, 64);
+        let client: IpAddr = "192.0.2.9".parse().unwrap();
+        let mut first = limit.acquire_total().unwrap();
+        first.count_as(client).unwrap();
+        let mut second = limit.acquire_total().unwrap();
+        assert_eq!(second.count_as(client).err(), Some(Refused::PerIp(1)));
+        assert_eq!(limit.acquire(client).err(), Some(Refused::PerIp(1)), "the same client, relayed or not");
+        drop((first, second));
+        let open = limit.open.lock().unwrap();
+        assert_eq!((open.total, open.per_ip.len()), (0, 0), "a refusal leaves no entry behind");
     }
 
     #[test]

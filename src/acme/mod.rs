@@ -177,8 +177,10 @@ async fn run(config: AcmeConfig, live: Arc<Live>, store: Store, mut renew_now: b
                     human(installed.not_after.duration_since(SystemTime::now()).unwrap_or_default())
                 );
                 live.set(Some(installed));
+                live.set_acme_failure(None);
             }
             Err(e) => {
+                live.set_acme_failure(Some(SystemTime::now()));
                 failures += 1;
                 let delay = retry_delay(failures);
                 tracing::error!(

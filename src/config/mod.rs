@@ -17,7 +17,9 @@ use crate::http::client_ip;
 pub use error::ConfigError;
 use error::{from_toml_error, Ctx};
 use raw::RawConfig;
-use sections::{access_rules, access_settings, client_ip_policy, limits, listen_of, timeouts};
+use sections::{
+    access_rules, access_settings, client_ip_policy, limits, listen_of, proxy_protocol_from, timeouts,
+};
 use tls::tls_config;
 pub use types::*;
 pub use values::parse_duration;
@@ -39,6 +41,10 @@ pub struct Config {
     pub limits: Limits,
     pub client_ip: client_ip::Policy,
     pub access: Vec<access::Rule>,
+    /// `[proxy_protocol] from`: connections from these networks must begin
+    /// with a PROXY protocol header (v1 or v2), whose source address is then
+    /// the connection's client; connections from anywhere else never may.
+    pub proxy_protocol: Vec<client_ip::Cidr>,
     /// The plain-HTTP listener that answers everything with a 301 to https.
     pub redirect: Option<SocketAddr>,
     /// Where `/metrics` (Prometheus) and `/healthz` are served, if anywhere.
@@ -117,6 +123,7 @@ impl Config {
         let limits = limits(&ctx, raw.limits)?;
         let client_ip = client_ip_policy(&ctx, raw.client_ip)?;
         let access = access_rules(&ctx, raw.access.unwrap_or_default())?;
+        let proxy_protocol = proxy_protocol_from(&ctx, raw.proxy_protocol)?;
 
         let metrics = listen_of(&ctx, raw.metrics.as_ref(), "metrics", "127.0.0.1:9187")?;
 
@@ -148,6 +155,7 @@ impl Config {
             limits,
             client_ip,
             access,
+            proxy_protocol,
             redirect,
             metrics,
             log_level,
@@ -280,6 +288,18 @@ mod tests {
         assert_eq!(c.access.len(), 1);
         assert_eq!(c.tls.server_names, ["vault.example.com"]);
         assert!(c.tls.hsts);
+    }
+
+    #[test]
+    fn proxy_protocol_names_the_relays() {
+        assert!(parse("").unwrap().proxy_protocol.is_empty(), "off unless asked for");
+        let c = parse("[proxy_protocol]\nfrom = [\"10.0.0.0/8\", \"2001:db8::1\"]\n").unwrap();
+        assert!(c.proxy_protocol[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(c.proxy_protocol[1].contains("2001:db8::1".parse().unwrap()));
+        let e = parse("[proxy_protocol]\nfrom = [\"vps\"]\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("proxy_protocol.from", Some(2)));
+        let e = parse("[proxy_protocol]\nform = []\n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.fix.as_str()), ("proxy_protocol.form", "did you mean `from`?"));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub(super) const KNOWN_KEYS: &[(&str, &str)] = &[
     ("redirect", "listen"),
     ("", "metrics"),
     ("metrics", "listen"),
+    ("", "proxy_protocol"),
+    ("proxy_protocol", "from"),
     ("tls", "cert"),
     ("tls", "key"),
     ("tls", "server_names"),
@@ -74,6 +76,7 @@ pub(super) struct RawConfig {
     pub(super) access: Option<Vec<RawAccess>>,
     pub(super) redirect: Option<RawListen>,
     pub(super) metrics: Option<RawListen>,
+    pub(super) proxy_protocol: Option<RawProxyProtocol>,
     pub(super) log: Option<RawLog>,
 }
 
@@ -144,6 +147,12 @@ pub(super) struct RawClientIp {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawProxyProtocol {
+    pub(super) from: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawAccess {
     pub(super) path: Spanned<String>,
     pub(super) allow: Spanned<Vec<String>>,
@@ -193,7 +202,15 @@ mod tests {
         for (_, key) in KNOWN_KEYS.iter().filter(|(t, _)| t.is_empty()) {
             let nested = matches!(
                 *key,
-                "tls" | "timeouts" | "limits" | "client_ip" | "access" | "log" | "redirect" | "metrics"
+                "tls"
+                    | "timeouts"
+                    | "limits"
+                    | "client_ip"
+                    | "access"
+                    | "log"
+                    | "redirect"
+                    | "metrics"
+                    | "proxy_protocol"
             );
             assert_eq!(nested, KNOWN_KEYS.iter().any(|(t, _)| t == key), "{key}");
         }

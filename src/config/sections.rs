@@ -10,7 +10,7 @@ use http::header::HeaderName;
 use toml::Spanned;
 
 use super::error::{ConfigError, Ctx};
-use super::raw::{RawAccess, RawClientIp, RawLimits, RawListen, RawLog, RawTimeouts};
+use super::raw::{RawAccess, RawClientIp, RawLimits, RawListen, RawLog, RawProxyProtocol, RawTimeouts};
 use super::types::{AccessDestination, AccessFormat, Limits, Timeouts};
 use super::values::{parse_duration, parse_size, show_duration, show_size};
 use crate::http::access;
@@ -324,6 +324,18 @@ pub(super) fn client_ip_policy(
         };
     }
     Ok(policy)
+}
+
+/// `[proxy_protocol] from`: the relays whose connections start with a PROXY
+/// header. Without the table (or with an empty list) no connection may.
+pub(super) fn proxy_protocol_from(
+    ctx: &Ctx,
+    raw: Option<RawProxyProtocol>,
+) -> Result<Vec<Cidr>, ConfigError> {
+    match raw.and_then(|p| p.from) {
+        None => Ok(Vec::new()),
+        Some(list) => cidrs(ctx, &list, "proxy_protocol.from"),
+    }
 }
 
 pub(super) fn access_rules(ctx: &Ctx, raw: Vec<RawAccess>) -> Result<Vec<access::Rule>, ConfigError> {

@@ -2,5 +2,6 @@
 //! batching, and the send timeout.
 
 pub mod h1_guard;
+pub mod proxy_header;
 pub mod send_watch;
 pub mod write_batch;

@@ -40,6 +40,7 @@ pub struct Metrics {
     hubs: [AtomicI64; 2],
     upstream_errors: [AtomicU64; 3],
     tls_handshake_failures: AtomicU64,
+    proxy_headers_refused: AtomicU64,
     connections_refused: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
@@ -93,6 +94,11 @@ impl Metrics {
 
     pub fn tls_handshake_failed(&self) {
         self.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A relay's connection closed for a missing, malformed or late PROXY header.
+    pub fn proxy_header_refused(&self) {
+        self.proxy_headers_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_refused(&self) {
@@ -159,6 +165,11 @@ impl Metrics {
                 "vaultgate_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out.",
                 get(&self.tls_handshake_failures),
+            ),
+            (
+                "vaultgate_proxy_protocol_refused_total",
+                "Relayed connections closed for a missing, malformed or late PROXY header.",
+                get(&self.proxy_headers_refused),
             ),
             (
                 "vaultgate_connections_refused_total",

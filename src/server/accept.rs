@@ -57,7 +57,7 @@ pub async fn run(
     }
 }
 
-/// Binds `listen` for one of the small plain-HTTP listeners: HTTP/1.1 only,
+/// Binds `listen` (or takes systemd's socket for it) for one of the small plain-HTTP listeners: HTTP/1.1 only,
 /// bounded in time. The returned future answers every request with `handle`
 /// until `stop` turns true, with at most what `cap` allows open at once.
 pub async fn plain_http<F, Fut>(
@@ -71,7 +71,7 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind(listen).await?;
+    let listener = TcpListener::from_std(super::listener::open_plain(listen)?)?;
     let bound = listener.local_addr()?;
     Ok((bound, run(listener, name, stop, PlainHttp { name, cap, handle })))
 }

@@ -1,10 +1,13 @@
 //! The `[metrics]` listener (keep it on loopback or a private network):
-//! `GET /metrics` in Prometheus text format, and `GET /healthz`, green only
-//! when Vaultwarden answers `/alive`.
+//! `GET /metrics` in Prometheus text format, and `GET /healthz`: red (503)
+//! when clients cannot be served (Vaultwarden does not answer `/alive`, the
+//! certificate has expired), green with a warning line for each thing that
+//! will go wrong unless someone acts (the certificate expires within 7
+//! days, ACME is failing).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -17,6 +20,7 @@ use crate::config::Upstream;
 use crate::observe::metrics::Metrics;
 use crate::proxy::body::{self, ProxyBody};
 use crate::proxy::upstream;
+use crate::tls::store::Live;
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
     let mut resp = Response::new(body::full(body));
@@ -105,18 +109,120 @@ pub fn exposure_warning(listen: SocketAddr) -> Option<String> {
     })
 }
 
-async fn answer(req: Request<Incoming>, metrics: Arc<Metrics>, health: Arc<Health>) -> Response<ProxyBody> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => text(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
-        // The body names no address: who Vaultwarden is and why it failed
-        // are for the log.
-        (&Method::GET, "/healthz") => match health.check().await {
-            Ok(()) => text(StatusCode::OK, "text/plain", "ok: Vaultwarden answers\n".into()),
-            Err(e) => {
-                tracing::warn!("/healthz: Vaultwarden at {} is not answering: {e}", health.upstream.url);
-                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "Vaultwarden is not answering\n".into())
+/// The certificate clients are shown now, as `/healthz` and `/metrics` tell it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Certificate {
+    pub not_after: Option<SystemTime>,
+    /// When ACME last failed, if it has not succeeded since.
+    pub acme_failed_at: Option<SystemTime>,
+}
+
+impl Certificate {
+    fn of(live: &Live) -> Certificate {
+        Certificate { not_after: live.served_not_after(), acme_failed_at: live.acme_failed_at() }
+    }
+}
+
+/// A certificate this close to its end is a warning on `/healthz`.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `/healthz`'s status and body, one line per finding. The body names no
+/// address: who Vaultwarden is and why it failed are for the log.
+pub fn report(vaultwarden: &Result<(), String>, cert: Certificate, now: SystemTime) -> (StatusCode, String) {
+    let mut status = StatusCode::OK;
+    let mut body = String::new();
+    match vaultwarden {
+        Ok(()) => body.push_str("ok: Vaultwarden answers\n"),
+        Err(_) => {
+            status = StatusCode::SERVICE_UNAVAILABLE;
+            body.push_str("Vaultwarden is not answering\n");
+        }
+    }
+    if let Some(end) = cert.not_after {
+        match end.duration_since(now) {
+            Err(_) => {
+                status = StatusCode::SERVICE_UNAVAILABLE;
+                body.push_str(&format!("the certificate expired at {}: clients refuse it\n", utc(end)));
             }
-        },
+            Ok(left) if left < EXPIRY_WARNING => body.push_str(&format!(
+                "warning: the certificate expires in {} (at {})\n",
+                days_hours(left),
+                utc(end)
+            )),
+            Ok(_) => {}
+        }
+    }
+    if let Some(at) = cert.acme_failed_at {
+        body.push_str(&format!(
+            "warning: ACME could not obtain a certificate (last attempt at {}; the log says why)\n",
+            utc(at)
+        ));
+    }
+    (status, body)
+}
+
+/// The certificate's lines for `/metrics`.
+pub fn certificate_metrics(cert: Certificate, now: SystemTime) -> String {
+    let mut out = String::new();
+    if let Some(end) = cert.not_after {
+        let unix = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        };
+        let (end, now) = (unix(end), unix(now));
+        out.push_str(&format!(
+            "# HELP vaultgate_certificate_not_after_timestamp_seconds When the certificate served now expires.\n\
+             # TYPE vaultgate_certificate_not_after_timestamp_seconds gauge\n\
+             vaultgate_certificate_not_after_timestamp_seconds {end}\n\
+             # HELP vaultgate_certificate_expiry_seconds Seconds until the certificate served now expires (negative: expired).\n\
+             # TYPE vaultgate_certificate_expiry_seconds gauge\n\
+             vaultgate_certificate_expiry_seconds {}\n",
+            end - now
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP vaultgate_acme_failing 1 when the last attempt to obtain a certificate by ACME failed.\n\
+         # TYPE vaultgate_acme_failing gauge\n\
+         vaultgate_acme_failing {}\n",
+        u8::from(cert.acme_failed_at.is_some())
+    ));
+    out
+}
+
+fn utc(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t).replace_nanosecond(0).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn days_hours(d: Duration) -> String {
+    let hours = d.as_secs() / 3600;
+    match hours / 24 {
+        0 => format!("{}h {}m", hours, d.as_secs() / 60 % 60),
+        days => format!("{days}d {}h", hours % 24),
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    live: Arc<Live>,
+) -> Response<ProxyBody> {
+    let now = SystemTime::now();
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut out = metrics.render();
+            out.push_str(&certificate_metrics(Certificate::of(&live), now));
+            text(StatusCode::OK, "text/plain; version=0.0.4", out)
+        }
+        (&Method::GET, "/healthz") => {
+            let vaultwarden = health.check().await;
+            if let Err(e) = &vaultwarden {
+                tracing::warn!("/healthz: Vaultwarden at {} is not answering: {e}", health.upstream.url);
+            }
+            let (status, body) = report(&vaultwarden, Certificate::of(&live), now);
+            text(status, "text/plain", body)
+        }
         _ => text(StatusCode::NOT_FOUND, "text/plain", "try /metrics or /healthz\n".into()),
     }
 }
@@ -125,6 +231,7 @@ async fn answer(req: Request<Incoming>, metrics: Arc<Metrics>, health: Arc<Healt
 pub async fn start(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
+    live: Arc<Live>,
     upstream: Upstream,
     stop: watch::Receiver<bool>,
     cap: Arc<crate::conn_limit::ConnLimit>,
@@ -134,7 +241,7 @@ pub async fn start(
     }
     let health = Arc::new(Health::new(upstream));
     crate::server::accept::plain_http(listen, "metrics", stop, cap, move |req| {
-        answer(req, metrics.clone(), health.clone())
+        answer(req, metrics.clone(), health.clone(), live.clone())
     })
     .await
 }
@@ -181,6 +288,57 @@ mod tests {
         let down = Health::new(Upstream { authority: addr.to_string().parse().unwrap(), url: String::new() });
         let e = down.check().await.unwrap_err();
         assert!(e.starts_with("Connection refused"), "{e}");
+    }
+
+    #[test]
+    fn health_is_red_when_clients_cannot_be_served_and_warns_before() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+        let fine = Certificate { not_after: Some(now + days(60)), acme_failed_at: None };
+        assert_eq!(report(&Ok(()), fine, now), (StatusCode::OK, "ok: Vaultwarden answers\n".into()));
+        let (status, body) = report(&Err("refused".into()), fine, now);
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "Vaultwarden is not answering\n")
+        );
+
+        let soon =
+            Certificate { not_after: Some(now + days(3) + Duration::from_secs(7200)), acme_failed_at: None };
+        let (status, body) = report(&Ok(()), soon, now);
+        assert_eq!(status, StatusCode::OK, "still served: a warning, not a failure");
+        assert_eq!(
+            body,
+            "ok: Vaultwarden answers\nwarning: the certificate expires in 3d 2h (at 2027-01-18T10:00:00Z)\n"
+        );
+        let expired = Certificate { not_after: Some(now - days(1)), acme_failed_at: Some(now - days(2)) };
+        let (status, body) = report(&Ok(()), expired, now);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("the certificate expired at 2027-01-14T08:00:00Z"), "{body}");
+        assert!(
+            body.contains(
+                "warning: ACME could not obtain a certificate (last attempt at 2027-01-13T08:00:00Z"
+            ),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn certificate_metrics_count_down_to_the_end() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let cert = Certificate { not_after: Some(now + Duration::from_secs(500)), acme_failed_at: None };
+        let text = certificate_metrics(cert, now);
+        for line in [
+            "vaultgate_certificate_not_after_timestamp_seconds 1500",
+            "vaultgate_certificate_expiry_seconds 500",
+            "vaultgate_acme_failing 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        let expired =
+            Certificate { not_after: Some(now - Duration::from_secs(10)), acme_failed_at: Some(now) };
+        let text = certificate_metrics(expired, now);
+        assert!(text.contains("vaultgate_certificate_expiry_seconds -10\n"), "{text}");
+        assert!(text.contains("vaultgate_acme_failing 1\n"), "{text}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,9 @@ use super::accept::Handler;
 use super::idle::Activity;
 use crate::config::Config;
 use crate::conn_limit::{Caps, ConnLimit, Refused, Slot};
+use crate::http::client_ip::Cidr;
 use crate::io::h1_guard::H1Guard;
+use crate::io::proxy_header;
 use crate::io::send_watch::{self, Guarded, Progress, Watched};
 use crate::io::write_batch::WriteBatch;
 use crate::observe::access_log::Sink;
@@ -42,9 +44,11 @@ pub struct Clients {
 
 impl Handler for Clients {
     fn admit(&self, peer: SocketAddr) -> Result<Slot, Refused> {
-        // A trusted proxy's address carries many clients: they are counted
-        // once resolved (hubs, upstream).
-        if self.conn.borrow().proxy.trusts(peer.ip()) {
+        // A trusted proxy's or a relay's address carries many clients: they
+        // are counted once known (a relay's by its PROXY header, a proxy's
+        // by hubs and upstream requests).
+        let conn = self.conn.borrow();
+        if conn.relays(peer.ip()) || conn.proxy.trusts(peer.ip()) {
             self.limit.acquire_total()
         } else {
             self.limit.acquire(peer.ip())
@@ -53,15 +57,7 @@ impl Handler for Clients {
 
     fn refused(&self, peer: SocketAddr, refused: Refused) {
         self.conn.borrow().metrics.connection_refused();
-        if self.limit.should_warn() {
-            let what = match refused {
-                Refused::Total(n) => format!("max_connections ({n})"),
-                Refused::PerIp(n) => format!("max_connections_per_ip ({n}) for {}", peer.ip()),
-            };
-            tracing::warn!(
-                "connection limit reached: {what}; refusing new connections ([limits] in the config)"
-            );
-        }
+        warn_refused(&self.limit, peer, refused);
     }
 
     fn serve(&self, tcp: TcpStream, peer: SocketAddr, slot: Slot) {
@@ -69,16 +65,34 @@ impl Handler for Clients {
         let current = self.conn.clone();
         let token = self.tracker.token();
         let worker = self.worker;
-        let span = tracing::info_span!("conn", %peer, protocol = tracing::field::Empty);
+        let limit = self.limit.clone();
+        let span = tracing::info_span!(
+            "conn",
+            %peer,
+            client = tracing::field::Empty,
+            protocol = tracing::field::Empty
+        );
         tokio::spawn(
             async move {
-                // Shared: a hub tunnel taken over from this connection holds
-                // its place until it closes.
-                conn.serve(tcp, peer, Arc::new(slot), current, worker).await;
+                if let Some((tcp, peer, slot)) = conn.relayed(tcp, peer, slot, &limit).await {
+                    // Shared: a hub tunnel taken over from this connection
+                    // holds its place until it closes.
+                    conn.serve(tcp, peer, Arc::new(slot), current, worker).await;
+                }
                 drop(token);
             }
             .instrument(span),
         );
+    }
+}
+
+fn warn_refused(limit: &ConnLimit, client: SocketAddr, refused: Refused) {
+    if limit.should_warn() {
+        let what = match refused {
+            Refused::Total(n) => format!("max_connections ({n})"),
+            Refused::PerIp(n) => format!("max_connections_per_ip ({n}) for {}", client.ip()),
+        };
+        tracing::warn!("connection limit reached: {what}; refusing new connections ([limits] in the config)");
     }
 }
 
@@ -163,6 +177,8 @@ pub struct Connection {
     drain: Duration,
     send_idle: Duration,
     max_upstream_per_connection: usize,
+    /// `[proxy_protocol] from`: the relays whose connections start with a PROXY header.
+    relays: Arc<[Cidr]>,
     pub stop: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
 }
@@ -194,9 +210,59 @@ impl Connection {
             drain: config.timeouts.drain,
             send_idle: config.timeouts.send_idle,
             max_upstream_per_connection: config.limits.max_upstream_per_connection,
+            relays: config.proxy_protocol.clone().into(),
             stop,
             metrics,
         })
+    }
+
+    /// Whether a connection from `peer` must start with a PROXY header.
+    fn relays(&self, peer: IpAddr) -> bool {
+        self.relays.iter().any(|net| net.contains(peer))
+    }
+
+    /// A relay's connection, once its PROXY header has named the client:
+    /// the client's address, its place counted under that address. Other
+    /// connections pass as they are. `None`: closed (no header, a
+    /// malformed one, or the client is over its cap).
+    async fn relayed(
+        &self,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+        mut slot: Slot,
+        limit: &ConnLimit,
+    ) -> Option<(TcpStream, SocketAddr, Slot)> {
+        if !self.relays(peer.ip()) {
+            return Some((tcp, peer, slot));
+        }
+        let read = tokio::time::timeout(self.handshake_timeout, proxy_header::read(&mut tcp)).await;
+        let client = match read {
+            Ok(Ok(Some(client))) => client,
+            // The relay's own connection (a health check): it is the client.
+            Ok(Ok(None)) => peer,
+            Ok(Err(e)) => {
+                self.metrics.proxy_header_refused();
+                tracing::warn!("connection from relay {peer} closed: {e} ([proxy_protocol] in the config)");
+                return None;
+            }
+            Err(_) => {
+                self.metrics.proxy_header_refused();
+                tracing::debug!(
+                    "connection from relay {peer} closed: no PROXY header within {:?}",
+                    self.handshake_timeout
+                );
+                return None;
+            }
+        };
+        tracing::Span::current().record("client", tracing::field::display(client));
+        if !self.proxy.trusts(client.ip()) {
+            if let Err(refused) = slot.count_as(client.ip()) {
+                self.metrics.connection_refused();
+                warn_refused(limit, client, refused);
+                return None;
+            }
+        }
+        Some((tcp, client, slot))
     }
 
     /// Serves one client connection: TLS and the protocol with this

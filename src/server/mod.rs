@@ -25,7 +25,7 @@ use crate::shutdown::Tracker;
 use crate::tls;
 use crate::tls::store::Live;
 use conn::{Clients, Connection};
-use listener::{bind, Workers};
+use listener::{bind, Origin, Workers};
 
 /// Why the server could not start, or a reload was refused (the running
 /// configuration then stays in force).
@@ -86,7 +86,7 @@ impl Server {
         let live = Arc::new(Live::default());
         let tls = tls::load(&config.tls, &live)?;
         log_self_signed(&tls);
-        let listener = bind(config.listen).map_err(|source| {
+        let (listener, origin) = listener::open(config.listen).map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::PermissionDenied => {
                     " (ports below 1024 need root or CAP_NET_BIND_SERVICE; see examples/deploy/vaultgate.service)"
@@ -102,9 +102,14 @@ impl Server {
             hint: "",
         })?;
         // Every further worker listens on a socket of its own on the same
-        // address; the kernel spreads new connections over them.
+        // address; the kernel spreads new connections over them. systemd's
+        // one socket is shared instead: binding more would need the right
+        // to bind that socket activation spares us.
         let copies = (1..config.limits.workers)
-            .map(|_| bind(local_addr))
+            .map(|_| match origin {
+                Origin::Bound => bind(local_addr),
+                Origin::Inherited => listener.try_clone(),
+            })
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|source| ServerError::Bind { addr: local_addr, source, hint: " (a further worker)" })?;
         let listener = TcpListener::from_std(listener).map_err(|source| ServerError::Bind {
@@ -151,15 +156,29 @@ impl Server {
             None => None,
             Some(addr) => {
                 let cap = ConnLimit::new(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS, 128);
-                let (bound, serve) =
-                    admin::start(addr, metrics.clone(), config.upstream.clone(), stop_tx.subscribe(), cap)
-                        .await
-                        .map_err(|source| ServerError::Bind { addr, source, hint: " ([metrics] listen)" })?;
+                let (bound, serve) = admin::start(
+                    addr,
+                    metrics.clone(),
+                    live.clone(),
+                    config.upstream.clone(),
+                    stop_tx.subscribe(),
+                    cap,
+                )
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr,
+                    source,
+                    hint: " ([metrics] listen)",
+                })?;
                 tracing::info!(listen = %bound, "metrics on /metrics, health on /healthz");
                 tokio::spawn(serve);
                 Some(bound)
             }
         };
+        listener::close_unclaimed();
+        if origin == Origin::Inherited {
+            tracing::info!("listening on the socket systemd passed for {local_addr} (socket activation)");
+        }
         tracing::info!(
             listen = %local_addr,
             upstream = %config.upstream.url,

@@ -19,6 +19,8 @@ pub struct Live {
     /// installed certificate takes precedence). Set by `tls::load`.
     fallback: RwLock<Option<(Arc<CertifiedKey>, bool)>>,
     pub challenges: Challenges,
+    /// When ACME last failed to obtain a certificate, until it next succeeds.
+    acme_failed_at: RwLock<Option<SystemTime>>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +60,22 @@ impl Live {
 
     pub fn set(&self, installed: Option<Installed>) {
         *self.installed.write().unwrap_or_else(|e| e.into_inner()) = installed;
+    }
+
+    /// Records the outcome of an ACME attempt: failed at `failed_at`, or succeeded (`None`).
+    pub fn set_acme_failure(&self, failed_at: Option<SystemTime>) {
+        *self.acme_failed_at.write().unwrap_or_else(|e| e.into_inner()) = failed_at;
+    }
+
+    /// When ACME last failed, if it has not succeeded since.
+    pub fn acme_failed_at(&self) -> Option<SystemTime> {
+        *self.acme_failed_at.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the certificate clients are shown now expires.
+    pub fn served_not_after(&self) -> Option<SystemTime> {
+        let served = self.served()?;
+        crate::tls::x509::not_after(served.cert.first()?.as_ref())
     }
 }
 

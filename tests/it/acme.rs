@@ -355,8 +355,10 @@ async fn failures_are_logged_with_what_to_check() {
 
     // No ACME server at the directory URL.
     let dead = free_port();
+    let metrics = free_port();
     let path = ProxyToml::new()
         .upstream(upstream.addr)
+        .extra(&format!("[metrics]\nlisten = \"127.0.0.1:{metrics}\""))
         .tls(&format!(
             "acme = {{ domain = \"{DOMAIN}\", directory = \"https://127.0.0.1:{dead}/dir\", state_dir = \"state\" }}"
         ))
@@ -381,6 +383,17 @@ async fn failures_are_logged_with_what_to_check() {
     let line = proxy.wait_for_log(&["ACME: could not obtain a certificate"], 20).await;
     assert!(line.contains("cannot talk to the ACME server") && line.contains("Connection refused"), "{line}");
     assert!(line.contains("retrying in 2m"), "{line}");
+    // /healthz stays green (clients are served) and says ACME is failing.
+    let out = tokio::process::Command::new(tool(Tool::Curl))
+        .args(["-sS", "--max-time", "5", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{metrics}/healthz"))
+        .output()
+        .await
+        .unwrap();
+    let health = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(health.starts_with("ok: Vaultwarden answers\n"), "{health}");
+    assert!(health.contains("\nwarning: ACME could not obtain a certificate (last attempt at "), "{health}");
+    assert!(health.ends_with("the log says why)\n200"), "{health}");
     // Meanwhile the listener serves a stand-in certificate and requests flow.
     let (ok, _) = tokio::process::Command::new(tool(Tool::Curl))
         .args(["-sSk", "--max-time", "5", "-o", "/dev/null"])

@@ -25,6 +25,7 @@ mod leaks;
 mod operations;
 mod package;
 mod properties;
+mod proxy_protocol;
 mod real_clients;
 mod reload;
 mod shutdown;

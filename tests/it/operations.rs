@@ -114,6 +114,47 @@ async fn metrics_and_health_tell_what_self_hosters_ask() {
     assert!(hub_gone, "the hub was closed after Vaultwarden went away");
 }
 
+/// A certificate three days from its end: `/healthz` stays green (clients
+/// are served) with a warning line saying when, and the metrics count down.
+#[tokio::test]
+async fn health_warns_of_a_certificate_about_to_expire() {
+    let upstream = Upstream::standin().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let end = time::OffsetDateTime::now_utc() + time::Duration::days(3);
+    params.not_after = end;
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (proxy, _) = ProxyToml::new()
+        .upstream(upstream.addr)
+        .extra("[metrics]\nlisten = \"127.0.0.1:0\"")
+        .certificate_files(&cert_path, &key_path)
+        .start(dir.path())
+        .await;
+    let metrics = format!("http://{}/metrics", proxy.metrics_addr().unwrap());
+    let (code, body) = http_get(&metrics.replace("/metrics", "/healthz")).await;
+    assert_eq!(code, 200, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 2, "{body}");
+    assert_eq!(lines[0], "ok: Vaultwarden answers");
+    assert!(lines[1].starts_with("warning: the certificate expires in 2d 23h (at "), "{body}");
+    let (_, text) = http_get(&metrics).await;
+    let left: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vaultgate_certificate_expiry_seconds "))
+        .expect("the expiry gauge")
+        .parse()
+        .unwrap();
+    assert!((3 * 86400 - 600..=3 * 86400).contains(&left), "{left}");
+    let not_after = format!("vaultgate_certificate_not_after_timestamp_seconds {}", end.unix_timestamp());
+    assert!(text.lines().any(|l| l == not_after), "{not_after} in:\n{text}");
+    assert!(text.lines().any(|l| l == "vaultgate_acme_failing 0"), "{text}");
+    proxy.shutdown().await;
+}
+
 #[tokio::test]
 async fn access_log_file_in_json_or_text_reopens_after_rotation() {
     for format in ["json", "text"] {

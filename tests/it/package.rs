@@ -82,6 +82,7 @@ fn the_debian_package_has_the_binary_unit_user_conffile_and_passes_lintian() {
             "etc/vaultgate/proxy.toml",
             "usr/bin/vaultgate",
             "usr/lib/systemd/system/vaultgate.service",
+            "usr/lib/systemd/system/vaultgate.socket",
             "usr/lib/sysusers.d/vaultgate.conf",
             "usr/share/doc/vaultgate/README.md",
             "usr/share/doc/vaultgate/SECURITY.md",
@@ -135,6 +136,7 @@ fn the_debian_package_has_the_binary_unit_user_conffile_and_passes_lintian() {
         Command::new(systemd_analyze)
             .arg("verify")
             .arg(root.join("usr/lib/systemd/system/vaultgate.service"))
+            .arg(root.join("usr/lib/systemd/system/vaultgate.socket"))
             .output()
     }) {
         let said = text(&out);

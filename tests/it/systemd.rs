@@ -2,6 +2,10 @@
 //! stands, in order: READY=1 once it accepts, RELOADING=1 (with
 //! MONOTONIC_USEC) and READY=1 around every reload, accepted or refused,
 //! STOPPING=1 when SIGTERM starts the drain.
+//!
+//! Socket activation: systemd's own `systemd-socket-activate` holds the
+//! ports and starts the binary on the first connection, passing the sockets
+//! as LISTEN_FDS.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -89,4 +93,65 @@ async fn without_notify_socket_nothing_is_sent_and_it_still_runs() {
     let (exit, log) = tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
     assert!(exit.success(), "{exit}\n{log}");
     assert!(!log.contains("NOTIFY_SOCKET"), "no notify warning: {log}");
+}
+
+/// systemd-socket-activate binds the ports (without SO_REUSEPORT, so a
+/// bind of its own by vaultgate would fail as "in use") and starts vaultgate
+/// only when the first connection arrives: that connection, made while no
+/// vaultgate ran, is served, the metrics socket too, and a passed socket
+/// that no listener wants is named in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_the_sockets_systemd_passes() {
+    let upstream = Upstream::standin().start().await;
+    let ca = TestCa::new();
+    let (https, metrics, stray) = (free_port(), free_port(), free_port());
+    let config = binary_toml(upstream.addr)
+        .listen(format!("127.0.0.1:{https}"))
+        .extra(&format!("[limits]\nworkers = 2\n[metrics]\nlisten = \"127.0.0.1:{metrics}\""))
+        .write(ca.dir.path());
+    let mut child = std::process::Command::new(tool(Tool::SystemdSocketActivate))
+        .args(["-l", &format!("127.0.0.1:{https}")])
+        .args(["-l", &format!("127.0.0.1:{metrics}")])
+        .args(["-l", &format!("127.0.0.1:{stray}")])
+        .arg(RunningBinary::PATH)
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    within("systemd-socket-activate to listen", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", https)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // That probe started vaultgate; this request may well be queued in the
+    // socket before vaultgate accepts.
+    let url = format!("https://localhost:{https}/alive");
+    assert_eq!(curl_get(&ca, &url).await, (true, b"\"alive\"".to_vec()));
+    let out = tokio::process::Command::new(tool(Tool::Curl))
+        .args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{metrics}/metrics")])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("vaultgate_build_info"), "{out:?}");
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains(&format!("socket systemd passed for 127.0.0.1:{https}")), "{log}");
+    assert!(
+        log.contains(&format!("systemd passed a socket for 127.0.0.1:{stray} that matches no listener")),
+        "{log}"
+    );
 }

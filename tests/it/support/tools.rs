@@ -19,6 +19,8 @@ pub enum Tool {
     /// Pebble's DNS server.
     PebbleChallTestSrv,
     Lintian,
+    /// Debian's HAProxy, the relay in front that sends PROXY headers.
+    Haproxy,
     /// `cargo deb` (the cargo-deb binary cargo runs).
     CargoDeb,
     DpkgDeb,
@@ -26,6 +28,8 @@ pub enum Tool {
     Openssl,
     /// systemd's unit checker (`systemd-analyze verify`).
     SystemdAnalyze,
+    /// systemd's socket activation for one program, as a `.socket` unit does it.
+    SystemdSocketActivate,
     /// The real Vaultwarden: `$VAULTWARDEN_BIN`, else
     /// ../shared/vaultwarden/vaultwarden beside the repository (a release
     /// build linked against Debian 12's libssl3).
@@ -42,11 +46,13 @@ impl Tool {
             Tool::Pebble => "pebble",
             Tool::PebbleChallTestSrv => "pebble-challtestsrv",
             Tool::Lintian => "lintian",
+            Tool::Haproxy => "haproxy",
             Tool::CargoDeb => "cargo-deb",
             Tool::DpkgDeb => "dpkg-deb",
             Tool::Curl => "curl",
             Tool::Openssl => "openssl",
             Tool::SystemdAnalyze => "systemd-analyze",
+            Tool::SystemdSocketActivate => "systemd-socket-activate",
             Tool::Vaultwarden => "vaultwarden",
         }
     }
@@ -59,11 +65,12 @@ impl Tool {
             Tool::Npm => "apt-get install npm (or run .ci/run)",
             Tool::Pebble | Tool::PebbleChallTestSrv => "apt-get install pebble (or run .ci/run)",
             Tool::Lintian => "apt-get install lintian (or run .ci/run)",
+            Tool::Haproxy => "apt-get install haproxy (or run .ci/run)",
             Tool::CargoDeb => "cargo install cargo-deb --locked --version 3.8.0 (or run .ci/run)",
             Tool::DpkgDeb => "apt-get install dpkg",
             Tool::Curl => "apt-get install curl (or run .ci/run)",
             Tool::Openssl => "apt-get install openssl (or run .ci/run)",
-            Tool::SystemdAnalyze => "apt-get install systemd",
+            Tool::SystemdAnalyze | Tool::SystemdSocketActivate => "apt-get install systemd (or run .ci/run)",
             Tool::Vaultwarden => {
                 "set VAULTWARDEN_BIN=/path/to/vaultwarden (.ci/run uses ../shared/vaultwarden/vaultwarden)"
             }
