@@ -303,7 +303,11 @@ mod tests {
             ("ca = \"a\"\nexempt_paths = [\"/x/../api\"]", "tls.client_auth.exempt_paths", "/icons/"),
             ("ca = \"a\"\nexempt_networks = [\"lan\"]", "tls.client_auth.exempt_networks", "192.168.0.0/16"),
             ("ca = \"a\"\nsubject_header = \"X-Real-IP\"", "tls.client_auth.subject_header", "X-Client-Cert"),
-            ("ca = \"a\"\nsubject_header = \"bad header\"", "tls.client_auth.subject_header", "X-Client-Cert"),
+            (
+                "ca = \"a\"\nsubject_header = \"bad header\"",
+                "tls.client_auth.subject_header",
+                "X-Client-Cert",
+            ),
             ("ca = \"a\"\nexempt_path = [\"/icons/\"]", "tls.client_auth.exempt_path", "exempt_paths"),
         ] {
             let e = parse(text).unwrap_err();

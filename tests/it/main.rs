@@ -11,6 +11,7 @@ mod support;
 mod acme;
 mod availability;
 mod binary;
+mod client_certs;
 mod deploy;
 mod doctor;
 mod forwarding;
