@@ -89,6 +89,10 @@ async fn a_leaf_alone_verifies_against_an_intermediate_anchor_not_against_the_ro
     let leaf_only = h.client().with_client_cert(devices.phone.identity(false));
     assert_eq!(status_h1(&leaf_only, "/alive").await, Ok(200));
     assert_eq!(status_h2(&leaf_only, &h.url("/alive")).await, Ok(200));
+    // Root and intermediate in one file (root first): each is an anchor.
+    let h = harness(&devices, &devices.both_path(), "", "").await;
+    let leaf_only = h.client().with_client_cert(devices.phone.identity(false));
+    assert_eq!(status_h1(&leaf_only, "/alive").await, Ok(200), "the second certificate is an anchor too");
     // With the root as the only anchor, the leaf alone has no path to it.
     let h = harness(&devices, &devices.root_path, "", "").await;
     let leaf_only = h.client().with_client_cert(devices.phone.identity(false));

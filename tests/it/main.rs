@@ -12,6 +12,7 @@ mod acme;
 mod availability;
 mod binary;
 mod client_certs;
+mod client_certs_vaultwarden;
 mod deploy;
 mod doctor;
 mod forwarding;
