@@ -82,6 +82,9 @@ pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
         None => builder.with_no_client_auth(),
         Some(auth) => builder.with_client_cert_verifier(client_auth::load(auth, provider)?.verifier),
     };
+    // The session cache stays this configuration's own (rustls's default):
+    // a resumed session skips the certificate check, so one verified under
+    // an older CA or CRL must not resume into a newer configuration.
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     if matches!(tls.source, TlsSource::Acme(_)) {

@@ -393,3 +393,65 @@ fn a_huge_hostile_subject_is_cut_and_escaped_in_the_log_and_the_server_goes_on()
         assert_eq!(status_h1(&phone, "/alive").await, Ok(200));
     });
 }
+
+/// A request over a fresh connection made with `config` (its session cache
+/// shared with earlier connections, so TLS resumes); the status, or why none,
+/// and whether the handshake was a resumption.
+async fn resumed_status(
+    h: &Harness,
+    config: &std::sync::Arc<rustls::ClientConfig>,
+) -> (Result<u16, String>, bool) {
+    let tcp = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let tls = match tokio_rustls::TlsConnector::from(config.clone())
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(e) => return (Err(e.to_string()), false),
+    };
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let status = async {
+        let mut h1 =
+            client::h1_over::<http_body_util::Full<bytes::Bytes>, _>(tls).await.map_err(|e| e.to_string())?;
+        let resp = h1.send_request(get("/alive")).await.map_err(|e| format!("{e:?}"))?;
+        Ok(resp.status().as_u16())
+    }
+    .await;
+    (status, resumed)
+}
+
+#[tokio::test]
+async fn a_resumed_session_keeps_its_certificate_and_a_reload_ends_resumption() {
+    // Phones resume TLS sessions: the resumed connection must still count as
+    // the device's (rustls restores the verified chain), and a CRL reloaded
+    // since must not be skipped by resuming a session verified before it.
+    let devices = DeviceCa::new();
+    let crl = devices.dir.path().join("current.crl");
+    std::fs::copy(&devices.empty_crl_path, &crl).unwrap();
+    let toml = ProxyToml::new()
+        .extra("[limits]\nworkers = 1")
+        .tls(&devices.client_auth(&devices.root_path, &format!("crl = \"{}\"", crl.display())));
+    let h = Harness::configured(toml.clone()).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(h.ca.ca_der.clone()).unwrap();
+    let (chain, key) = devices.tablet.identity(true);
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = std::sync::Arc::new(config);
+    assert_eq!(resumed_status(&h, &config).await, (Ok(200), false));
+    assert_eq!(resumed_status(&h, &config).await, (Ok(200), true), "resumed, and still the tablet's");
+
+    let tablet_serial = u64::from_str_radix(&devices.tablet.serial, 16).unwrap();
+    std::fs::write(&crl, devices.crl(&[tablet_serial])).unwrap();
+    let config_path = toml.certificate(&h.ca).upstream(h.upstream.addr).write(h.ca.dir.path());
+    h.proxy().reload(vaultgate::Config::load(&config_path).unwrap()).unwrap();
+    let (status, _) = resumed_status(&h, &config).await;
+    assert!(status.is_err(), "the revoked tablet cannot resume its way past the new CRL: {status:?}");
+}
