@@ -455,3 +455,36 @@ async fn a_resumed_session_keeps_its_certificate_and_a_reload_ends_resumption() 
     let (status, _) = resumed_status(&h, &config).await;
     assert!(status.is_err(), "the revoked tablet cannot resume its way past the new CRL: {status:?}");
 }
+
+#[tokio::test]
+async fn a_chain_of_impostor_intermediates_is_refused_and_the_server_goes_on() {
+    // 100 "intermediates" named like the real one, each with a key of its
+    // own, and a leaf claiming to be issued by that name: every candidate
+    // path fails its signature check. webpki bounds that work (a budget of
+    // signature checks); the handshake fails, the next device is served.
+    let devices = DeviceCa::new();
+    let h = harness(&devices, &devices.root_path, "", "").await;
+    let mut chain = Vec::new();
+    let mut issuers = Vec::new();
+    for _ in 0..100 {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, "vaultgate test devices intermediate");
+        chain.push(p.self_signed(&key).unwrap().der().clone());
+        issuers.push(rcgen::Issuer::new(p, key));
+    }
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "impostor");
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = p.signed_by(&leaf_key, &issuers[0]).unwrap();
+    chain.insert(0, leaf.der().clone());
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der());
+    let impostor = h.client().with_client_cert((chain, key.into()));
+    assert!(status_h1(&impostor, "/alive").await.is_err());
+    assert!(status_h2(&impostor, &h.url("/alive")).await.is_err());
+    let phone = h.client().with_client_cert(devices.phone.identity(true));
+    assert_eq!(status_h1(&phone, "/alive").await, Ok(200));
+    assert_eq!(h.upstream.requests(), 1);
+}
