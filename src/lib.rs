@@ -34,7 +34,7 @@ pub use server::{Server, ServerError};
 pub mod testing {
     pub use crate::check::probe::AnyCertificate;
     pub use crate::config::parse_duration;
-    pub use crate::http::{access, client_ip, headers, host, path};
+    pub use crate::http::{access, client_cert, client_ip, headers, host, path};
     pub use crate::observe::redact;
 }
 

@@ -28,6 +28,13 @@ pub(super) const KNOWN_KEYS: &[(&str, &str)] = &[
     ("tls", "hsts"),
     ("tls", "watch_interval"),
     ("tls", "acme"),
+    ("tls", "client_auth"),
+    ("tls.client_auth", "ca"),
+    ("tls.client_auth", "required"),
+    ("tls.client_auth", "exempt_paths"),
+    ("tls.client_auth", "exempt_networks"),
+    ("tls.client_auth", "crl"),
+    ("tls.client_auth", "subject_header"),
     ("tls.acme", "domain"),
     ("tls.acme", "email"),
     ("tls.acme", "directory"),
@@ -96,6 +103,19 @@ pub(super) struct RawTls {
     pub(super) hsts: Option<bool>,
     pub(super) watch_interval: Option<Spanned<String>>,
     pub(super) acme: Option<Spanned<RawAcme>>,
+    pub(super) client_auth: Option<Spanned<RawClientAuth>>,
+}
+
+/// `[tls.client_auth]`: client certificates (mTLS).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientAuth {
+    pub(super) ca: Spanned<String>,
+    pub(super) required: Option<bool>,
+    pub(super) exempt_paths: Option<Spanned<Vec<String>>>,
+    pub(super) exempt_networks: Option<Spanned<Vec<String>>>,
+    pub(super) crl: Option<Spanned<String>>,
+    pub(super) subject_header: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -284,7 +284,7 @@ pub(super) fn limits(ctx: &Ctx, raw: Option<RawLimits>) -> Result<Limits, Config
     Ok(limits)
 }
 
-fn cidrs(ctx: &Ctx, list: &Spanned<Vec<String>>, key: &str) -> Result<Vec<Cidr>, ConfigError> {
+pub(super) fn cidrs(ctx: &Ctx, list: &Spanned<Vec<String>>, key: &str) -> Result<Vec<Cidr>, ConfigError> {
     list.get_ref()
         .iter()
         .map(|c| {

@@ -4,9 +4,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::{ConfigError, Ctx};
-use super::raw::{RawAcme, RawTls};
-use super::sections::{bounded_duration, WATCH_INTERVAL_BOUNDS};
-use super::types::{AcmeConfig, Challenge, TlsConfig, TlsSource, LETSENCRYPT, LETSENCRYPT_STAGING};
+use super::raw::{RawAcme, RawClientAuth, RawTls};
+use super::sections::{bounded_duration, cidrs, WATCH_INTERVAL_BOUNDS};
+use super::types::{
+    AcmeConfig, Challenge, ClientAuth, TlsConfig, TlsSource, LETSENCRYPT, LETSENCRYPT_STAGING,
+};
 
 pub(super) fn tls_config(
     ctx: &Ctx,
@@ -21,6 +23,7 @@ pub(super) fn tls_config(
             server_names: Vec::new(),
             hsts: false,
             watch_interval: WATCH,
+            client_auth: None,
         });
     };
     let watch_interval = match &t.watch_interval {
@@ -74,7 +77,105 @@ pub(super) fn tls_config(
             server_names.push(name);
         }
     }
-    Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false), watch_interval })
+    let client_auth = match t.client_auth {
+        None => None,
+        Some(raw) => Some(client_auth(ctx, base, raw.into_inner())?),
+    };
+    Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false), watch_interval, client_auth })
+}
+
+/// `[tls.client_auth]`. The files themselves are read by `tls::load`
+/// (at start, on reload and by `vaultgate check`).
+fn client_auth(ctx: &Ctx, base: &Path, raw: RawClientAuth) -> Result<ClientAuth, ConfigError> {
+    let file = |v: &toml::Spanned<String>, key: &str, example: &str| {
+        if v.get_ref().trim().is_empty() {
+            return Err(ctx.err(v.span(), key, "an empty path".into(), example));
+        }
+        Ok(base.join(v.get_ref()))
+    };
+    let ca = file(
+        &raw.ca,
+        "tls.client_auth.ca",
+        "write the PEM file of your device CA, e.g. ca = \"/etc/vaultgate/devices-ca.pem\"",
+    )?;
+    let crl = match &raw.crl {
+        None => None,
+        Some(v) => Some(file(
+            v,
+            "tls.client_auth.crl",
+            "write the CRL file, e.g. crl = \"/etc/vaultgate/devices.crl\", or remove crl",
+        )?),
+    };
+    let mut exempt_paths = Vec::new();
+    if let Some(list) = &raw.exempt_paths {
+        for p in list.get_ref() {
+            // Compared with the normalised path, so only a normalised
+            // prefix can ever match; `;`, `?` and `#` would never.
+            let canonical = crate::http::path::normalize(p).map(|n| n == *p).unwrap_or(false);
+            if !canonical || p.contains(['?', '#', ';']) || p.trim_end_matches('/').is_empty() {
+                return Err(ctx.err(
+                    list.span(),
+                    "tls.client_auth.exempt_paths",
+                    format!("`{p}` is not a plain absolute path prefix (other than /)"),
+                    "list prefixes such as exempt_paths = [\"/icons/\"]; to need no certificate anywhere, write required = false",
+                ));
+            }
+            exempt_paths.push(p.clone());
+        }
+    }
+    let exempt_networks = match &raw.exempt_networks {
+        None => Vec::new(),
+        Some(list) => cidrs(ctx, list, "tls.client_auth.exempt_networks")?,
+    };
+    let subject_header = match &raw.subject_header {
+        None => None,
+        Some(v) => {
+            let name = http::HeaderName::from_bytes(v.get_ref().trim().as_bytes()).ok();
+            // Names the proxy sets or removes itself, or that carry the
+            // request's meaning, would be clobbered or clobber.
+            let reserved = |n: &http::HeaderName| {
+                let n = n.as_str();
+                n.contains('_')
+                    || n.starts_with("x-forwarded-")
+                    || [
+                        "host",
+                        "x-real-ip",
+                        "forwarded",
+                        "connection",
+                        "upgrade",
+                        "cookie",
+                        "authorization",
+                        "content-length",
+                        "transfer-encoding",
+                        "te",
+                        "trailer",
+                        "keep-alive",
+                        "proxy-connection",
+                        "proxy-authorization",
+                    ]
+                    .contains(&n)
+            };
+            match name {
+                Some(n) if !reserved(&n) => Some(n),
+                _ => {
+                    return Err(ctx.err(
+                        v.span(),
+                        "tls.client_auth.subject_header",
+                        format!("`{}` is not a header name vaultgate can own", v.get_ref()),
+                        "write a header of its own, e.g. subject_header = \"X-Client-Cert-Subject\", or remove it",
+                    ))
+                }
+            }
+        }
+    };
+    Ok(ClientAuth {
+        ca,
+        crl,
+        required: raw.required.unwrap_or(true),
+        exempt_paths,
+        exempt_networks,
+        subject_header,
+    })
 }
 
 fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Result<AcmeConfig, ConfigError> {
@@ -159,4 +260,60 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
         state_dir: base.join(raw.state_dir.as_ref().map_or("acme", |s| s.get_ref().as_str())),
         challenges,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(client_auth: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(Path::new("/etc/vaultgate/proxy.toml"), &format!("[tls.client_auth]\n{client_auth}\n"))
+    }
+
+    #[test]
+    fn client_auth_as_written_in_the_readme() {
+        let c = parse(
+            "ca = \"devices-ca.pem\"\nrequired = true\nexempt_paths = [\"/icons/\"]\n\
+             exempt_networks = [\"192.168.0.0/16\"]\ncrl = \"/etc/vaultgate/devices.crl\"\n\
+             subject_header = \"X-Client-Cert-Subject\"",
+        )
+        .unwrap();
+        let auth = c.tls.client_auth.unwrap();
+        assert_eq!(auth.ca, Path::new("/etc/vaultgate/devices-ca.pem"), "relative to the file");
+        assert_eq!(auth.crl.as_deref(), Some(Path::new("/etc/vaultgate/devices.crl")));
+        assert!(auth.required);
+        assert_eq!(auth.exempt_paths, ["/icons/"]);
+        assert_eq!(auth.exempt_networks, ["192.168.0.0/16".parse().unwrap()]);
+        assert_eq!(auth.subject_header.unwrap(), "x-client-cert-subject");
+        // Required unless said otherwise; no header unless named.
+        let auth = parse("ca = \"ca.pem\"").unwrap().tls.client_auth.unwrap();
+        assert!(auth.required && auth.subject_header.is_none() && auth.crl.is_none());
+        assert!(Config::parse(Path::new("p.toml"), "").unwrap().tls.client_auth.is_none());
+    }
+
+    #[test]
+    fn client_auth_mistakes_name_the_key_and_the_fix() {
+        for (text, key, fix) in [
+            ("required = true", "", "`ca` is missing"),
+            ("ca = \"\"", "tls.client_auth.ca", "devices-ca.pem"),
+            ("ca = \"a\"\nexempt_paths = [\"icons\"]", "tls.client_auth.exempt_paths", "/icons/"),
+            ("ca = \"a\"\nexempt_paths = [\"/\"]", "tls.client_auth.exempt_paths", "required = false"),
+            ("ca = \"a\"\nexempt_paths = [\"/x/../api\"]", "tls.client_auth.exempt_paths", "/icons/"),
+            ("ca = \"a\"\nexempt_networks = [\"lan\"]", "tls.client_auth.exempt_networks", "192.168.0.0/16"),
+            ("ca = \"a\"\nsubject_header = \"X-Real-IP\"", "tls.client_auth.subject_header", "X-Client-Cert"),
+            (
+                "ca = \"a\"\nsubject_header = \"bad header\"",
+                "tls.client_auth.subject_header",
+                "X-Client-Cert",
+            ),
+            ("ca = \"a\"\nexempt_path = [\"/icons/\"]", "tls.client_auth.exempt_path", "exempt_paths"),
+        ] {
+            let e = parse(text).unwrap_err();
+            let shown = e.to_string();
+            assert!(e.key == key || key.is_empty(), "{text}: {shown}");
+            assert!(shown.contains(fix), "{text}: {shown}");
+        }
+    }
 }

@@ -24,6 +24,30 @@ pub struct TlsConfig {
     pub hsts: bool,
     /// How often the certificate and key files are checked for a renewal.
     pub watch_interval: Duration,
+    /// `[tls.client_auth]`: client certificates (mTLS), when configured.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `[tls.client_auth]`: which client certificates are accepted, and where
+/// one is not needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM file of trust anchors (roots or intermediates, each an anchor).
+    pub ca: PathBuf,
+    /// PEM or DER certificate revocation lists, reloaded with `ca`.
+    pub crl: Option<PathBuf>,
+    /// Without a certificate, requests are refused (except on the exempt
+    /// paths and networks); `false`: a certificate is verified when given,
+    /// never demanded.
+    pub required: bool,
+    /// Normalised path prefixes served without a certificate, compared
+    /// segment-wise and case-sensitively (as Vaultwarden routes).
+    pub exempt_paths: Vec<String>,
+    /// Connections from these networks need no certificate.
+    pub exempt_networks: Vec<crate::http::client_ip::Cidr>,
+    /// The header that carries the verified subject to Vaultwarden (off
+    /// when none); whatever a client sends under it is always removed.
+    pub subject_header: Option<http::HeaderName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,18 +60,25 @@ pub fn reload(server: &Server, config_path: &Path, why: &str) {
     super::systemd::ready();
 }
 
-/// What identifies the current content of the certificate and key files.
+/// What identifies the current content of the certificate and key files,
+/// and of `[tls.client_auth]`'s CA and CRL (a new CRL takes effect on new
+/// connections without a SIGHUP).
 fn stamps(config: &Config) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
-    match &config.tls.source {
+    let mut files: Vec<&PathBuf> = match &config.tls.source {
         // The ACME task swaps its certificate itself.
         TlsSource::SelfSigned | TlsSource::Acme(_) => Vec::new(),
-        TlsSource::Files { cert, key } => [cert, key]
-            .into_iter()
-            .map(|p| {
-                // Follow symlinks: certbot's live/ files point into archive/.
-                let meta = std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
-                (p.clone(), meta)
-            })
-            .collect(),
+        TlsSource::Files { cert, key } => vec![cert, key],
+    };
+    if let Some(auth) = &config.tls.client_auth {
+        files.push(&auth.ca);
+        files.extend(auth.crl.as_ref());
     }
+    files
+        .into_iter()
+        .map(|p| {
+            // Follow symlinks: certbot's live/ files point into archive/.
+            let meta = std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p.clone(), meta)
+        })
+        .collect()
 }

@@ -117,6 +117,17 @@ pub fn set_forwarding(
     }
 }
 
+/// `[tls.client_auth] subject_header`: whatever the client sent under
+/// `name` is removed (every value), then the verified subject, if any, set.
+/// A subject that cannot be a header value (`x509::subject` gives printable
+/// ASCII, so none should) is left out rather than sent mangled.
+pub fn set_client_cert_subject(headers: &mut HeaderMap, name: &HeaderName, subject: Option<&str>) {
+    headers.remove(name);
+    if let Some(value) = subject.and_then(|s| HeaderValue::from_str(s).ok()) {
+        headers.insert(name.clone(), value);
+    }
+}
+
 /// Trailers are headers too: the same hop-by-hop removal, and no client may
 /// smuggle forwarding headers in them.
 pub fn sanitize_trailers(trailers: &mut HeaderMap) {

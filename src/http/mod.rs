@@ -2,6 +2,7 @@
 //! client's address, access rules.
 
 pub mod access;
+pub mod client_cert;
 pub mod client_ip;
 pub mod header_line;
 pub mod headers;

@@ -10,6 +10,7 @@ use http::{Method, StatusCode, Version};
 
 use super::redact::{escape, redact};
 use crate::config::{AccessDestination as Destination, AccessFormat as Format};
+use crate::http::client_cert::ClientCert;
 
 /// The access log of one configuration generation.
 pub struct Sink {
@@ -46,12 +47,14 @@ impl Sink {
                     bytes_out,
                     duration_ms = ms,
                     upstream_ms = upstream,
+                    cert_subject = e.cert.as_ref().map(|c| c.subject.as_str()),
+                    cert_serial = e.cert.as_ref().map(|c| c.serial.as_str()),
                     "{event}"
                 );
                 return;
             }
             (_, Format::Text) => format!(
-                "{} - - [{}] \"{} {} {:?}\" {status} {bytes_out} \"{}\" \"{}\" in={bytes_in} ms={ms} upstream_ms={}{}\n",
+                "{} - - [{}] \"{} {} {:?}\" {status} {bytes_out} \"{}\" \"{}\" in={bytes_in} ms={ms} upstream_ms={}{}{}\n",
                 e.client,
                 clf_time(std::time::SystemTime::now()),
                 escape(e.method.as_str()),
@@ -60,6 +63,12 @@ impl Sink {
                 e.referer.as_deref().map_or("-".into(), escape),
                 e.user_agent.as_deref().map_or("-".into(), escape),
                 upstream.map_or("-".into(), |u| u.to_string()),
+                // Verified, and printable ASCII (x509::subject); escaped all the same.
+                e.cert.as_ref().map_or(String::new(), |c| format!(
+                    " cert=\"{}\" serial={}",
+                    escape(&c.subject),
+                    escape(&c.serial)
+                )),
                 if event.is_empty() { String::new() } else { format!(" event=\"{}\"", escape(event)) },
             ),
             (_, Format::Json) => {
@@ -76,6 +85,8 @@ impl Sink {
                     upstream_ms: upstream,
                     referer: e.referer.as_deref(),
                     user_agent: e.user_agent.as_deref(),
+                    cert_subject: e.cert.as_ref().map(|c| c.subject.as_str()),
+                    cert_serial: e.cert.as_ref().map(|c| c.serial.as_str()),
                     event: if event.is_empty() { "request" } else { event },
                 };
                 // serde_json escapes quotes, backslashes and every control character.
@@ -138,6 +149,11 @@ struct JsonLine<'a> {
     upstream_ms: Option<u64>,
     referer: Option<&'a str>,
     user_agent: Option<&'a str>,
+    /// The verified client certificate, when the connection presented one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_serial: Option<&'a str>,
     event: &'a str,
 }
 
@@ -156,6 +172,8 @@ pub struct Entry {
     /// escaped when written.
     referer: Option<String>,
     user_agent: Option<String>,
+    /// The client certificate the connection presented (verified).
+    pub cert: Option<ClientCert>,
     sink: Arc<Sink>,
 }
 
@@ -184,6 +202,7 @@ impl Entry {
             upstream_ms: AtomicU64::new(u64::MAX),
             referer: header(http::header::REFERER).map(|r| redact(&r).into_owned()),
             user_agent: header(http::header::USER_AGENT),
+            cert: None,
             sink,
         }
     }
@@ -225,6 +244,7 @@ impl Entry {
             upstream_ms: AtomicU64::new(u64::MAX),
             referer: self.referer.clone(),
             user_agent: self.user_agent.clone(),
+            cert: self.cert.clone(),
             sink: self.sink.clone(),
         }
     }

@@ -49,7 +49,21 @@ pub struct Metrics {
     last_reload_refused: AtomicU64,
     /// Whether the most recent reload was refused.
     last_reload_was_refused: AtomicBool,
+    /// Requests refused because a client certificate was needed and none shown.
+    client_cert_required: AtomicU64,
+    /// Handshakes whose client certificate did not verify, by [`CERT_REASONS`].
+    client_cert_rejected: [AtomicU64; CERT_REASONS.len()],
+    /// Connections by the verified certificate they presented (subject, serial).
+    client_certs: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
+
+/// Why a client certificate was refused at the handshake (`tls::client_auth`'s words).
+pub const CERT_REASONS: [&str; 5] = ["revoked", "expired", "not_yet_valid", "unknown_issuer", "invalid"];
+
+/// Distinct certificates counted one by one; past this many, the rest are
+/// counted together (only certificates the configured CA issued get here,
+/// but a CA that issues one per login must not grow the page without end).
+const MAX_CERTS: usize = 1000;
 
 fn method_index(m: &Method) -> usize {
     METHODS.iter().position(|x| *x == m.as_str()).unwrap_or(METHODS.len() - 1)
@@ -99,6 +113,28 @@ impl Metrics {
     /// A relay's connection closed for a missing, malformed or late PROXY header.
     pub fn proxy_header_refused(&self) {
         self.proxy_headers_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request refused for lack of a client certificate.
+    pub fn client_cert_required(&self) {
+        self.client_cert_required.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A handshake refused for its client certificate (`reason` one of [`CERT_REASONS`]).
+    pub fn client_cert_rejected(&self, reason: &str) {
+        let i = CERT_REASONS.iter().position(|r| *r == reason).unwrap_or(CERT_REASONS.len() - 1);
+        self.client_cert_rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection that presented this verified certificate (once per
+    /// connection, not per request: a lock, off the request path).
+    pub fn client_cert_connection(&self, subject: &str, serial: &str) {
+        let mut certs = self.client_certs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut key = (subject.to_string(), serial.to_string());
+        if certs.len() >= MAX_CERTS && !certs.contains_key(&key) {
+            key = ("(others)".into(), String::new());
+        }
+        *certs.entry(key).or_default() += 1;
     }
 
     pub fn connection_refused(&self) {
@@ -210,11 +246,34 @@ impl Metrics {
             "vaultgate_last_reload_successful {}",
             u8::from(!self.last_reload_was_refused.load(Ordering::Relaxed))
         );
+        let _ = writeln!(out, "# HELP vaultgate_client_cert_required_total Requests refused because they needed a client certificate and the connection showed none.");
+        let _ = writeln!(out, "# TYPE vaultgate_client_cert_required_total counter");
+        let _ = writeln!(out, "vaultgate_client_cert_required_total {}", get(&self.client_cert_required));
+        let _ = writeln!(out, "# HELP vaultgate_client_cert_rejected_total TLS handshakes refused for their client certificate, by reason.");
+        let _ = writeln!(out, "# TYPE vaultgate_client_cert_rejected_total counter");
+        for (reason, n) in CERT_REASONS.iter().zip(&self.client_cert_rejected) {
+            let _ = writeln!(out, "vaultgate_client_cert_rejected_total{{reason=\"{reason}\"}} {}", get(n));
+        }
+        let _ = writeln!(out, "# HELP vaultgate_client_cert_connections_total Connections by the verified client certificate they presented.");
+        let _ = writeln!(out, "# TYPE vaultgate_client_cert_connections_total counter");
+        for ((subject, serial), n) in self.client_certs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "vaultgate_client_cert_connections_total{{subject=\"{}\",serial=\"{}\"}} {n}",
+                label(subject),
+                label(serial)
+            );
+        }
         let _ = writeln!(out, "# HELP vaultgate_build_info The running build; always 1.");
         let _ = writeln!(out, "# TYPE vaultgate_build_info gauge");
         let _ = writeln!(out, "vaultgate_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         out
     }
+}
+
+/// A Prometheus label value: `\\`, `"` and line feeds escaped.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// A gauge (connections or hubs, by protocol) held up while this lives.
@@ -279,6 +338,31 @@ mod tests {
         }
         drop(hub);
         assert!(m.render().lines().any(|l| l == "vaultgate_open_hubs{protocol=\"http2\"} 0"));
+    }
+
+    #[test]
+    fn client_certificates_by_subject_and_refusals_by_reason() {
+        let m = Metrics::default();
+        m.client_cert_required();
+        m.client_cert_rejected("revoked");
+        m.client_cert_rejected("what");
+        m.client_cert_connection("CN=phone,O=Home \"x\"", "0a1b");
+        m.client_cert_connection("CN=phone,O=Home \"x\"", "0a1b");
+        let text = m.render();
+        for line in [
+            "vaultgate_client_cert_required_total 1",
+            "vaultgate_client_cert_rejected_total{reason=\"revoked\"} 1",
+            "vaultgate_client_cert_rejected_total{reason=\"invalid\"} 1",
+            "vaultgate_client_cert_connections_total{subject=\"CN=phone,O=Home \\\"x\\\"\",serial=\"0a1b\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        for i in 0..MAX_CERTS + 5 {
+            m.client_cert_connection(&format!("CN={i}"), "01");
+        }
+        let text = m.render();
+        assert_eq!(text.matches("vaultgate_client_cert_connections_total{").count(), MAX_CERTS + 1);
+        assert!(text.contains("subject=\"(others)\",serial=\"\"} 6"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::conn_limit::Slot;
+use crate::http::client_cert::ClientCert;
 use crate::io::send_watch::SendWatch;
 
 /// What the server keeps alive for as long as a request lasts, a hub tunnel
@@ -25,6 +26,8 @@ pub struct ClientConn {
     pub(super) sending: Arc<SendWatch>,
     /// The worker serving it: its upstream requests use that worker's idle connections.
     pub(super) worker: usize,
+    /// The client certificate it presented, verified in the handshake.
+    pub cert: Option<ClientCert>,
 }
 
 impl ClientConn {
@@ -34,8 +37,9 @@ impl ClientConn {
         max_upstream: usize,
         sending: Arc<SendWatch>,
         worker: usize,
+        cert: Option<ClientCert>,
     ) -> ClientConn {
-        ClientConn { peer, slot, upstream: Arc::new(Semaphore::new(max_upstream)), sending, worker }
+        ClientConn { peer, slot, upstream: Arc::new(Semaphore::new(max_upstream)), sending, worker, cert }
     }
 
     pub fn sending(&self) -> &Arc<SendWatch> {

@@ -40,6 +40,8 @@ pub enum ProxyError {
     TooLarge { limit: u64 },
     #[error("{path:?} is not available from {client}")]
     Forbidden { path: String, client: IpAddr },
+    #[error("{path:?} needs a client certificate and the connection from {peer} presented none")]
+    CertificateRequired { path: String, peer: IpAddr },
     #[error("{0} is not supported")]
     MethodNotAllowed(Method),
     #[error(
@@ -75,7 +77,7 @@ impl ProxyError {
             ProxyError::HeaderTooLong { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden { .. } | ProxyError::CertificateRequired { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotAHub { .. } => StatusCode::NOT_FOUND,
             ProxyError::TooManyHubs { .. } | ProxyError::TooManyRequests { .. } => {
@@ -129,6 +131,11 @@ impl ProxyError {
                 format!("the request body is larger than the limit of {limit} bytes").into()
             }
             ProxyError::Forbidden { .. } => "this path is not available from your address".into(),
+            ProxyError::CertificateRequired { .. } => {
+                "this vault requires a device certificate; install yours in the app, browser or \
+                 system certificate store and open the connection again"
+                    .into()
+            }
             ProxyError::MethodNotAllowed(_) => "this method is not supported".into(),
             ProxyError::NotAHub { .. } => "tunnels are offered only for WebSockets on the hub paths".into(),
             ProxyError::TooManyHubs { limit, .. } => {
@@ -197,6 +204,10 @@ mod tests {
             (ProxyError::BodyTimeout("nothing for 60 s".into()), 408),
             (ProxyError::TooLarge { limit: 1 }, 413),
             (ProxyError::Forbidden { path: "/admin".into(), client: "192.0.2.1".parse().unwrap() }, 403),
+            (
+                ProxyError::CertificateRequired { path: "/api".into(), peer: "192.0.2.1".parse().unwrap() },
+                403,
+            ),
             (ProxyError::MethodNotAllowed(Method::CONNECT), 405),
             (ProxyError::NotAHub { protocol: "websocket".into(), path: "/api".into() }, 404),
             (ProxyError::TooManyHubs { client: "192.0.2.1".parse().unwrap(), limit: 32 }, 429),

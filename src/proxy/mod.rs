@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::conn_limit::Caps;
+use crate::http::client_cert::{self, ClientCert, Exemptions};
 use crate::http::{client_ip, headers};
 use crate::io::h1_guard;
 use crate::observe::access_log::{Entry, Sink};
@@ -46,6 +47,47 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     access_log: Arc<Sink>,
     caps: Arc<Caps>,
+    client_auth: ClientAuthRule,
+}
+
+/// What `[tls.client_auth]` asks of requests (the handshake has verified
+/// any certificate shown).
+#[derive(Default)]
+struct ClientAuthRule {
+    /// Requests without a certificate are refused except where exempt.
+    required: Option<Exemptions>,
+    /// Carries the verified subject to Vaultwarden; removed from every request.
+    subject_header: Option<http::HeaderName>,
+}
+
+impl ClientAuthRule {
+    fn new(config: &Config) -> ClientAuthRule {
+        let Some(auth) = &config.tls.client_auth else { return ClientAuthRule::default() };
+        ClientAuthRule {
+            required: auth.required.then(|| Exemptions {
+                paths: auth.exempt_paths.clone(),
+                networks: auth.exempt_networks.clone(),
+            }),
+            subject_header: auth.subject_header.clone(),
+        }
+    }
+
+    /// Refuses a request for `target` (its path normalised) without a
+    /// certificate, unless exempt. Ordinary requests, HTTP/1.1 upgrades and
+    /// RFC 8441 CONNECTs alike: nothing reaches Vaultwarden before this.
+    fn check(
+        &self,
+        target: &classify::Target,
+        conn: &ClientConn,
+        client: &client_ip::Client,
+    ) -> Result<(), ProxyError> {
+        let Some(exempt) = &self.required else { return Ok(()) };
+        let path = target.uri.path();
+        if conn.cert.is_none() && client_cert::refuses_without(exempt, path, conn.peer.ip(), client.ip) {
+            return Err(ProxyError::CertificateRequired { path: path.to_string(), peer: conn.peer.ip() });
+        }
+        Ok(())
+    }
 }
 
 /// Two years, as HSTS preload lists expect.
@@ -70,6 +112,7 @@ impl Proxy {
             metrics,
             access_log,
             caps,
+            client_auth: ClientAuthRule::new(config),
         }
     }
 
@@ -83,7 +126,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let client = self.client_ip.resolve(conn.peer.ip(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let log = Entry::new(
+        let mut log = Entry::new(
             client.ip,
             req.method().clone(),
             path_and_query,
@@ -91,6 +134,7 @@ impl Proxy {
             req.version(),
             self.access_log.clone(),
         );
+        log.cert = conn.cert.clone();
         let upgrade = h1_guard::asks_upgrade(&req);
         let mut resp = match self.route(req, conn, &client, &log, in_flight).await {
             Ok(resp) => resp,
@@ -110,6 +154,9 @@ impl Proxy {
                 };
                 if let Some(kind) = upstream {
                     self.metrics.upstream_error(kind);
+                }
+                if matches!(e, ProxyError::CertificateRequired { .. }) {
+                    self.metrics.client_cert_required();
                 }
                 e.into_response()
             }
@@ -132,13 +179,15 @@ impl Proxy {
         match classify(&self.rules, &req, client) {
             Route::Refuse(e) => Err(e),
             Route::Forward(target) => {
+                self.client_auth.check(&target, conn, client)?;
                 let wait = self.upstream.response_timeout;
                 let permits = forward::permits(&self.caps, conn, client, wait).await?;
                 let (mut parts, body) = req.into_parts();
-                rewrite_request_head(&mut parts, client, target, self.client_ip.single_header());
+                self.rewrite_request_head(&mut parts, client, target, conn.cert.as_ref());
                 forward::forward(&self.upstream, &self.body, parts, body, log, permits, conn.worker).await
             }
             Route::Hub(target) => {
+                self.client_auth.check(&target, conn, client)?;
                 let http2 = req.version() == Version::HTTP_2;
                 let trusted = self.trusts(conn.peer.ip());
                 let held = hub::places(&self.caps, conn, client, http2, trusted, in_flight)?;
@@ -146,13 +195,26 @@ impl Proxy {
                 // side of the tunnel once hyper has sent our 101 (or 200 on HTTP/2).
                 let client_upgrade = hyper::upgrade::on(&mut req);
                 let (mut parts, _) = req.into_parts();
-                rewrite_request_head(&mut parts, client, target, self.client_ip.single_header());
+                self.rewrite_request_head(&mut parts, client, target, conn.cert.as_ref());
                 if http2 {
                     self.hubs.open_http2(&self.upstream, parts, client_upgrade, log, held).await
                 } else {
                     self.hubs.open_http1(&self.upstream, parts, client_upgrade, log, held).await
                 }
             }
+        }
+    }
+
+    fn rewrite_request_head(
+        &self,
+        parts: &mut http::request::Parts,
+        client: &client_ip::Client,
+        target: classify::Target,
+        cert: Option<&ClientCert>,
+    ) {
+        rewrite_request_head(parts, client, target, self.client_ip.single_header());
+        if let Some(name) = &self.client_auth.subject_header {
+            headers::set_client_cert_subject(&mut parts.headers, name, cert.map(|c| c.subject.as_str()));
         }
     }
 

@@ -21,6 +21,7 @@ use super::idle::Activity;
 use crate::config::Config;
 use crate::conn_limit::{Caps, ConnLimit, Refused, Slot};
 use crate::http::client_ip::Cidr;
+use crate::http::client_cert::ClientCert;
 use crate::io::h1_guard::H1Guard;
 use crate::io::proxy_header;
 use crate::io::send_watch::{self, Guarded, Progress, Watched};
@@ -179,6 +180,9 @@ pub struct Connection {
     max_upstream_per_connection: usize,
     /// `[proxy_protocol] from`: the relays whose connections start with a PROXY header.
     relays: Arc<[Cidr]>,
+    /// `[tls.client_auth]` is on: a refused server certificate is not a
+    /// client's (only then are handshake refusals counted by reason).
+    client_auth: bool,
     pub stop: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
 }
@@ -211,6 +215,7 @@ impl Connection {
             send_idle: config.timeouts.send_idle,
             max_upstream_per_connection: config.limits.max_upstream_per_connection,
             relays: config.proxy_protocol.clone().into(),
+            client_auth: config.tls.client_auth.is_some(),
             stop,
             metrics,
         })
@@ -284,6 +289,14 @@ impl Connection {
             Ok(Err(e)) => {
                 tracing::debug!("TLS handshake failed: {e}");
                 self.metrics.tls_handshake_failed();
+                // The verifier has logged the certificate's subject and why.
+                if let Some(e @ rustls::Error::InvalidCertificate(_)) =
+                    e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+                {
+                    if self.client_auth {
+                        self.metrics.client_cert_rejected(tls::client_auth::refusal_reason(e));
+                    }
+                }
                 return;
             }
             Err(_) => {
@@ -300,7 +313,19 @@ impl Connection {
         }
         let http2 = alpn == Some(b"h2");
         tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
-        let client = Arc::new(ClientConn::new(peer, slot, self.max_upstream_per_connection, sending, worker));
+        // Only a certificate the verifier accepted gets here: one that did
+        // not verify has failed the handshake.
+        let cert =
+            tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| ClientCert {
+                subject: tls::x509::subject(leaf).unwrap_or_default(),
+                serial: tls::x509::serial(leaf).unwrap_or_default(),
+            });
+        if let Some(cert) = &cert {
+            tracing::debug!(subject = %cert.subject, serial = %cert.serial, "client certificate verified");
+            self.metrics.client_cert_connection(&cert.subject, &cert.serial);
+        }
+        let client =
+            Arc::new(ClientConn::new(peer, slot, self.max_upstream_per_connection, sending, worker, cert));
         if http2 {
             self.serve_http(WriteBatch::new(tls), client, current, true).await;
         } else {

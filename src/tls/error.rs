@@ -17,6 +17,12 @@ pub enum TlsError {
     BadKey { file: PathBuf, detail: String },
     #[error("{} does not belong to the certificate in {}: check that cert and key come from the same issuance", key.display(), cert.display())]
     Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: a certificate in it cannot be a trust anchor for client certificates: {detail}", file.display())]
+    BadAnchor { file: PathBuf, detail: String },
+    #[error("{}: no certificate revocation list found; expected PEM blocks starting with -----BEGIN X509 CRL----- or one DER CRL (openssl ca -gencrl)", file.display())]
+    NoCrl { file: PathBuf },
+    #[error("{}: the certificate revocation list does not parse: {detail}", file.display())]
+    BadCrl { file: PathBuf, detail: String },
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
     #[error("cannot generate a self-signed certificate: {0}")]

@@ -1,5 +1,6 @@
 //! TLS: the rustls server configuration. Knows nothing about HTTP.
 
+pub mod client_auth;
 pub mod error;
 pub mod pem;
 pub mod resolver;
@@ -71,11 +72,20 @@ pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
             })
         }
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    // Read afresh on every load: a reload (SIGHUP, the files changing)
+    // gives new connections the new anchors and CRLs; connections already
+    // open keep the configuration they were accepted with.
+    let builder = match &tls.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => builder.with_client_cert_verifier(client_auth::load(auth, provider)?.verifier),
+    };
+    // The session cache stays this configuration's own (rustls's default):
+    // a resumed session skips the certificate check, so one verified under
+    // an older CA or CRL must not resume into a newer configuration.
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     if matches!(tls.source, TlsSource::Acme(_)) {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());

@@ -1,5 +1,8 @@
-//! The two dates of an X.509 certificate, read straight from DER: enough
-//! to report days left (`check`) and to schedule ACME renewals.
+//! What vaultgate reads of an X.509 certificate, straight from DER: the
+//! two dates (days left in `check`, ACME renewals), and the subject and
+//! serial of a client certificate (logs, metrics, the subject header).
+//! Only certificates rustls has parsed (ours, or a client's it verified)
+//! and the operator's files are read here; nothing here decides trust.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,19 +14,119 @@ pub fn not_after(cert: &[u8]) -> Option<SystemTime> {
 /// notBefore and notAfter of an X.509 certificate (DER): Certificate →
 /// tbsCertificate → validity. Just enough DER to find them.
 pub fn validity(cert: &[u8]) -> Option<(SystemTime, SystemTime)> {
-    fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-        let tag = *data.first()?;
-        let first = *data.get(1)?;
-        let (len, header) = if first < 0x80 {
-            (usize::from(first), 2)
-        } else {
-            let n = usize::from(first & 0x7f);
-            let bytes = data.get(2..2 + n)?;
-            (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), 2 + n)
-        };
-        let body = data.get(header..header + len)?;
-        Some((tag, body, &data[header + len..]))
+    let fields = tbs_fields(cert)?;
+    let (_, validity, _) = tlv(fields.validity)?;
+    let (tag, start, after_not_before) = tlv(validity)?;
+    let not_before = time(tag, start)?;
+    let (tag, end, _) = tlv(after_not_before)?;
+    Some((not_before, time(tag, end)?))
+}
+
+/// The serial number of an X.509 certificate (DER), in lower-case hex as
+/// `openssl x509 -serial` prints it (leading zero bytes of the DER integer
+/// dropped).
+pub fn serial(cert: &[u8]) -> Option<String> {
+    let (tag, value, _) = tlv(tbs_fields(cert)?.serial)?;
+    if tag != 0x02 || value.is_empty() {
+        return None;
     }
+    let start = value.iter().position(|b| *b != 0).unwrap_or(value.len() - 1);
+    Some(value[start..].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The subject of an X.509 certificate (DER) as `CN=phone,O=Home` (RFC
+/// 4514's order is reversed; this is the order the certificate holds, as
+/// `openssl x509 -subject -nameopt compat` shows it). Only printable ASCII
+/// comes out: anything else in a value is `\xNN`, and `,`, `=`, `+` and
+/// `\` are escaped, so the text is safe in a log line or a header value.
+pub fn subject(cert: &[u8]) -> Option<String> {
+    let (tag, mut rdns, _) = tlv(tbs_fields(cert)?.subject)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let mut out = String::new();
+    while !rdns.is_empty() {
+        let (tag, mut set, rest) = tlv(rdns)?;
+        rdns = rest;
+        if tag != 0x31 {
+            return None;
+        }
+        let mut first_in_set = true;
+        while !set.is_empty() {
+            let (_, attribute, rest) = tlv(set)?;
+            set = rest;
+            let (oid_tag, oid, value) = tlv(attribute)?;
+            let (value_tag, value, _) = tlv(value)?;
+            if oid_tag != 0x06 {
+                return None;
+            }
+            if !out.is_empty() {
+                out.push(if first_in_set { ',' } else { '+' });
+            }
+            first_in_set = false;
+            out.push_str(&attribute_name(oid));
+            out.push('=');
+            // UTF8String, PrintableString, IA5String, TeletexString: bytes as
+            // text; BMPString and the rest: escaped bytes all the same.
+            let _ = value_tag;
+            for &b in value {
+                match b {
+                    b',' | b'=' | b'+' | b'\\' => {
+                        out.push('\\');
+                        out.push(char::from(b));
+                    }
+                    0x20..=0x7e => out.push(char::from(b)),
+                    _ => out.push_str(&format!("\\x{b:02x}")),
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The short name of an attribute type, or its dotted OID.
+fn attribute_name(oid: &[u8]) -> String {
+    match oid {
+        [0x55, 0x04, 0x03] => "CN".into(),
+        [0x55, 0x04, 0x05] => "serialNumber".into(),
+        [0x55, 0x04, 0x06] => "C".into(),
+        [0x55, 0x04, 0x07] => "L".into(),
+        [0x55, 0x04, 0x08] => "ST".into(),
+        [0x55, 0x04, 0x0a] => "O".into(),
+        [0x55, 0x04, 0x0b] => "OU".into(),
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01] => "emailAddress".into(),
+        _ => {
+            let mut arcs = Vec::new();
+            let mut value: u64 = 0;
+            for &b in oid {
+                value = (value << 7) | u64::from(b & 0x7f);
+                if b & 0x80 == 0 {
+                    arcs.push(value);
+                    value = 0;
+                }
+                if value > u64::MAX >> 8 {
+                    return "?".into();
+                }
+            }
+            let Some(first) = arcs.first().copied() else { return "?".into() };
+            let (a, b) = if first < 80 { (first / 40, first % 40) } else { (2, first - 80) };
+            let mut text = format!("{a}.{b}");
+            for arc in &arcs[1..] {
+                text.push_str(&format!(".{arc}"));
+            }
+            text
+        }
+    }
+}
+
+/// The fields of tbsCertificate that are read here, each with what follows it.
+struct TbsFields<'a> {
+    serial: &'a [u8],
+    validity: &'a [u8],
+    subject: &'a [u8],
+}
+
+fn tbs_fields(cert: &[u8]) -> Option<TbsFields<'_>> {
     let (_, cert, _) = tlv(cert)?;
     let (_, tbs, _) = tlv(cert)?;
     let mut rest = tbs;
@@ -31,14 +134,31 @@ pub fn validity(cert: &[u8]) -> Option<(SystemTime, SystemTime)> {
     if tag == 0xa0 {
         rest = after; // explicit version
     }
+    let serial = rest;
     for _ in 0..3 {
         rest = tlv(rest)?.2; // serial, signature algorithm, issuer
     }
-    let (_, validity, _) = tlv(rest)?;
-    let (tag, start, after_not_before) = tlv(validity)?;
-    let not_before = time(tag, start)?;
-    let (tag, end, _) = tlv(after_not_before)?;
-    Some((not_before, time(tag, end)?))
+    let validity = rest;
+    let subject = tlv(rest)?.2;
+    Some(TbsFields { serial, validity, subject })
+}
+
+/// One DER tag-length-value: the tag, the value, and what follows.
+fn tlv(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *data.first()?;
+    let first = *data.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n > 4 {
+            return None;
+        }
+        let bytes = data.get(2..2 + n)?;
+        (bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)), 2 + n)
+    };
+    let body = data.get(header..header.checked_add(len)?)?;
+    Some((tag, body, &data[header + len..]))
 }
 
 /// A DER UTCTime (tag 0x17) or GeneralizedTime (0x18) in UTC, from 1970 on.
@@ -133,7 +253,24 @@ mod tests {
     }
 
     #[test]
+    fn subject_and_serial_as_openssl_shows_them() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CountryName, "NL");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Home, Inc.");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "phone\u{1b}[31m");
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x00, 0x8f, 0x01]));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(subject(cert.der()).as_deref(), Some("C=NL,O=Home\\, Inc.,CN=phone\\x1b[31m"));
+        assert_eq!(serial(cert.der()).as_deref(), Some("8f01"));
+        assert_eq!(attribute_name(&[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37]), "1.3.6.1.4.1.311");
+    }
+
+    #[test]
     fn junk_is_none() {
+        assert_eq!(subject(b"\x30\x03junk"), None);
+        assert_eq!(serial(b""), None);
         assert_eq!(validity(b"\x30\x03junk"), None);
         assert_eq!(validity(b""), None);
         assert_eq!(validity(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);

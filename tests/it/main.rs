@@ -11,6 +11,8 @@ mod support;
 mod acme;
 mod availability;
 mod binary;
+mod client_certs;
+mod client_certs_vaultwarden;
 mod deploy;
 mod doctor;
 mod forwarding;

@@ -6,10 +6,15 @@
 // here, so the page is Vaultwarden's own /alive answer.
 //
 // Env: VG_URL, VG_SPKI, VG_CHROMIUM, VG_PAGE (the page's path), NODE_EXTRA_CA_CERTS.
+// With client certificates (tests/it/client_certs_vaultwarden.rs): HOME holds
+// the NSS database Chromium takes its certificate from; VG_AUTO_SELECT_CERT=1
+// has Chromium pick it without asking (what the AutoSelectCertificateForUrls
+// policy does, written as the profile's own setting: policies live in /etc);
+// VG_EXPECT_PAGE=403 expects the page refused, prints its text and exits 0.
 // Prints "protocol h2", "notification <cipher id>", then waits for a line on
 // stdin (the Rust test reads vaultgate's access log meanwhile) and exits 0.
 import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -18,6 +23,14 @@ import { base, cipherBody, fail, log, must, newAccount } from "./bitwarden.mjs";
 setTimeout(() => fail("timed out"), 60000).unref();
 const account = await newAccount("chromium");
 const profile = mkdtempSync(join(tmpdir(), "vg-chromium-"));
+if (process.env.VG_AUTO_SELECT_CERT === "1") {
+  // The content setting behind AutoSelectCertificateForUrls: for this origin,
+  // any certificate (an empty filter) is chosen without a prompt.
+  const exceptions = { [`${new URL(base).origin},*`]: { setting: { filters: [{}] } } };
+  mkdirSync(join(profile, "Default"), { recursive: true });
+  writeFileSync(join(profile, "Default", "Preferences"),
+    JSON.stringify({ profile: { content_settings: { exceptions: { auto_select_certificate: exceptions } } } }));
+}
 const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.VG_CHROMIUM || "/usr/bin/chromium",
   headless: true,
@@ -30,7 +43,15 @@ const browser = await chromium.launchPersistentContext(profile, {
 });
 const page = browser.pages()[0] || (await browser.newPage());
 const response = await page.goto(base + process.env.VG_PAGE);
-if (response.status() !== 200) fail("page " + response.status());
+const expected = Number(process.env.VG_EXPECT_PAGE || "200");
+if (response.status() !== expected) fail("page " + response.status() + ": " + (await response.text()));
+if (expected !== 200) {
+  log("page " + response.status() + ": " + (await response.text()).replace(/\s+/g, " "));
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+  log("OK");
+  process.exit(0);
+}
 const protocol = await page.evaluate(() => performance.getEntriesByType("navigation")[0].nextHopProtocol);
 log("protocol " + protocol);
 

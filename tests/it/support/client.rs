@@ -35,6 +35,8 @@ pub struct Connector {
     roots: Arc<rustls::RootCertStore>,
     source: Option<IpAddr>,
     recv_buffer: Option<u32>,
+    /// A client certificate chain and its key, presented when asked.
+    identity: Option<Arc<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>>,
 }
 
 impl Connector {
@@ -47,12 +49,29 @@ impl Connector {
     pub fn trusting(root: CertificateDer<'static>, addr: SocketAddr, name: &str) -> Connector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(root).unwrap();
-        Connector { addr, name: name.to_string(), roots: Arc::new(roots), source: None, recv_buffer: None }
+        Connector {
+            addr,
+            name: name.to_string(),
+            roots: Arc::new(roots),
+            source: None,
+            recv_buffer: None,
+            identity: None,
+        }
     }
 
     /// Connects from `source` (another loopback address, `127.0.0.2`).
     pub fn from(mut self, source: &str) -> Connector {
         self.source = Some(source.parse().unwrap());
+        self
+    }
+
+    /// Presents `chain` (leaf first) with `key` when the server asks for a
+    /// client certificate.
+    pub fn with_client_cert(
+        mut self,
+        (chain, key): (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>),
+    ) -> Connector {
+        self.identity = Some(Arc::new((chain, key)));
         self
     }
 
@@ -72,12 +91,15 @@ impl Connector {
     }
 
     pub fn config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-        let mut config =
+        let builder =
             rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .unwrap()
-                .with_root_certificates(self.roots.clone())
-                .with_no_client_auth();
+                .with_root_certificates(self.roots.clone());
+        let mut config = match &self.identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder.with_client_auth_cert(id.0.clone(), id.1.clone_key()).unwrap(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
     }

@@ -93,6 +93,11 @@ impl Stack {
         }
     }
 
+    /// The vaultgate in front (its metrics, for instance).
+    pub fn proxy(&self) -> &vaultgate::Server {
+        &self._proxy
+    }
+
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
     }

@@ -1,0 +1,199 @@
+//! Client certificates (`[tls.client_auth]`): the verifier handshakes use,
+//! built on rustls's WebPKI verifier from the configured anchors and CRLs.
+//!
+//! Clients without a certificate pass the handshake (`allow_unauthenticated`):
+//! whether a request needs one depends on its path and network, which only
+//! `proxy/` knows. A certificate that is presented must verify, or the
+//! handshake fails, with a log line naming its subject and why.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+
+use super::error::TlsError;
+use super::pem::load_certs;
+use super::x509;
+use crate::config::ClientAuth;
+use crate::observe::redact::escape;
+
+/// What the anchors and CRLs of `[tls.client_auth]` hold, for `vaultgate check`.
+#[derive(Debug)]
+pub struct Loaded {
+    pub verifier: Arc<dyn ClientCertVerifier>,
+    /// The anchors' subjects, in file order.
+    pub anchors: Vec<String>,
+    /// How many CRLs were read (0 without `crl`).
+    pub crls: usize,
+}
+
+/// The verifier for `auth`: every certificate in `ca` is a trust anchor (an
+/// intermediate as much as a root: iOS presents the leaf alone), revocation
+/// checked against `crl` when given.
+pub fn load(auth: &ClientAuth, provider: Arc<CryptoProvider>) -> Result<Loaded, TlsError> {
+    let certs = load_certs(&auth.ca)?;
+    let mut roots = rustls::RootCertStore::empty();
+    let mut anchors = Vec::new();
+    for cert in certs {
+        anchors.push(x509::subject(&cert).unwrap_or_else(|| "?".into()));
+        roots.add(cert).map_err(|e| TlsError::BadAnchor { file: auth.ca.clone(), detail: e.to_string() })?;
+    }
+    let crls = match &auth.crl {
+        None => Vec::new(),
+        Some(file) => load_crls(file)?,
+    };
+    let count = crls.len();
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        // The handshake lets anonymous clients in; proxy/ refuses their
+        // requests where a certificate is needed, with a page that says so.
+        .allow_unauthenticated();
+    if !crls.is_empty() {
+        builder = builder
+            .with_crls(crls)
+            // A CRL covers the certificates of its issuer; the others (an
+            // anchor whose CA publishes none, the intermediate under a root
+            // without one) are not refused for lacking one. An expired CRL
+            // still counts (the default): refusing every device because a
+            // CRL was not re-signed in time would lock the owner out.
+            .allow_unknown_revocation_status();
+    }
+    let inner = builder.build().map_err(|e| match (&auth.crl, e) {
+        (Some(file), rustls::server::VerifierBuilderError::InvalidCrl(e)) => {
+            TlsError::BadCrl { file: file.clone(), detail: format!("{e:?}") }
+        }
+        (_, e) => TlsError::BadAnchor { file: auth.ca.clone(), detail: e.to_string() },
+    })?;
+    Ok(Loaded { verifier: Arc::new(Logged { inner }), anchors, crls: count })
+}
+
+/// The CRLs in `file`: PEM blocks `BEGIN X509 CRL`, or one DER CRL (what
+/// `openssl ca -gencrl -outform DER` writes).
+fn load_crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = std::fs::read(file).map_err(|source| TlsError::Read { file: file.to_path_buf(), source })?;
+    if bytes.first() == Some(&0x30) {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadCrl { file: file.to_path_buf(), detail: e.to_string() })?;
+    if crls.is_empty() {
+        return Err(TlsError::NoCrl { file: file.to_path_buf() });
+    }
+    Ok(crls)
+}
+
+/// Why a client certificate was refused, in a word (the metrics' label).
+pub fn refusal_reason(e: &rustls::Error) -> &'static str {
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Revoked => "revoked",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "not_yet_valid",
+            CertificateError::UnknownIssuer => "unknown_issuer",
+            _ => "invalid",
+        },
+        _ => "invalid",
+    }
+}
+
+/// Why, in words for the operator.
+fn refusal_text(e: &rustls::Error) -> String {
+    match refusal_reason(e) {
+        "revoked" => "it is revoked (listed in the [tls.client_auth] crl)".into(),
+        "expired" => "it has expired".into(),
+        "not_yet_valid" => "it is not valid yet".into(),
+        "unknown_issuer" => "it is not issued by a [tls.client_auth] ca".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The WebPKI verifier, with a log line for every certificate it refuses.
+#[derive(Debug)]
+struct Logged {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+/// Bytes of an unverified subject a log line shows (the client chose it).
+const LOGGED_SUBJECT: usize = 256;
+
+impl ClientCertVerifier for Logged {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner.verify_client_cert(end_entity, intermediates, now).inspect_err(|e| {
+            // Not verified: the subject is what the client wrote, so it is
+            // cut short and escaped (x509::subject is printable ASCII already).
+            let mut subject = x509::subject(end_entity).unwrap_or_else(|| "(unreadable)".into());
+            if subject.len() > LOGGED_SUBJECT {
+                subject.truncate(LOGGED_SUBJECT);
+                subject.push('…');
+            }
+            let serial = x509::serial(end_entity).unwrap_or_else(|| "?".into());
+            tracing::warn!(
+                subject = %escape(&subject),
+                serial = %serial.get(..64).unwrap_or(&serial),
+                "client certificate {} refused: {}",
+                escape(&subject),
+                refusal_text(e)
+            );
+        })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_in_a_word() {
+        let e = |c| rustls::Error::InvalidCertificate(c);
+        assert_eq!(refusal_reason(&e(CertificateError::Revoked)), "revoked");
+        assert_eq!(refusal_reason(&e(CertificateError::Expired)), "expired");
+        assert_eq!(refusal_reason(&e(CertificateError::UnknownIssuer)), "unknown_issuer");
+        assert_eq!(refusal_reason(&e(CertificateError::BadSignature)), "invalid");
+        assert_eq!(refusal_reason(&rustls::Error::DecryptError), "invalid");
+    }
+}
