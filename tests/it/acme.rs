@@ -415,3 +415,78 @@ async fn failures_are_logged_with_what_to_check() {
     assert!(line.contains("vault.example.com points here") && line.contains("port 443"), "{line}");
     proxy.stop();
 }
+
+/// What examples/deploy/Dockerfile and compose.yaml promise, without a
+/// container engine: run the binary as a runtime would run the image — its
+/// own mount namespace with every filesystem read-only but the state volume,
+/// as uid 10001 with no capabilities and no-new-privileges — and it still gets
+/// its certificate, keeps it in the volume, and serves it again after a restart.
+const READ_ONLY_IMAGE: &str = r#"set -e
+state=$1; shift
+for mount in $(awk '{print $2}' /proc/self/mounts | sort -u); do
+  case $mount in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue ;; esac
+  mount -o remount,bind,ro "$mount" 2>/dev/null || true
+done
+mount --bind "$state" "$state"
+mount -o remount,bind,rw "$state"
+for probe in / /tmp "$(dirname "$state")"; do
+  if touch "$probe/.vaultgate-write-probe" 2>/dev/null; then
+    echo "$probe is still writable: not the image's read-only root" >&2
+    exit 97
+  fi
+done
+exec setpriv --reuid=10001 --regid=10001 --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all "$@"
+"#;
+
+#[tokio::test]
+async fn the_image_works_on_a_read_only_root_as_its_own_user() {
+    use std::os::unix::fs::chown;
+    let (tls_port, http_port) = (free_port(), free_port());
+    let pebble = Pebble::start(tls_port, http_port, None).await;
+    let upstream = Upstream::standin().start().await;
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // `mkdir state && chown 10001:10001 state`, as compose.yaml says; what the
+    // image's user must read is readable, as a mounted config would be.
+    chown(&state, Some(10001), Some(10001)).unwrap();
+    for dir in [work.path(), pebble.listener_ca.dir.path()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = acme_toml(&pebble, tls_port, upstream.addr, &state, ", challenge = \"tls-alpn-01\"")
+        .write(work.path());
+    let (unshare, setpriv) = (tool(Tool::Unshare), tool(Tool::Setpriv));
+    assert!(setpriv.exists());
+    let state_arg = state.to_str().unwrap();
+    let wrapper = [
+        unshare.to_str().unwrap(),
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        READ_ONLY_IMAGE,
+        "sh",
+        state_arg,
+    ];
+
+    let proxy = RunningBinary::start_under(&wrapper, &config);
+    let root = pebble.root().await;
+    let cert = issued(tls_port, &root, None, &pebble).await;
+    let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(alive_through(tls).await, http::StatusCode::OK);
+    // Everything it wrote is in the volume, owned by the image's user.
+    for name in ["account.json", "cert.pem", "key.pem"] {
+        let meta = std::fs::metadata(state_file(&state, name)).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 10001, "{name}");
+    }
+    let (exit, log) = tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
+    assert!(exit.success(), "{exit}\n{log}");
+    assert!(!log.contains("ERROR") && !log.contains("WARN"), "nothing failed to write:\n{log}");
+
+    // A restart in the same read-only shape serves the stored certificate.
+    let proxy = RunningBinary::start_under(&wrapper, &config);
+    let tls = connect(tls_port, &root, &[b"http/1.1"]).await.unwrap();
+    assert_eq!(leaf(&tls), cert, "the stored certificate is served after a restart");
+    drop(proxy);
+}

@@ -1,8 +1,10 @@
 //! examples/deploy/Dockerfile and compose.yaml, checked without a Docker
 //! engine (none runs where the tests do): the final stage's instructions are
 //! read as Docker parses them, and the HEALTHCHECK command itself is run here
-//! against the built binary's /healthz. Not verified: that the image builds
-//! and runs (docker build), multi-arch builds.
+//! against the built binary's /healthz. How the image runs (read-only root,
+//! uid 10001, no capabilities, only the state volume writable) is rehearsed
+//! with the built binary in `acme::the_image_works_on_a_read_only_root_as_its_own_user`.
+//! Not verified: that the image builds (docker build), multi-arch builds.
 
 use std::path::Path;
 use std::time::Duration;

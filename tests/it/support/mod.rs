@@ -236,13 +236,22 @@ impl RunningBinary {
     /// Starts `vaultgate --config CONFIG`; `shell_prefix` (e.g. `ulimit -n 48 &&`)
     /// runs before it in `sh -c` when not empty.
     pub fn start(config: &std::path::Path, shell_prefix: &str) -> RunningBinary {
+        let mut command = std::process::Command::new("sh");
+        command.arg("-c").arg(format!("{shell_prefix} exec {} --config '{}'", Self::PATH, config.display()));
+        Self::spawn(command)
+    }
+
+    /// Starts `WRAPPER… vaultgate --config CONFIG`: the wrapper (e.g. `unshare`,
+    /// `setpriv`) ends by exec'ing the arguments after its own.
+    pub fn start_under(wrapper: &[&str], config: &std::path::Path) -> RunningBinary {
+        let mut command = std::process::Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(Self::PATH).arg("--config").arg(config);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: std::process::Command) -> RunningBinary {
         use std::io::BufRead;
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("{shell_prefix} exec {} --config '{}'", Self::PATH, config.display()))
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = command.stderr(std::process::Stdio::piped()).spawn().unwrap();
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
         let mut startup_log = Vec::new();
         for line in lines.by_ref() {

@@ -30,6 +30,11 @@ pub enum Tool {
     SystemdAnalyze,
     /// systemd's socket activation for one program, as a `.socket` unit does it.
     SystemdSocketActivate,
+    /// util-linux's `unshare` (a mount namespace of the test's own, as a
+    /// container runtime makes one) and `setpriv` (an unprivileged user with
+    /// no capabilities, as the image runs).
+    Unshare,
+    Setpriv,
     /// The real Vaultwarden: `$VAULTWARDEN_BIN`, else
     /// ../shared/vaultwarden/vaultwarden beside the repository (a release
     /// build linked against Debian 12's libssl3).
@@ -53,6 +58,8 @@ impl Tool {
             Tool::Openssl => "openssl",
             Tool::SystemdAnalyze => "systemd-analyze",
             Tool::SystemdSocketActivate => "systemd-socket-activate",
+            Tool::Unshare => "unshare",
+            Tool::Setpriv => "setpriv",
             Tool::Vaultwarden => "vaultwarden",
         }
     }
@@ -71,6 +78,9 @@ impl Tool {
             Tool::Curl => "apt-get install curl (or run .ci/run)",
             Tool::Openssl => "apt-get install openssl (or run .ci/run)",
             Tool::SystemdAnalyze | Tool::SystemdSocketActivate => "apt-get install systemd (or run .ci/run)",
+            Tool::Unshare | Tool::Setpriv => {
+                "apt-get install util-linux (and run the tests as root: they make a mount namespace)"
+            }
             Tool::Vaultwarden => {
                 "set VAULTWARDEN_BIN=/path/to/vaultwarden (.ci/run uses ../shared/vaultwarden/vaultwarden)"
             }
