@@ -3,7 +3,7 @@
 //! The library API is small on purpose: load a [`Config`], [`Server::start`]
 //! it, read [`Server::local_addr`], and [`Server::shutdown`] it, or hand it
 //! to [`run_until_stopped`] as the `vaultgate` command does; [`check`] is
-//! `vaultgate check`. Everything else is the crate's own.
+//! `vaultgate check`, [`ca_export`] `vaultgate ca export`. Everything else is the crate's own.
 //!
 //! The modules are floors: each uses only the floors below it (the order
 //! is `FLOORS` in the test at the end of this file; ARCHITECTURE.md has the
@@ -23,6 +23,7 @@ pub(crate) mod shutdown;
 pub(crate) mod tls;
 pub(crate) mod websocket;
 
+pub use check::ca::export as ca_export;
 pub use check::run as check;
 pub use config::{Config, ConfigError};
 pub use daemon::run as run_until_stopped;

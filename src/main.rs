@@ -13,7 +13,7 @@ use vaultgate::{Config, Server};
 #[command(
     name = "vaultgate",
     version,
-    after_help = "Examples:\n  vaultgate --config /etc/vaultgate/proxy.toml\n  vaultgate check --probe --config /etc/vaultgate/proxy.toml\n\n\
+    after_help = "Examples:\n  vaultgate --config /etc/vaultgate/proxy.toml\n  vaultgate check --probe --config /etc/vaultgate/proxy.toml\n  vaultgate ca export --der vaultgate-local-ca.crt\n\n\
                   SIGHUP reloads the config and certificates. Logging: the [log] level in the config, or RUST_LOG (e.g. RUST_LOG=debug)."
 )]
 struct Cli {
@@ -32,6 +32,21 @@ enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// The local CA ([tls] local_ca, the default without cert/key/acme)
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+enum CaCommand {
+    /// Print the root certificate (PEM) that devices install to trust this server, and how to install it
+    Export {
+        /// Also write it as DER to FILE (the .crt that Android and iOS import)
+        #[arg(long, value_name = "FILE")]
+        der: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +54,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let ok = match cli.command {
         Some(Command::Check { probe }) => vaultgate::check(&cli.config, probe),
+        Some(Command::Ca { command: CaCommand::Export { der } }) => {
+            vaultgate::ca_export(&cli.config, der.as_deref())
+        }
         None => run(&cli.config),
     };
     if ok {
@@ -112,6 +130,14 @@ mod tests {
             (cli.config.as_path(), cli.command),
             (Path::new("/y"), Some(Command::Check { probe: false }))
         );
+        let cli = parse(&["ca", "export", "--der", "root.crt", "-c", "/y"]).unwrap();
+        assert_eq!(
+            (cli.config.as_path(), cli.command),
+            (
+                Path::new("/y"),
+                Some(Command::Ca { command: CaCommand::Export { der: Some("root.crt".into()) } })
+            )
+        );
         let cli = parse(&["--config", "/y", "check", "--probe"]).unwrap();
         assert_eq!(
             (cli.config.as_path(), cli.command),
@@ -122,6 +148,8 @@ mod tests {
             (&["--config"], ErrorKind::InvalidValue),
             (&["bogus"], ErrorKind::InvalidSubcommand),
             (&["check", "check"], ErrorKind::UnknownArgument),
+            (&["ca"], ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand),
+            (&["ca", "export", "--der"], ErrorKind::InvalidValue),
             (&["--help"], ErrorKind::DisplayHelp),
             (&["--version"], ErrorKind::DisplayVersion),
         ] {

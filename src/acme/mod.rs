@@ -25,6 +25,7 @@ use store::Store;
 
 use crate::config::{AcmeConfig, Challenge};
 use crate::tls::store::{Installed, Live};
+use crate::tls::x509::human;
 
 /// The task that obtains and renews one domain's certificate. Dropping it
 /// stops the task.
@@ -355,17 +356,6 @@ pub fn hint(kind: &str, domain: &str, challenge: Challenge) -> String {
         "invalidContact" | "unsupportedContact" => "the CA refuses the e-mail address: fix or remove acme.email".into(),
         "badNonce" | "serverInternal" => "a passing problem at the CA; retried".into(),
         _ => format!("check that {domain} points here and {reach}"),
-    }
-}
-
-/// `3d 4h`, `5m 10s`: a duration for log lines.
-fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {}s", s / 60, s % 60),
-        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
 

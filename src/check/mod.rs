@@ -1,6 +1,8 @@
 //! `vaultgate check`: the configuration and certificates, and with
-//! `--probe` the running setup end to end (`probe.rs`).
+//! `--probe` the running setup end to end (`probe.rs`); `vaultgate ca
+//! export`, the local CA's root for devices (`ca.rs`).
 
+pub mod ca;
 pub mod probe;
 
 use std::path::Path;
@@ -49,12 +51,22 @@ pub fn run(path: &Path, probe: bool) -> bool {
             return false;
         }
     };
-    if let Err(e) = crate::tls::load(&config.tls, &Default::default()) {
+    if let Err(e) = crate::tls::validate(&config.tls) {
         eprintln!("error: {e}");
         return false;
     }
     if let TlsSource::Acme(acme) = &config.tls.source {
         println!("{}", crate::acme::describe_stored(acme));
+    }
+    if let TlsSource::LocalCa(ca) = &config.tls.source {
+        // validate() has read it once already and refused what is broken.
+        match crate::tls::local_ca::describe(&crate::tls::provider(), ca) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return false;
+            }
+        }
     }
     if let Some(auth) = &config.tls.client_auth {
         // Loaded once more for what it holds (tls::load above has refused

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::Config;
+use crate::config::{Config, LocalCaConfig, TlsSource};
 use crate::proxy::{body, upstream};
 
 /// One hop's result, printed as `✓ what` or `✗ what` and `fix: …`.
@@ -54,7 +54,12 @@ impl Target {
     /// The public name from `[tls] server_names`, else localhost, on the
     /// listen port (an unspecified listen address is reached on loopback).
     pub fn from_config(config: &Config) -> Target {
-        let host = config.tls.server_names.first().cloned().unwrap_or_else(|| "localhost".into());
+        let local_ca = match &config.tls.source {
+            TlsSource::LocalCa(ca) => ca.names.first().cloned(),
+            _ => None,
+        };
+        let host =
+            config.tls.server_names.first().cloned().or(local_ca).unwrap_or_else(|| "localhost".into());
         let ip = if config.listen.ip().is_unspecified() {
             "127.0.0.1".into()
         } else {
@@ -68,7 +73,11 @@ impl Target {
 /// Runs every hop it can; a hop that cannot be reached ends the probe.
 pub async fn probe(config: &Config, target: &Target) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let (tls, finding) = tls_hop(target).await;
+    let local_ca = match &config.tls.source {
+        TlsSource::LocalCa(ca) => Some(ca),
+        _ => None,
+    };
+    let (tls, finding) = tls_hop(target, local_ca).await;
     findings.push(finding);
     let Some(mut fresh) = tls else { return findings };
     findings.push(alive_hop(fresh, target, &config.upstream.url).await);
@@ -121,7 +130,10 @@ async fn connect(
     Ok((tls, chain))
 }
 
-async fn tls_hop(target: &Target) -> (Option<TlsStream<TcpStream>>, Finding) {
+async fn tls_hop(
+    target: &Target,
+    local_ca: Option<&LocalCaConfig>,
+) -> (Option<TlsStream<TcpStream>>, Finding) {
     match connect(target, true).await {
         Ok((tls, chain)) => {
             let days = chain.first().and_then(|c| crate::tls::x509::not_after(c)).map(days_left);
@@ -153,7 +165,14 @@ async fn tls_hop(target: &Target) -> (Option<TlsStream<TcpStream>>, Finding) {
                 (None, bad("TLS", format!("the handshake fails: {e}"), "see vaultgate's log for the reason"))
             }
             Ok((tls, chain)) => {
-                let fix = if verify_error.contains("UnknownIssuer") && chain.len() < 2 {
+                if let Some(ca) = local_ca {
+                    return (Some(tls), local_ca_hop(target, ca, &chain, &verify_error));
+                }
+                let self_signed = chain.len() == 1
+                    && chain.first().and_then(|c| crate::tls::x509::is_self_issued(c)) == Some(true);
+                let fix = if self_signed {
+                    "the certificate is self-signed, which no client can verify: remove cert and key from [tls] to use vaultgate's local CA (devices install its root: vaultgate ca export), or get one from a CA with [tls] acme"
+                } else if verify_error.contains("UnknownIssuer") && chain.len() < 2 {
                     "serve the full chain: point `cert` at fullchain.pem, not cert.pem"
                 } else if verify_error.contains("NotValidForName") {
                     "the certificate is for another name; check `cert` and the name clients use"
@@ -168,6 +187,53 @@ async fn tls_hop(target: &Target) -> (Option<TlsStream<TcpStream>>, Finding) {
                 (Some(tls), finding)
             }
         },
+    }
+}
+
+/// The TLS hop when this machine does not trust the certificate and the
+/// config uses the local CA: that is expected until the root is installed,
+/// so what matters is whether the certificate is the local CA's.
+fn local_ca_hop(
+    target: &Target,
+    ca: &LocalCaConfig,
+    chain: &[CertificateDer<'static>],
+    verify_error: &str,
+) -> Finding {
+    let dir = ca.state_dir.display();
+    let root = match crate::tls::local_ca::Root::open(&ca.state_dir) {
+        Ok(Some(root)) => root,
+        Ok(None) => {
+            return bad(
+                "TLS",
+                format!("{} answers, but its certificate is not trusted ({verify_error}), and there is no local CA in {dir}", target.host),
+                "is vaultgate running with this proxy.toml? It makes the local CA at start",
+            )
+        }
+        Err(e) => return bad("TLS", format!("{} answers, but the local CA cannot be read: {e}", target.host), "see the error above"),
+    };
+    let names = [target.host.clone()];
+    match root.verifies(&crate::tls::provider(), chain, &names, SystemTime::now()) {
+        Ok(()) => {
+            let days = chain.first().and_then(|c| crate::tls::x509::not_after(c)).map(days_left);
+            let expiry = days.map_or(String::new(), |d| format!(", valid {d} more days"));
+            ok(
+                "TLS",
+                format!(
+                    "{} answers with a certificate from vaultgate's local CA{expiry} (root SHA-256 {}); \
+                     this machine does not trust the root, devices trust it once they install it: vaultgate ca export",
+                    target.host,
+                    root.fingerprint()
+                ),
+            )
+        }
+        Err(why) => bad(
+            "TLS",
+            format!(
+                "{} answers, but its certificate is not trusted ({verify_error}), nor from the local CA in {dir} ({why})",
+                target.host
+            ),
+            "another server may be answering there; a certificate from this local CA is served only by vaultgate started with this proxy.toml",
+        ),
     }
 }
 

@@ -118,7 +118,7 @@ impl Config {
         };
 
         let redirect = listen_of(&ctx, raw.redirect.as_ref(), "redirect", "0.0.0.0:80")?;
-        let tls = tls_config(&ctx, base, raw.tls, redirect.is_some())?;
+        let tls = tls_config(&ctx, base, raw.tls, redirect.is_some(), listen)?;
         let timeouts = timeouts(&ctx, raw.timeouts)?;
         let limits = limits(&ctx, raw.limits)?;
         let client_ip = client_ip_policy(&ctx, raw.client_ip)?;
@@ -180,7 +180,10 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:443");
         assert_eq!(c.upstream.authority.as_str(), "127.0.0.1:8000");
         assert_eq!(c.hub_paths, DEFAULT_HUB_PATHS);
-        assert_eq!(c.tls.source, TlsSource::SelfSigned);
+        let TlsSource::LocalCa(ca) = &c.tls.source else { panic!("the local CA by default") };
+        assert_eq!(ca.names[..3], ["localhost", "127.0.0.1", "::1"]);
+        assert_eq!(ca.state_dir, Path::new("/etc/vaultgate/local-ca"));
+        assert_eq!(ca.lifetime, LOCAL_CA_LIFETIME);
         assert!(c.tls.server_names.is_empty() && !c.tls.hsts);
         assert_eq!(c.limits.max_request_body, 525_000_000);
         assert!(c.access.is_empty());

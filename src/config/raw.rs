@@ -29,6 +29,10 @@ pub(super) const KNOWN_KEYS: &[(&str, &str)] = &[
     ("tls", "watch_interval"),
     ("tls", "acme"),
     ("tls", "client_auth"),
+    ("tls", "local_ca"),
+    ("tls.local_ca", "names"),
+    ("tls.local_ca", "state_dir"),
+    ("tls.local_ca", "lifetime"),
     ("tls.client_auth", "ca"),
     ("tls.client_auth", "required"),
     ("tls.client_auth", "exempt_paths"),
@@ -104,6 +108,16 @@ pub(super) struct RawTls {
     pub(super) watch_interval: Option<Spanned<String>>,
     pub(super) acme: Option<Spanned<RawAcme>>,
     pub(super) client_auth: Option<Spanned<RawClientAuth>>,
+    pub(super) local_ca: Option<Spanned<RawLocalCa>>,
+}
+
+/// `[tls] local_ca`: certificates from a root CA of vaultgate's own.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocalCa {
+    pub(super) names: Option<Spanned<Vec<String>>>,
+    pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) lifetime: Option<Spanned<String>>,
 }
 
 /// `[tls.client_auth]`: client certificates (mTLS).

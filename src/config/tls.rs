@@ -1,13 +1,15 @@
-//! The `[tls]` table: certificate files, ACME, or the self-signed fallback.
+//! The `[tls]` table: certificate files, ACME, or the local CA (the default).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use super::error::{ConfigError, Ctx};
-use super::raw::{RawAcme, RawClientAuth, RawTls};
-use super::sections::{bounded_duration, cidrs, WATCH_INTERVAL_BOUNDS};
+use super::raw::{RawAcme, RawClientAuth, RawLocalCa, RawTls};
+use super::sections::{bounded_duration, cidrs, DurationBounds, WATCH_INTERVAL_BOUNDS};
 use super::types::{
-    AcmeConfig, Challenge, ClientAuth, TlsConfig, TlsSource, LETSENCRYPT, LETSENCRYPT_STAGING,
+    AcmeConfig, Challenge, ClientAuth, LocalCaConfig, TlsConfig, TlsSource, LETSENCRYPT, LETSENCRYPT_STAGING,
+    LOCAL_CA_LIFETIME,
 };
 
 pub(super) fn tls_config(
@@ -15,11 +17,12 @@ pub(super) fn tls_config(
     base: &Path,
     raw: Option<RawTls>,
     has_redirect: bool,
+    listen: SocketAddr,
 ) -> Result<TlsConfig, ConfigError> {
     const WATCH: Duration = Duration::from_secs(10);
     let Some(t) = raw else {
         return Ok(TlsConfig {
-            source: TlsSource::SelfSigned,
+            source: TlsSource::LocalCa(local_ca_config(ctx, base, None, listen, &[])?),
             server_names: Vec::new(),
             hsts: false,
             watch_interval: WATCH,
@@ -38,27 +41,17 @@ pub(super) fn tls_config(
             "remove cert and key to let vaultgate obtain the certificate, or remove acme to use your files",
         ));
     }
-    let source = match (t.cert, t.key) {
-        (None, None) => match t.acme {
-            Some(acme) => TlsSource::Acme(acme_config(ctx, base, acme.into_inner(), has_redirect)?),
-            None => TlsSource::SelfSigned,
-        },
-        (Some(cert), Some(key)) => {
-            TlsSource::Files { cert: base.join(cert.get_ref()), key: base.join(key.get_ref()) }
-        }
-        (Some(cert), None) => return Err(ctx.err(
-            cert.span(),
-            "tls.key",
-            "`cert` is set but `key` is missing".into(),
-            "add key = \"/path/to/privkey.pem\" to [tls], or remove cert to use a self-signed certificate",
-        )),
-        (None, Some(key)) => return Err(ctx.err(
-            key.span(),
-            "tls.cert",
-            "`key` is set but `cert` is missing".into(),
-            "add cert = \"/path/to/fullchain.pem\" to [tls], or remove key to use a self-signed certificate",
-        )),
-    };
+    if let Some(local) =
+        t.local_ca.as_ref().filter(|_| t.cert.is_some() || t.key.is_some() || t.acme.is_some())
+    {
+        return Err(ctx.err(
+            local.span(),
+            "tls.local_ca",
+            "`local_ca` is set together with `cert`/`key` or `acme`; a certificate comes from one of them"
+                .into(),
+            "remove local_ca to use your files or ACME, or remove cert, key and acme to use the local CA",
+        ));
+    }
     let mut server_names = Vec::new();
     if let Some(names) = t.server_names {
         for name in names.get_ref() {
@@ -77,11 +70,176 @@ pub(super) fn tls_config(
             server_names.push(name);
         }
     }
+    let source = match (t.cert, t.key) {
+        (None, None) => match t.acme {
+            Some(acme) => TlsSource::Acme(acme_config(ctx, base, acme.into_inner(), has_redirect)?),
+            None => TlsSource::LocalCa(local_ca_config(
+                ctx,
+                base,
+                t.local_ca.map(|l| l.into_inner()),
+                listen,
+                &server_names,
+            )?),
+        },
+        (Some(cert), Some(key)) => {
+            TlsSource::Files { cert: base.join(cert.get_ref()), key: base.join(key.get_ref()) }
+        }
+        (Some(cert), None) => {
+            return Err(ctx.err(
+                cert.span(),
+                "tls.key",
+                "`cert` is set but `key` is missing".into(),
+                "add key = \"/path/to/privkey.pem\" to [tls], or remove cert to use the local CA",
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(ctx.err(
+                key.span(),
+                "tls.cert",
+                "`key` is set but `cert` is missing".into(),
+                "add cert = \"/path/to/fullchain.pem\" to [tls], or remove key to use the local CA",
+            ))
+        }
+    };
     let client_auth = match t.client_auth {
         None => None,
         Some(raw) => Some(client_auth(ctx, base, raw.into_inner())?),
     };
     Ok(TlsConfig { source, server_names, hsts: t.hsts.unwrap_or(false), watch_interval, client_auth })
+}
+
+/// `tls.local_ca.lifetime`: at least 30 s (short ones are for watching a
+/// renewal happen), at most the 397 days of the default (see
+/// [`LOCAL_CA_LIFETIME`]).
+const LOCAL_CA_LIFETIME_BOUNDS: DurationBounds =
+    DurationBounds { min: Duration::from_secs(30), max: LOCAL_CA_LIFETIME, why_min: "" };
+
+/// More names than any home network has; a leaf listing thousands would
+/// make every handshake heavy.
+const LOCAL_CA_MAX_NAMES: usize = 100;
+
+/// `[tls] local_ca`, or the default without any certificate configured.
+/// Without `names`: localhost, its addresses, this machine's host name,
+/// the `listen` address when it is a specific one, and `server_names`.
+fn local_ca_config(
+    ctx: &Ctx,
+    base: &Path,
+    raw: Option<RawLocalCa>,
+    listen: SocketAddr,
+    server_names: &[String],
+) -> Result<LocalCaConfig, ConfigError> {
+    let raw = raw.unwrap_or(RawLocalCa { names: None, state_dir: None, lifetime: None });
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: String| {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    };
+    match &raw.names {
+        Some(list) => {
+            for written in list.get_ref() {
+                let name = local_ca_name(written).ok_or_else(|| {
+                    ctx.err(
+                        list.span(),
+                        "tls.local_ca.names",
+                        format!("`{written}` is neither a DNS name nor an IP address (wildcards need DNS-01)"),
+                        "list the names and addresses clients use, e.g. names = [\"vault.home.arpa\", \"192.168.1.10\"]",
+                    )
+                })?;
+                add(name);
+            }
+            if names.is_empty() {
+                return Err(ctx.err(
+                    list.span(),
+                    "tls.local_ca.names",
+                    "the list is empty: the certificate would be for nothing".into(),
+                    "list the names clients use, e.g. names = [\"vault.home.arpa\"], or remove names for the defaults (localhost and this host's name)",
+                ));
+            }
+            if names.len() > LOCAL_CA_MAX_NAMES {
+                return Err(ctx.err(
+                    list.span(),
+                    "tls.local_ca.names",
+                    format!("{} names, more than the maximum of {LOCAL_CA_MAX_NAMES}", names.len()),
+                    "list only the names and addresses clients use",
+                ));
+            }
+            if let Some(missing) = server_names.iter().find(|n| !names.contains(n)) {
+                return Err(ctx.err(
+                    list.span(),
+                    "tls.local_ca.names",
+                    format!("`server_names` has `{missing}`, which the certificate would not be valid for"),
+                    &format!("add \"{missing}\" to local_ca.names, or remove it from server_names"),
+                ));
+            }
+        }
+        None => {
+            for name in ["localhost", "127.0.0.1", "::1"] {
+                add(name.to_string());
+            }
+            if let Some(host) = host_name() {
+                // mDNS (Avahi, Bonjour) answers for NAME.local on the LAN.
+                if !host.contains('.') {
+                    add(format!("{host}.local"));
+                }
+                add(host);
+            }
+            let ip = listen.ip();
+            if !ip.is_unspecified() && !ip.is_loopback() {
+                add(ip.to_string());
+            }
+            for name in server_names {
+                add(name.clone());
+            }
+        }
+    }
+    let state_dir = match &raw.state_dir {
+        None => base.join("local-ca"),
+        Some(v) if v.get_ref().trim().is_empty() => {
+            return Err(ctx.err(
+                v.span(),
+                "tls.local_ca.state_dir",
+                "an empty path".into(),
+                "write a directory only vaultgate uses, e.g. state_dir = \"/var/lib/vaultgate/local-ca\"",
+            ))
+        }
+        Some(v) => base.join(v.get_ref()),
+    };
+    let lifetime = match &raw.lifetime {
+        None => LOCAL_CA_LIFETIME,
+        Some(v) => {
+            bounded_duration(ctx, v, "tls.local_ca.lifetime", &LOCAL_CA_LIFETIME_BOUNDS, LOCAL_CA_LIFETIME)?
+        }
+    };
+    Ok(LocalCaConfig { names, state_dir, lifetime })
+}
+
+/// A name as the leaf carries it: an IP address in its canonical form, or a
+/// lower-case DNS name without the final dot; `None` for anything else
+/// (wildcards included: only a DNS-01 ACME certificate may have one).
+fn local_ca_name(written: &str) -> Option<String> {
+    let name = written.trim().trim_end_matches('.').to_ascii_lowercase();
+    let unbracketed = name.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+        return Some(ip.to_string());
+    }
+    let valid =
+        !name.is_empty() && !name.contains('*') && rustls_pki_types::DnsName::try_from(name.as_str()).is_ok();
+    valid.then_some(name)
+}
+
+/// This machine's host name, when it is a DNS name a certificate can carry
+/// (what phones on the LAN often reach it by, as `NAME` or `NAME.local`).
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?;
+    local_ca_name(name).filter(|n| n != "localhost" && n.parse::<std::net::IpAddr>().is_err())
 }
 
 /// `[tls.client_auth]`. The files themselves are read by `tls::load`

@@ -54,11 +54,30 @@ pub struct ClientAuth {
 pub enum TlsSource {
     /// PEM files: a full chain and its private key.
     Files { cert: PathBuf, key: PathBuf },
-    /// No files configured: a self-signed certificate for localhost is made at start.
-    SelfSigned,
+    /// `[tls] local_ca`, and the default without `cert`/`key`/`acme`: a
+    /// leaf issued by a root CA that vaultgate keeps in its state directory.
+    LocalCa(LocalCaConfig),
     /// Obtained and renewed by vaultgate itself from an ACME CA.
     Acme(AcmeConfig),
 }
+
+/// `[tls] local_ca = { names = [...] }`: the local CA and the leaf it issues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalCaConfig {
+    /// What the leaf is for: DNS names and IP addresses, lower-case, in order,
+    /// without duplicates (the defaults when none are written).
+    pub names: Vec<String>,
+    /// Where the root, its key and the leaf are kept.
+    pub state_dir: PathBuf,
+    /// How long a leaf is valid; it is renewed when a third of this remains.
+    pub lifetime: Duration,
+}
+
+/// The leaf's default lifetime: under the 398 days that Apple, Google and
+/// Mozilla allow publicly trusted server certificates (and far under the
+/// 825 days iOS allows any trusted one), so no client's rule refuses it; it
+/// is renewed by itself, so a longer one would gain nothing.
+pub const LOCAL_CA_LIFETIME: Duration = Duration::from_secs(397 * 86400);
 
 /// `[tls] acme = { domain = "…" }`: where and how to get a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

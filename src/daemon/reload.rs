@@ -65,8 +65,8 @@ pub fn reload(server: &Server, config_path: &Path, why: &str) {
 /// connections without a SIGHUP).
 fn stamps(config: &Config) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
     let mut files: Vec<&PathBuf> = match &config.tls.source {
-        // The ACME task swaps its certificate itself.
-        TlsSource::SelfSigned | TlsSource::Acme(_) => Vec::new(),
+        // The ACME and local-CA tasks swap their certificates themselves.
+        TlsSource::LocalCa(_) | TlsSource::Acme(_) => Vec::new(),
         TlsSource::Files { cert, key } => vec![cert, key],
     };
     if let Some(auth) = &config.tls.client_auth {

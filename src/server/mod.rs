@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::acme;
-use crate::config::{AcmeConfig, Config, TlsSource};
+use crate::config::{AcmeConfig, Config, LocalCaConfig, TlsSource};
 use crate::conn_limit::{Caps, ConnLimit};
 use crate::observe::metrics::Metrics;
 use crate::shutdown::Tracker;
@@ -55,6 +55,8 @@ pub struct Server {
     live: Arc<Live>,
     /// Obtains and renews the certificate with `[tls] acme`.
     acme: std::sync::Mutex<Option<acme::Manager>>,
+    /// Renews the local CA's certificate with `[tls] local_ca`.
+    local_ca: std::sync::Mutex<Option<tls::local_ca::Renewal>>,
     /// The runtimes of workers beyond the first (which is the caller's).
     workers: Workers,
     /// What is open, counted across reloads.
@@ -80,12 +82,19 @@ fn acme_of(config: &Config) -> Option<&AcmeConfig> {
     }
 }
 
+fn local_ca_of(config: &Config) -> Option<&LocalCaConfig> {
+    match &config.tls.source {
+        TlsSource::LocalCa(ca) => Some(ca),
+        _ => None,
+    }
+}
+
 impl Server {
     /// Loads the certificate, binds the listener and starts accepting.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let live = Arc::new(Live::default());
         let tls = tls::load(&config.tls, &live)?;
-        log_self_signed(&tls);
+        log_local_ca(&tls);
         let (listener, origin) = listener::open(config.listen).map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::PermissionDenied => {
@@ -189,6 +198,10 @@ impl Server {
         // Started once the listeners are bound: the CA may connect at once.
         let acme =
             std::sync::Mutex::new(acme_of(&config).map(|a| acme::Manager::start(a.clone(), live.clone())));
+        let local_ca = std::sync::Mutex::new(
+            local_ca_of(&config)
+                .map(|c| tls::local_ca::Renewal::start(tls::provider(), c.clone(), live.clone())),
+        );
         // Accepting starts last, when nothing more can fail.
         let stop = stop_tx.subscribe();
         let mut accepting = vec![tokio::spawn(accept::run(listener, "https", stop.clone(), clients))];
@@ -216,6 +229,7 @@ impl Server {
             tracker,
             live,
             acme,
+            local_ca,
             workers,
             caps,
         })
@@ -226,7 +240,7 @@ impl Server {
     /// A certificate that does not load is refused and nothing changes.
     pub fn reload(&self, config: Config) -> Result<(), ServerError> {
         let tls = tls::load(&config.tls, &self.live)?;
-        log_self_signed(&tls);
+        log_local_ca(&tls);
         let mut running = self.config.lock().unwrap_or_else(|e| e.into_inner());
         let needs_restart = [
             (config.listen != running.listen, "listen"),
@@ -261,6 +275,11 @@ impl Server {
         let mut manager = self.acme.lock().unwrap_or_else(|e| e.into_inner());
         *manager = acme_of(&config).map(|a| acme::Manager::start(a.clone(), self.live.clone()));
         drop(manager);
+        // Started afresh too: new names or a new lifetime set the next renewal.
+        let mut renewal = self.local_ca.lock().unwrap_or_else(|e| e.into_inner());
+        *renewal = local_ca_of(&config)
+            .map(|c| tls::local_ca::Renewal::start(tls::provider(), c.clone(), self.live.clone()));
+        drop(renewal);
         tracing::info!(config = %config.source.display(), upstream = %config.upstream.url, "reloaded");
         *running = config;
         Ok(())
@@ -296,6 +315,7 @@ impl Server {
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         drop(self.acme);
+        drop(self.local_ca);
         // The tracker waits for every holder, these included.
         drop((self.current, self.tracker));
         let _ = self.task.await;
@@ -304,11 +324,9 @@ impl Server {
     }
 }
 
-fn log_self_signed(tls: &tls::Tls) {
-    if let Some(fp) = &tls.self_signed_fingerprint {
-        tracing::warn!(
-            "no [tls] cert/key configured: serving a self-signed certificate for localhost, SHA-256 fingerprint {fp}"
-        );
+fn log_local_ca(tls: &tls::Tls) {
+    if let Some(notice) = &tls.local_ca_notice {
+        tracing::info!("{notice}");
     }
 }
 

@@ -25,6 +25,11 @@ pub enum TlsError {
     BadCrl { file: PathBuf, detail: String },
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
+    /// The local CA's files: which one, what is wrong, and what to do
+    /// (never a new root in silence: every device that trusts the old
+    /// one would refuse the server).
+    #[error("{}: {problem}\n  fix: {fix}", file.display())]
+    LocalCa { file: PathBuf, problem: String, fix: String },
     #[error("cannot generate a self-signed certificate: {0}")]
     SelfSigned(String),
 }

@@ -2,7 +2,9 @@
 
 pub mod client_auth;
 pub mod error;
+pub mod local_ca;
 pub mod pem;
+pub mod private_files;
 pub mod resolver;
 pub mod self_signed;
 pub mod store;
@@ -22,11 +24,11 @@ use store::Live;
 
 use crate::config::{TlsConfig, TlsSource};
 
-/// A ready TLS server configuration and, for a generated certificate, its
-/// SHA-256 fingerprint (so the user can compare what the browser shows).
+/// A ready TLS server configuration and, for the local CA, the log line
+/// that says what is served and how devices come to trust it.
 pub struct Tls {
     pub config: Arc<ServerConfig>,
-    pub self_signed_fingerprint: Option<String>,
+    pub local_ca_notice: Option<String>,
 }
 
 /// ALPN protocols offered to clients, most preferred first.
@@ -37,12 +39,25 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the server configuration for `tls`. `live` is where an ACME
-/// certificate (and any pending TLS-ALPN-01 answer) is found; it outlives
-/// reloads, so a renewal reaches every later handshake.
+/// Builds the server configuration for `tls`. `live` is where an ACME or
+/// local-CA certificate (and any pending TLS-ALPN-01 answer) is found; it
+/// outlives reloads, so a renewal reaches every later handshake. With the
+/// local CA, makes the root when there is none and issues the leaf when
+/// the stored one cannot serve.
 pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
+    build(tls, live, true)
+}
+
+/// What [`load`] checks, writing nothing: for `vaultgate check`, which may
+/// run as another user than the server (a root it made would belong to
+/// that user). The local CA's files are read, if there are any.
+pub fn validate(tls: &TlsConfig) -> Result<(), TlsError> {
+    build(tls, &Default::default(), false).map(|_| ())
+}
+
+fn build(tls: &TlsConfig, live: &Arc<Live>, write: bool) -> Result<Tls, TlsError> {
     let provider = provider();
-    let mut fingerprint = None;
+    let mut local_ca_notice = None;
     let resolver: Arc<dyn ResolvesServerCert> = match &tls.source {
         TlsSource::Files { cert, key } => {
             let certified = Arc::new(load_pair(&provider, cert, key)?);
@@ -52,12 +67,35 @@ pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
             live.set_fallback(certified.clone(), false);
             Arc::new(OneCertificate { certified, server_names: tls.server_names.clone() })
         }
-        TlsSource::SelfSigned => {
-            let (certified, fp) = self_signed::for_name(&provider, "localhost")?;
-            fingerprint = Some(fp);
-            let certified = Arc::new(certified);
-            live.set_fallback(certified.clone(), false);
-            Arc::new(OneCertificate { certified, server_names: tls.server_names.clone() })
+        TlsSource::LocalCa(ca) if !write => {
+            local_ca::describe(&provider, ca)?;
+            let (certified, _) = self_signed::for_name(&provider, "localhost")?;
+            Arc::new(OneCertificate {
+                certified: Arc::new(certified),
+                server_names: tls.server_names.clone(),
+            })
+        }
+        TlsSource::LocalCa(ca) => {
+            let (root, leaf) = local_ca::load(&provider, ca)?;
+            local_ca_notice = Some(format!(
+                "serving {} certificate from vaultgate's local CA for {} (expires in {}); root {} (SHA-256 fingerprint {}): \
+                 devices trust this server once they install it (vaultgate ca export)",
+                if leaf.issued { "a new" } else { "the stored" },
+                ca.names.join(", "),
+                x509::human(leaf.not_after.duration_since(std::time::SystemTime::now()).unwrap_or_default()),
+                ca.state_dir.join(local_ca::ROOT).display(),
+                root.fingerprint()
+            ));
+            live.set(Some(local_ca::installed(&leaf)));
+            live.set_fallback(leaf.certified.clone(), true);
+            // The resolver that reads `live` on every handshake, so the
+            // renewal task's new leaf reaches new connections. (The local
+            // CA never offers acme-tls/1, so its ALPN branch never answers.)
+            Arc::new(AcmeCertificate {
+                live: live.clone(),
+                placeholder: leaf.certified,
+                server_names: tls.server_names.clone(),
+            })
         }
         TlsSource::Acme(acme) => {
             // Until the CA has issued one: a stand-in, so the listener (and
@@ -90,5 +128,5 @@ pub fn load(tls: &TlsConfig, live: &Arc<Live>) -> Result<Tls, TlsError> {
     if matches!(tls.source, TlsSource::Acme(_)) {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }
-    Ok(Tls { config: Arc::new(config), self_signed_fingerprint: fingerprint })
+    Ok(Tls { config: Arc::new(config), local_ca_notice })
 }

@@ -6,6 +6,18 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How long until a certificate's date, as log lines say it: `45s`,
+/// `12m 5s`, `3h 20m`, `89d 23h`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// The notAfter of an X.509 certificate (DER).
 pub fn not_after(cert: &[u8]) -> Option<SystemTime> {
     validity(cert).map(|(_, end)| end)
@@ -119,9 +131,23 @@ fn attribute_name(oid: &[u8]) -> String {
     }
 }
 
+/// Whether a certificate (DER) names itself as its issuer: a root, or a
+/// self-signed certificate that no chain can lead to.
+pub fn is_self_issued(cert: &[u8]) -> Option<bool> {
+    let fields = tbs_fields(cert)?;
+    Some(whole_tlv(fields.issuer)? == whole_tlv(fields.subject)?)
+}
+
+/// The SubjectPublicKeyInfo of a certificate (DER), as encoded: compared
+/// with a key's own to tell that the two belong together.
+pub fn public_key_info(cert: &[u8]) -> Option<&[u8]> {
+    whole_tlv(tlv(tbs_fields(cert)?.subject)?.2)
+}
+
 /// The fields of tbsCertificate that are read here, each with what follows it.
 struct TbsFields<'a> {
     serial: &'a [u8],
+    issuer: &'a [u8],
     validity: &'a [u8],
     subject: &'a [u8],
 }
@@ -135,12 +161,19 @@ fn tbs_fields(cert: &[u8]) -> Option<TbsFields<'_>> {
         rest = after; // explicit version
     }
     let serial = rest;
-    for _ in 0..3 {
-        rest = tlv(rest)?.2; // serial, signature algorithm, issuer
+    for _ in 0..2 {
+        rest = tlv(rest)?.2; // serial, signature algorithm
     }
-    let validity = rest;
-    let subject = tlv(rest)?.2;
-    Some(TbsFields { serial, validity, subject })
+    let issuer = rest;
+    let validity = tlv(rest)?.2;
+    let subject = tlv(validity)?.2;
+    Some(TbsFields { serial, issuer, validity, subject })
+}
+
+/// The first tag-length-value of `data`, header included.
+fn whole_tlv(data: &[u8]) -> Option<&[u8]> {
+    let (_, _, rest) = tlv(data)?;
+    Some(&data[..data.len() - rest.len()])
 }
 
 /// One DER tag-length-value: the tag, the value, and what follows.
@@ -265,6 +298,26 @@ mod tests {
         assert_eq!(subject(cert.der()).as_deref(), Some("C=NL,O=Home\\, Inc.,CN=phone\\x1b[31m"));
         assert_eq!(serial(cert.der()).as_deref(), Some("8f01"));
         assert_eq!(attribute_name(&[0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37]), "1.3.6.1.4.1.311");
+    }
+
+    #[test]
+    fn self_issued_and_the_public_key_as_encoded() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let root_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let root = root_params.self_signed(&key).unwrap();
+        assert_eq!(is_self_issued(root.der()), Some(true));
+        assert_eq!(
+            public_key_info(root.der()),
+            Some(&rcgen::PublicKeyData::subject_public_key_info(&key)[..])
+        );
+        let mut leaf_params = rcgen::CertificateParams::new(vec!["x.test".to_string()]).unwrap();
+        leaf_params.distinguished_name = rcgen::DistinguishedName::new();
+        leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "x.test");
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &rcgen::Issuer::new(root_params, &key)).unwrap();
+        assert_eq!(is_self_issued(leaf.der()), Some(false));
+        assert_ne!(public_key_info(leaf.der()), public_key_info(root.der()));
+        assert_eq!(is_self_issued(b"\x30\x03junk"), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! TLS as users meet it: the key formats certbot and acme.sh write, protocol
-//! versions, ALPN, the handshake bound, and the self-signed fallback.
+//! versions, ALPN, the handshake bound, and the local CA by default.
 
 use std::path::Path;
 use std::process::Command;
@@ -122,27 +122,41 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
 }
 
 #[test]
-fn self_signed_fallback_is_logged_with_the_fingerprint_it_serves() {
+fn the_default_local_ca_is_logged_with_the_fingerprint_of_the_root_that_verifies_what_it_serves() {
     let dir = tempfile::tempdir().unwrap();
     let config = ProxyToml::new().write(dir.path());
     let proxy = RunningBinary::start(&config, "");
     let logged = proxy
         .startup_log
         .iter()
-        .find_map(|l| l.split("SHA-256 fingerprint ").nth(1))
-        .expect("a log line gives the fingerprint")
-        .trim()
+        .find(|l| l.contains("certificate from vaultgate's local CA for localhost, 127.0.0.1, ::1"))
+        .and_then(|l| l.split("SHA-256 fingerprint ").nth(1))
+        .and_then(|rest| rest.split(')').next())
+        .expect("a log line gives the root's fingerprint")
         .to_string();
+    assert_eq!(logged.len(), 32 * 3 - 1, "{logged}");
+    let export =
+        Command::new(RunningBinary::PATH).args(["ca", "export", "--config"]).arg(&config).output().unwrap();
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    std::fs::write(dir.path().join("root.pem"), &export.stdout).unwrap();
+    let openssl = tool(Tool::Openssl).display().to_string();
+    let fingerprint = Command::new(&openssl)
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(dir.path().join("root.pem"))
+        .output()
+        .unwrap();
+    let exported = String::from_utf8_lossy(&fingerprint.stdout);
+    assert!(exported.trim().ends_with(&format!("={logged}")), "exported {exported}, logged {logged}");
+    // OpenSSL, trusting that root alone, verifies the served chain for localhost.
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "'{0}' s_client -connect 127.0.0.1:{1} -servername localhost </dev/null 2>/dev/null | '{0}' x509 -noout -fingerprint -sha256",
-            tool(Tool::Openssl).display(),
-            proxy.port()
+            "'{openssl}' s_client -connect 127.0.0.1:{} -servername localhost -verify_hostname localhost -CAfile '{}' </dev/null 2>&1",
+            proxy.port(),
+            dir.path().join("root.pem").display()
         ))
         .output()
         .unwrap();
-    let served = String::from_utf8_lossy(&out.stdout);
-    assert!(served.trim().ends_with(&format!("={logged}")), "served {served}, logged {logged}");
-    assert_eq!(logged.len(), 32 * 3 - 1, "{logged}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("Verify return code: 0 (ok)"), "{shown}");
 }
