@@ -377,6 +377,11 @@ mod tests {
         assert_eq!(e.key, "tls.acme.challenge");
         let e = parse("[tls]\nacme = { domian = \"v.example.com\" }\n").unwrap_err();
         assert!(e.problem.contains("domian"), "{e}");
+        assert_eq!(
+            (e.key.as_str(), e.fix.as_str()),
+            ("tls.acme.domian", "did you mean `domain`?"),
+            "inline tables too"
+        );
     }
 
     #[test]

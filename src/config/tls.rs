@@ -109,7 +109,7 @@ pub(super) fn tls_config(
 }
 
 /// `tls.local_ca.lifetime`: at least 30 s (short ones are for watching a
-/// renewal happen), at most the 397 days of the default (see
+/// renewal happen), at most the 365 days of the default (a year, the most any duration in proxy.toml may be) (see
 /// [`LOCAL_CA_LIFETIME`]).
 const LOCAL_CA_LIFETIME_BOUNDS: DurationBounds =
     DurationBounds { min: Duration::from_secs(30), max: LOCAL_CA_LIFETIME, why_min: "" };
@@ -449,6 +449,81 @@ mod tests {
         let auth = parse("ca = \"ca.pem\"").unwrap().tls.client_auth.unwrap();
         assert!(auth.required && auth.subject_header.is_none() && auth.crl.is_none());
         assert!(Config::parse(Path::new("p.toml"), "").unwrap().tls.client_auth.is_none());
+    }
+
+    fn local_ca(text: &str) -> Result<crate::config::LocalCaConfig, crate::config::ConfigError> {
+        let c = Config::parse(
+            Path::new("/etc/vaultgate/proxy.toml"),
+            &format!("listen = \"192.168.1.10:443\"\n{text}\n"),
+        )?;
+        match c.tls.source {
+            crate::config::TlsSource::LocalCa(ca) => Ok(ca),
+            other => panic!("not the local CA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn local_ca_as_written_in_the_readme_and_its_defaults() {
+        let ca = local_ca(
+            "[tls]\nlocal_ca = { names = [\"Vault.Home.Arpa.\", \"192.168.1.10\", \"[::1]\", \"vault.home.arpa\"], state_dir = \"/var/lib/vaultgate/local-ca\" }",
+        )
+        .unwrap();
+        assert_eq!(ca.names, ["vault.home.arpa", "192.168.1.10", "::1"], "lower-case, canonical, once each");
+        assert_eq!(ca.state_dir, Path::new("/var/lib/vaultgate/local-ca"));
+        assert_eq!(ca.lifetime, crate::config::LOCAL_CA_LIFETIME);
+        assert_eq!(ca.lifetime.as_secs(), 365 * 86400);
+
+        // Without names: localhost, its addresses, the host name, the
+        // specific listen address, and server_names.
+        let ca =
+            local_ca("[tls]\nserver_names = [\"vault.lan\"]\nlocal_ca = { lifetime = \"30d\" }").unwrap();
+        assert_eq!(ca.names[..3], ["localhost", "127.0.0.1", "::1"]);
+        assert!(ca.names.contains(&"192.168.1.10".to_string()), "{:?}", ca.names);
+        assert_eq!(ca.names.last().map(String::as_str), Some("vault.lan"));
+        if let Some(host) = super::host_name() {
+            assert!(ca.names.contains(&host), "{:?}", ca.names);
+        }
+        assert_eq!(ca.lifetime.as_secs(), 30 * 86400);
+        assert_eq!(ca.state_dir, Path::new("/etc/vaultgate/local-ca"), "next to the config file");
+        // No [tls] at all, or [tls] without a certificate: the local CA.
+        assert!(local_ca("").is_ok());
+        assert!(local_ca("[tls]\nhsts = true").is_ok());
+    }
+
+    #[test]
+    fn local_ca_mistakes_name_the_key_and_the_fix() {
+        for (text, key, fix) in [
+            ("local_ca = { names = [\"*.home.arpa\"] }", "tls.local_ca.names", "vault.home.arpa"),
+            ("local_ca = { names = [\"vault home\"] }", "tls.local_ca.names", "vault.home.arpa"),
+            ("local_ca = { names = [\"\"] }", "tls.local_ca.names", "vault.home.arpa"),
+            ("local_ca = { names = [] }", "tls.local_ca.names", "remove names for the defaults"),
+            (
+                "server_names = [\"vault.lan\"]\nlocal_ca = { names = [\"vault.home.arpa\"] }",
+                "tls.local_ca.names",
+                "add \"vault.lan\" to local_ca.names",
+            ),
+            ("local_ca = { state_dir = \" \" }", "tls.local_ca.state_dir", "/var/lib/vaultgate/local-ca"),
+            ("local_ca = { lifetime = \"10s\" }", "tls.local_ca.lifetime", "from 30s to 365d"),
+            ("local_ca = { lifetime = \"366d\" }", "tls.local_ca.lifetime", "from 30s to 365d"),
+            ("local_ca = { lifetime = \"forever\" }", "tls.local_ca.lifetime", ""),
+            ("local_ca = { nmes = [\"a.b\"] }", "tls.local_ca.nmes", "did you mean `names`?"),
+            ("cert = \"c.pem\"\nkey = \"k.pem\"\nlocal_ca = {}", "tls.local_ca", "remove local_ca"),
+            ("acme = { domain = \"v.example.com\" }\nlocal_ca = {}", "tls.local_ca", "remove local_ca"),
+        ] {
+            let e = local_ca(&format!("[tls]\n{text}")).unwrap_err();
+            let shown = e.to_string();
+            assert_eq!(e.key, key, "{text}: {shown}");
+            assert!(shown.starts_with("/etc/vaultgate/proxy.toml:"), "{text}: {shown}");
+            assert!(e.line.is_some(), "{text}: {shown}");
+            assert!(shown.contains(fix), "{text}: {shown}");
+        }
+        // The maximum itself is allowed; an IP address keeps its canonical form.
+        assert!(
+            local_ca("[tls]\nlocal_ca = { lifetime = \"365d\", names = [\"0:0:0:0:0:0:0:1\"] }")
+                .unwrap()
+                .names
+                == ["::1"]
+        );
     }
 
     #[test]

@@ -73,11 +73,12 @@ pub struct LocalCaConfig {
     pub lifetime: Duration,
 }
 
-/// The leaf's default lifetime: under the 398 days that Apple, Google and
-/// Mozilla allow publicly trusted server certificates (and far under the
-/// 825 days iOS allows any trusted one), so no client's rule refuses it; it
-/// is renewed by itself, so a longer one would gain nothing.
-pub const LOCAL_CA_LIFETIME: Duration = Duration::from_secs(397 * 86400);
+/// The leaf's default lifetime, a year: under the 398 days that Apple,
+/// Google and Mozilla allow publicly trusted server certificates (and far
+/// under the 825 days iOS allows any trusted one), so no client's rule
+/// refuses it; it is renewed by itself, so a longer one would gain nothing.
+/// (A year is also the most any duration in proxy.toml may be.)
+pub const LOCAL_CA_LIFETIME: Duration = Duration::from_secs(365 * 86400);
 
 /// `[tls] acme = { domain = "…" }`: where and how to get a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]

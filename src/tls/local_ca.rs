@@ -8,7 +8,7 @@
 //! state_dir/            0700
 //!   root.pem            0600  the root certificate (ten years)
 //!   root-key.pem        0600  its key
-//!   leaf.pem            0600  the server's certificate (397 days by default)
+//!   leaf.pem            0600  the server's certificate (365 days by default)
 //!   leaf-key.pem        0600  its key
 //! ```
 //!
@@ -270,7 +270,7 @@ fn random_serial() -> Result<rcgen::SerialNumber, TlsError> {
 }
 
 /// How long until a leaf that ends at `not_after` is renewed: when a third
-/// of `lifetime` remains (132 days of 397, as ACME renews at 30 of 90).
+/// of `lifetime` remains (121 days of 365, as ACME renews at 30 of 90).
 pub fn renew_in(not_after: SystemTime, lifetime: Duration, now: SystemTime) -> Duration {
     let due = not_after.checked_sub(lifetime / 3).unwrap_or(UNIX_EPOCH);
     due.duration_since(now).unwrap_or_default()
@@ -493,8 +493,8 @@ mod tests {
         let provider = crate::tls::provider();
         let config = config(dir.path(), &["localhost"]);
         let (root, leaf) = load(&provider, &config).unwrap();
-        // 265 days on: a third of 397 days remains, the leaf is due.
-        let later = SystemTime::now() + Duration::from_secs(266 * 86400);
+        // 245 days on: a third of 365 days remains, the leaf is due.
+        let later = SystemTime::now() + Duration::from_secs(245 * 86400);
         let why = stored_leaf(&provider, &root, &config, later).err().unwrap();
         assert!(why.contains("due"), "{why}");
         assert!(stored_leaf(&provider, &root, &config, SystemTime::now()).is_ok());
