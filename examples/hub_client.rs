@@ -3,8 +3,9 @@
 //!
 //!     cargo run --example hub_client [-- https://localhost:8443 [--insecure]]
 //!
-//! `--insecure` accepts any certificate: only for the self-signed localhost
-//! certificate vaultgate makes when none is configured.
+//! The certificate is checked against the system's roots, or the bundle in
+//! SSL_CERT_FILE (`SSL_CERT_FILE=local-ca/root.pem` for vaultgate's local
+//! CA). `--insecure` accepts any certificate: only for trying things out.
 
 #[path = "support/standin.rs"]
 mod standin;
@@ -79,12 +80,14 @@ async fn run(base: &str, insecure: bool) -> Result<(), Box<dyn std::error::Error
     }
 }
 
-/// The system's CA certificates (Debian's bundle), for a real certificate.
+/// The system's CA certificates (Debian's bundle), or the bundle in
+/// SSL_CERT_FILE as OpenSSL-based tools read it.
 fn rustls_native_roots() -> Result<Vec<CertificateDer<'static>>, Box<dyn std::error::Error>> {
     use rustls::pki_types::pem::PemObject;
-    let bundle = "/etc/ssl/certs/ca-certificates.crt";
-    Ok(CertificateDer::pem_file_iter(bundle)
-        .map_err(|e| format!("{bundle}: {e} (or pass --insecure for a self-signed localhost certificate)"))?
+    let bundle =
+        std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    Ok(CertificateDer::pem_file_iter(&bundle)
+        .map_err(|e| format!("{bundle}: {e} (SSL_CERT_FILE=local-ca/root.pem for vaultgate's local CA)"))?
         .filter_map(Result::ok)
         .collect())
 }

@@ -30,6 +30,6 @@ pub enum TlsError {
     /// one would refuse the server).
     #[error("{}: {problem}\n  fix: {fix}", file.display())]
     LocalCa { file: PathBuf, problem: String, fix: String },
-    #[error("cannot generate a self-signed certificate: {0}")]
+    #[error("cannot generate a certificate: {0}")]
     SelfSigned(String),
 }

@@ -14,9 +14,10 @@ use rustls::sign::CertifiedKey;
 #[derive(Debug, Default)]
 pub struct Live {
     installed: RwLock<Option<Installed>>,
-    /// What handshakes get without an ACME certificate: the configured or
-    /// self-signed chain, or ACME's placeholder (`true`: ACME is on, and an
-    /// installed certificate takes precedence). Set by `tls::load`.
+    /// What handshakes get without an installed certificate: the configured
+    /// chain, the local CA's first leaf, or ACME's placeholder (`true`: an
+    /// installed certificate, ACME's or the local CA's renewal, takes
+    /// precedence). Set by `tls::load`.
     fallback: RwLock<Option<(Arc<CertifiedKey>, bool)>>,
     pub challenges: Challenges,
     /// When ACME last failed to obtain a certificate, until it next succeeds.
