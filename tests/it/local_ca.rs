@@ -327,17 +327,25 @@ async fn the_probe_calls_a_self_signed_certificate_self_signed() {
         .upstream(upstream.addr)
         .certificate_files("cert.pem", "key.pem")
         .write_as(dir.path().join("probe.toml"));
-    let out = Command::new(RunningBinary::PATH)
+    // Async: the stand-in answers the probe's later hops on this runtime.
+    let out = tokio::process::Command::new(RunningBinary::PATH)
         .args(["check", "--probe", "--config"])
         .arg(&probe_config)
         .env("SSL_CERT_FILE", dir.path().join("none.pem"))
         .output()
+        .await
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("fix: the certificate is self-signed"), "{text}");
     assert!(text.contains("local CA"), "{text}");
     assert!(!text.contains("full chain"), "{text}");
+    // And there is no local CA to export.
+    let out =
+        Command::new(RunningBinary::PATH).args(["ca", "export", "--config"]).arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("not from the local CA"), "{text}");
+    assert!(text.contains("fix: remove cert, key and acme from [tls]"), "{text}");
 }
 
 #[tokio::test]
