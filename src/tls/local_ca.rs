@@ -76,6 +76,11 @@ fn read(file: &Path) -> Result<Option<String>, TlsError> {
             problem(file, "not a PEM file (not text)".into(), "restore it from a backup (see the README's local CA section)")
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(problem(
+            file,
+            format!("cannot read the file: {e}"),
+            "the state directory's path runs through a file: set [tls] local_ca = { state_dir = \"/var/lib/vaultgate/local-ca\" } or another directory",
+        )),
         Err(e) => Err(problem(
             file,
             format!("cannot read the file: {e}"),
@@ -556,6 +561,24 @@ mod tests {
         std::fs::write(state.join(ROOT_KEY), &key).unwrap();
         let (again, _) = load(&provider, &config).unwrap();
         assert_eq!(again.der, root.der, "with its files back, the same root");
+    }
+
+    #[test]
+    fn a_state_directory_that_cannot_be_made_is_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        let config = LocalCaConfig {
+            state_dir: dir.path().join("file/local-ca"),
+            ..config(dir.path(), &["localhost"])
+        };
+        let shown = load(&crate::tls::provider(), &config).err().unwrap().to_string();
+        assert!(shown.contains(&config.state_dir.display().to_string()), "{shown}");
+        assert!(shown.contains("fix: the state directory's path runs through a file"), "{shown}");
+        // A directory that cannot be written (not even by root).
+        let config = LocalCaConfig { state_dir: "/proc/local-ca".into(), ..config };
+        let shown = load(&crate::tls::provider(), &config).err().unwrap().to_string();
+        assert!(shown.starts_with("/proc/local-ca: cannot write the local CA"), "{shown}");
+        assert!(shown.contains("fix: make the directory writable") && shown.contains("state_dir"), "{shown}");
     }
 
     #[test]
