@@ -4,11 +4,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::{ConfigError, Ctx};
-use super::raw::{RawAcme, RawClientAuth, RawTls};
-use super::sections::{bounded_duration, cidrs, WATCH_INTERVAL_BOUNDS};
+use toml::Spanned;
+
+use super::raw::{RawAcme, RawClientAuth, RawDns, RawTls};
+use super::sections::{bounded_duration, cidrs, DurationBounds, WATCH_INTERVAL_BOUNDS};
 use super::types::{
-    AcmeConfig, Challenge, ClientAuth, TlsConfig, TlsSource, LETSENCRYPT, LETSENCRYPT_STAGING,
+    AcmeConfig, Challenge, ClientAuth, DnsConfig, DnsProvider, DnsServer, TlsConfig, TlsSource,
+    TsigAlgorithm, LETSENCRYPT, LETSENCRYPT_STAGING,
 };
+
+/// `acme.dns.propagation_timeout`: the CA is told to look only after this
+/// at most; Let's Encrypt's own patience with an order is hours.
+const PROPAGATION_BOUNDS: DurationBounds =
+    DurationBounds { min: Duration::from_secs(1), max: Duration::from_secs(3600), why_min: "" };
 
 pub(super) fn tls_config(
     ctx: &Ctx,
@@ -180,16 +188,25 @@ fn client_auth(ctx: &Ctx, base: &Path, raw: RawClientAuth) -> Result<ClientAuth,
 
 fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Result<AcmeConfig, ConfigError> {
     let domain = raw.domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
-    let is_name = domain.parse::<std::net::IpAddr>().is_err()
-        && !domain.contains('*')
-        && domain.contains('.')
-        && rustls_pki_types::DnsName::try_from(domain.as_str()).is_ok();
-    if !is_name {
+    // `*.example.com`: a wildcard as its first label only (RFC 8555 §7.1.3).
+    let (wildcard, name) = match domain.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, domain.as_str()),
+    };
+    if !is_dns_name(name) {
         return Err(ctx.err(
             raw.domain.span(),
             "tls.acme.domain",
             format!("`{domain}` is not a public DNS name a certificate can be issued for"),
-            "write the name clients use, e.g. domain = \"vault.example.com\" (no wildcard, no IP address)",
+            "write the name clients use, e.g. domain = \"vault.example.com\" (no IP address; a wildcard such as \"*.example.com\" only with acme.dns)",
+        ));
+    }
+    if wildcard && raw.dns.is_none() {
+        return Err(ctx.err(
+            raw.domain.span(),
+            "tls.acme.domain",
+            format!("`{domain}` is a wildcard name, and a CA checks those only through DNS-01"),
+            "add acme.dns = { server = \"ns.example.com:53\", key_name = …, key_secret_file = … } or acme.dns = { hook = \"/usr/local/bin/dns-hook\" } (README: DNS-01), or write one exact name, e.g. domain = \"vault.example.com\"",
         ));
     }
     let email = match raw.email {
@@ -228,10 +245,24 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
             }
         },
     };
-    let challenges = match raw.challenge {
-        None if has_redirect => vec![Challenge::TlsAlpn01, Challenge::Http01],
-        None => vec![Challenge::TlsAlpn01],
-        Some(v) => match v.get_ref().as_str() {
+    let dns = match raw.dns {
+        None => None,
+        Some(d) => Some(Box::new(dns_config(ctx, base, d, name)?)),
+    };
+    let challenges = match (raw.challenge, &dns) {
+        (None, Some(_)) => vec![Challenge::Dns01],
+        (Some(v), Some(_)) if v.get_ref() == "dns-01" => vec![Challenge::Dns01],
+        (Some(v), Some(_)) => {
+            return Err(ctx.err(
+                v.span(),
+                "tls.acme.challenge",
+                format!("acme.dns selects dns-01, and `{}` cannot be answered with it", v.get_ref()),
+                "remove challenge (acme.dns answers dns-01), or remove acme.dns to answer tls-alpn-01 or http-01",
+            ))
+        }
+        (None, None) if has_redirect => vec![Challenge::TlsAlpn01, Challenge::Http01],
+        (None, None) => vec![Challenge::TlsAlpn01],
+        (Some(v), None) => match v.get_ref().as_str() {
             "tls-alpn-01" => vec![Challenge::TlsAlpn01],
             "http-01" if has_redirect => vec![Challenge::Http01],
             "http-01" => {
@@ -242,12 +273,20 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
                     "add [redirect] with listen = \"0.0.0.0:80\", or write challenge = \"tls-alpn-01\"",
                 ))
             }
+            "dns-01" => {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.challenge",
+                    "dns-01 needs to know how to put the TXT record in your zone".into(),
+                    "add acme.dns = { server = \"ns.example.com:53\", key_name = …, key_secret_file = … } or acme.dns = { hook = \"/usr/local/bin/dns-hook\" } (README: DNS-01)",
+                ))
+            }
             other => {
                 return Err(ctx.err(
                     v.span(),
                     "tls.acme.challenge",
                     format!("`{other}` is not a challenge vaultgate answers"),
-                    "write \"tls-alpn-01\" (port 443) or \"http-01\" (port 80, needs [redirect]), or remove it to try both",
+                    "write \"tls-alpn-01\" (port 443) or \"http-01\" (port 80, needs [redirect]), or remove it to try both; for dns-01 add acme.dns",
                 ))
             }
         },
@@ -259,7 +298,195 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
         ca: raw.ca.map(|c| base.join(c.get_ref())),
         state_dir: base.join(raw.state_dir.as_ref().map_or("acme", |s| s.get_ref().as_str())),
         challenges,
+        dns,
     })
+}
+
+/// A name a certificate can be issued for: not an address, at least two
+/// labels, no wildcard.
+fn is_dns_name(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_err()
+        && !name.contains('*')
+        && name.contains('.')
+        && rustls_pki_types::DnsName::try_from(name).is_ok()
+}
+
+/// `acme.dns`. `name` is the certificate's name without a wildcard label:
+/// the record goes to `_acme-challenge.<name>` (RFC 8555 §8.4). The secret
+/// file and the hook are read when used (and by `vaultgate check`).
+fn dns_config(ctx: &Ctx, base: &Path, raw: Spanned<RawDns>, name: &str) -> Result<DnsConfig, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let path = |v: &Spanned<String>, key: &str, example: &str| {
+        if v.get_ref().trim().is_empty() {
+            return Err(ctx.err(v.span(), key, "an empty path".into(), example));
+        }
+        Ok(base.join(v.get_ref()))
+    };
+    let rfc2136_keys = [
+        (&raw.key_name, "key_name"),
+        (&raw.key_algorithm, "key_algorithm"),
+        (&raw.key_secret_file, "key_secret_file"),
+    ];
+    let provider = match (&raw.server, &raw.hook) {
+        (Some(_), Some(hook)) => {
+            return Err(ctx.err(
+                hook.span(),
+                "tls.acme.dns.hook",
+                "both `server` and `hook` are set; the record is put in place by one of them".into(),
+                "remove hook to send RFC 2136 updates to the server, or remove server (and the key_* keys) to call the hook",
+            ))
+        }
+        (None, None) => {
+            return Err(ctx.err(
+                span,
+                "tls.acme.dns",
+                "acme.dns says neither where to send the update (`server`) nor what to call (`hook`)".into(),
+                "write server = \"ns.example.com:53\" with key_name and key_secret_file (RFC 2136), or hook = \"/usr/local/bin/dns-hook\"",
+            ))
+        }
+        (None, Some(hook)) => {
+            if let Some((v, key)) = rfc2136_keys.iter().find_map(|(v, k)| v.as_ref().map(|v| (v, k))) {
+                return Err(ctx.err(
+                    v.span(),
+                    &format!("tls.acme.dns.{key}"),
+                    format!("`{key}` belongs to RFC 2136 updates (`server`), and the hook gets no key"),
+                    "remove it (the hook signs its own updates), or replace hook with server = \"ns.example.com:53\"",
+                ));
+            }
+            DnsProvider::Hook {
+                program: path(hook, "tls.acme.dns.hook", "write the program, e.g. hook = \"/usr/local/bin/dns-hook\"")?,
+            }
+        }
+        (Some(server), None) => {
+            let server = dns_server(ctx, server, "tls.acme.dns.server")?;
+            let key_name = match &raw.key_name {
+                None => {
+                    return Err(ctx.err(
+                        span,
+                        "tls.acme.dns.key_name",
+                        "RFC 2136 updates are signed with a TSIG key, and `key_name` is missing".into(),
+                        "add key_name = \"vaultgate\" (the key's name as the DNS server knows it) and key_secret_file",
+                    ))
+                }
+                Some(v) => {
+                    let n = v.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+                    if n.is_empty() || rustls_pki_types::DnsName::try_from(n.as_str()).is_err() {
+                        return Err(ctx.err(
+                            v.span(),
+                            "tls.acme.dns.key_name",
+                            format!("`{}` is not a TSIG key name", v.get_ref()),
+                            "write the key's name as the DNS server knows it, e.g. key_name = \"vaultgate\"",
+                        ));
+                    }
+                    n
+                }
+            };
+            let key_algorithm = match &raw.key_algorithm {
+                None => TsigAlgorithm::HmacSha256,
+                Some(v) => {
+                    let wanted = v.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+                    match TsigAlgorithm::ALL.into_iter().find(|a| a.name() == wanted) {
+                        Some(a) => a,
+                        None => {
+                            return Err(ctx.err(
+                                v.span(),
+                                "tls.acme.dns.key_algorithm",
+                                format!("`{}` is not a TSIG algorithm vaultgate signs with", v.get_ref()),
+                                "write \"hmac-sha256\" (the default), \"hmac-sha384\" or \"hmac-sha512\", as the key was made with",
+                            ))
+                        }
+                    }
+                }
+            };
+            let key_secret_file = match &raw.key_secret_file {
+                None => {
+                    return Err(ctx.err(
+                        span,
+                        "tls.acme.dns.key_secret_file",
+                        "RFC 2136 updates are signed with a TSIG key, and `key_secret_file` is missing".into(),
+                        "add key_secret_file = \"/etc/vaultgate/tsig.secret\": a file (mode 0600) holding the key's base64 secret",
+                    ))
+                }
+                Some(v) => path(
+                    v,
+                    "tls.acme.dns.key_secret_file",
+                    "write the file holding the key's base64 secret, e.g. key_secret_file = \"/etc/vaultgate/tsig.secret\"",
+                )?,
+            };
+            DnsProvider::Rfc2136 { server, key_name, key_algorithm, key_secret_file }
+        }
+    };
+    let zone = match &raw.zone {
+        None => None,
+        Some(v) => {
+            let z = v.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = !z.is_empty()
+                && z.parse::<std::net::IpAddr>().is_err()
+                && rustls_pki_types::DnsName::try_from(z.as_str()).is_ok();
+            if !valid {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.dns.zone",
+                    format!("`{}` is not a DNS zone name", v.get_ref()),
+                    "write the zone the name is in, e.g. zone = \"example.com\", or remove zone to find it from the SOA",
+                ));
+            }
+            if name != z && !name.ends_with(&format!(".{z}")) {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.dns.zone",
+                    format!("`_acme-challenge.{name}` is not in the zone `{z}`"),
+                    "write the zone the domain is in (e.g. \"example.com\" for vault.example.com), or remove zone to find it from the SOA",
+                ));
+            }
+            Some(z)
+        }
+    };
+    let mut check_servers = Vec::new();
+    if let Some(list) = &raw.check_servers {
+        for s in list.get_ref() {
+            let v = Spanned::new(list.span(), s.clone());
+            check_servers.push(dns_server(ctx, &v, "tls.acme.dns.check_servers")?);
+        }
+    }
+    const WAIT: Duration = Duration::from_secs(120);
+    let propagation_timeout = match &raw.propagation_timeout {
+        None => WAIT,
+        Some(v) => bounded_duration(ctx, v, "tls.acme.dns.propagation_timeout", &PROPAGATION_BOUNDS, WAIT)?,
+    };
+    Ok(DnsConfig { provider, zone, check_servers, propagation_timeout })
+}
+
+/// `ns.example.com`, `ns.example.com:5353`, `192.0.2.1`, `[2001:db8::1]:53`.
+fn dns_server(ctx: &Ctx, v: &Spanned<String>, key: &str) -> Result<DnsServer, ConfigError> {
+    let text = v.get_ref().trim();
+    let parsed = if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        Some((addr.ip().to_string(), addr.port()))
+    } else if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        Some((ip.to_string(), 53))
+    } else {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p != 0)),
+            None => (text, Some(53)),
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match port {
+            Some(port) if !host.is_empty() && rustls_pki_types::DnsName::try_from(host.as_str()).is_ok() => {
+                Some((host, port))
+            }
+            _ => None,
+        }
+    };
+    match parsed {
+        Some((host, port)) => Ok(DnsServer { host, port }),
+        None => Err(ctx.err(
+            v.span(),
+            key,
+            format!("`{text}` is not a DNS server address"),
+            "write a name or address with an optional port, e.g. \"ns.example.com:53\" or \"192.0.2.53\"",
+        )),
+    }
 }
 
 #[cfg(test)]
