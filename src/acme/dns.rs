@@ -28,6 +28,9 @@ pub enum Refusal {
     Tsig(TsigError),
     /// An error code other than NXDOMAIN.
     Code(ResponseCode),
+    /// A success that does not carry the server's signature with our key:
+    /// forged on the way, or from a server that does not sign.
+    Unsigned(String),
 }
 
 impl std::fmt::Display for Refusal {
@@ -36,6 +39,7 @@ impl std::fmt::Display for Refusal {
             Refusal::Unreachable(why) => f.write_str(why),
             Refusal::Tsig(e) => write!(f, "TSIG error {}", tsig_error_name(e)),
             Refusal::Code(code) => write!(f, "{}", code.to_str()),
+            Refusal::Unsigned(why) => write!(f, "an answer not signed with the key ({why})"),
         }
     }
 }
@@ -117,9 +121,7 @@ pub async fn exchange(
     }
     if let Some(verifier) = verifier.as_mut() {
         // Otherwise anyone on the path could confirm an update that never happened.
-        verifier
-            .verify(&answer)
-            .map_err(|e| unreachable(format!("{addr}'s answer is not signed with our key: {e}")))?;
+        verifier.verify(&answer).map_err(|e| Refusal::Unsigned(e.to_string()))?;
     }
     Ok(reply)
 }

@@ -86,12 +86,19 @@ impl Updater {
             update_message::delete_by_rdata(rrset, zone.clone(), false)
         };
         let addr = self.addr().await?;
-        dns::exchange(addr, message, Some(&self.signer)).await.map(|_| ()).map_err(|e| {
-            format!(
-                "the DNS server {} ({addr}) refused the update of zone {zone}: {}",
-                self.server,
+        let server = if self.server.host.parse::<std::net::IpAddr>().is_ok() {
+            self.server.to_string()
+        } else {
+            format!("{} ({addr})", self.server)
+        };
+        dns::exchange(addr, message, Some(&self.signer)).await.map(|_| ()).map_err(|e| match e {
+            Refusal::Unreachable(_) | Refusal::Unsigned(_) => {
+                format!("cannot update zone {zone} on the DNS server {server}: {}", self.explain(&e, zone))
+            }
+            _ => format!(
+                "the DNS server {server} refused the update of zone {zone}: {}",
                 self.explain(&e, zone)
-            )
+            ),
         })
     }
 
@@ -120,6 +127,9 @@ impl Updater {
                 format!("NOTZONE: {zone} is not a zone there (set acme.dns.zone to the zone the name is in)")
             }
             Refusal::Code(code) => format!("{} (see the server's log)", code.to_str()),
+            Refusal::Unsigned(why) => format!(
+                "its answer is not signed with the TSIG key {key} ({why}): forged on the way, or the server does not sign its answers; the update is not trusted"
+            ),
         }
     }
 }

@@ -56,10 +56,24 @@ impl Ctx<'_> {
 pub(super) fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     let span = e.span();
     let line = span.as_ref().map(|s| line_of(text, s.start));
-    let (table, key) = span.as_ref().map(|s| key_at(text, s.start)).unwrap_or_default();
-    let dotted =
-        if table.is_empty() || key.is_empty() { format!("{table}{key}") } else { format!("{table}.{key}") };
+    let (mut table, mut key) = span.as_ref().map(|s| key_at(text, s.start)).unwrap_or_default();
     let message = e.message().trim().to_string();
+    let join = |table: &str, key: &str| {
+        if table.is_empty() || key.is_empty() {
+            format!("{table}{key}")
+        } else {
+            format!("{table}.{key}")
+        }
+    };
+    if let Some(unknown) = unknown_field(&message) {
+        // In an inline table (`dns = { … }`) the span is the table's: the
+        // unknown key is one of its own, not of the table around it.
+        let inner = join(&table, &key);
+        if KNOWN_KEYS.iter().any(|(t, _)| *t == inner) {
+            (table, key) = (inner, unknown);
+        }
+    }
+    let dotted = join(&table, &key);
     let (problem, fix) = if let Some(unknown) = unknown_field(&message) {
         (format!("unknown key `{unknown}`"), suggest_key(&table, &unknown))
     } else if let Some(field) = missing_field(&message) {

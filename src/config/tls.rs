@@ -499,6 +499,103 @@ mod tests {
         Config::parse(Path::new("/etc/vaultgate/proxy.toml"), &format!("[tls.client_auth]\n{client_auth}\n"))
     }
 
+    fn acme(fields: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(Path::new("/etc/vaultgate/proxy.toml"), &format!("[tls.acme]\n{fields}\n"))
+    }
+
+    fn dns_of(c: Config) -> (crate::config::AcmeConfig, crate::config::DnsConfig) {
+        let crate::config::TlsSource::Acme(a) = c.tls.source else { panic!("not acme") };
+        let dns = *a.dns.clone().expect("acme.dns");
+        (a, dns)
+    }
+
+    #[test]
+    fn dns_01_as_written_in_the_readme() {
+        use crate::config::{Challenge, DnsProvider, DnsServer, TsigAlgorithm};
+        let (a, dns) = dns_of(
+            acme(
+                "domain = \"vault.example.com\"\n\
+                 dns = { server = \"ns1.example.com:53\", key_name = \"vaultgate.\", key_secret_file = \"tsig.secret\" }",
+            )
+            .unwrap(),
+        );
+        assert_eq!(a.challenges, [Challenge::Dns01], "the only challenge, [redirect] or not");
+        assert_eq!(
+            dns.provider,
+            DnsProvider::Rfc2136 {
+                server: DnsServer { host: "ns1.example.com".into(), port: 53 },
+                key_name: "vaultgate".into(),
+                key_algorithm: TsigAlgorithm::HmacSha256,
+                key_secret_file: "/etc/vaultgate/tsig.secret".into(),
+            }
+        );
+        assert_eq!((dns.zone, dns.check_servers.len()), (None, 0));
+        assert_eq!(dns.propagation_timeout, std::time::Duration::from_secs(120));
+
+        let (a, dns) = dns_of(
+            acme(
+                "domain = \"*.Example.com\"\n\
+                 dns = { hook = \"/usr/local/bin/dns-hook\", zone = \"example.com.\", check_servers = [\"192.0.2.53\", \"[2001:db8::53]:5353\", \"ns2.example.net\"], propagation_timeout = \"5m\" }\n\
+                 [redirect]\nlisten = \"0.0.0.0:80\"",
+            )
+            .unwrap(),
+        );
+        assert_eq!(a.domain, "*.example.com");
+        assert_eq!(a.challenges, [Challenge::Dns01]);
+        assert_eq!(dns.provider, DnsProvider::Hook { program: "/usr/local/bin/dns-hook".into() });
+        assert_eq!(dns.zone.as_deref(), Some("example.com"));
+        let shown: Vec<String> = dns.check_servers.iter().map(|s| s.to_string()).collect();
+        assert_eq!(shown, ["192.0.2.53:53", "[2001:db8::53]:5353", "ns2.example.net:53"]);
+        assert_eq!(dns.propagation_timeout, std::time::Duration::from_secs(300));
+
+        let (_, dns) = dns_of(
+            acme("domain = \"v.example.com\"\ndns = { server = \"192.0.2.1\", key_name = \"k\", key_algorithm = \"HMAC-SHA512\", key_secret_file = \"s\" }")
+                .unwrap(),
+        );
+        let DnsProvider::Rfc2136 { key_algorithm, server, .. } = dns.provider else { panic!() };
+        assert_eq!((key_algorithm, server.port), (TsigAlgorithm::HmacSha512, 53));
+    }
+
+    #[test]
+    fn dns_01_mistakes_name_the_key_and_the_fix() {
+        let rfc = "server = \"ns.example.com\", key_name = \"k\", key_secret_file = \"s\"";
+        for (domain, dns, key, fix) in [
+            // Wildcards only with DNS-01; a wildcard only as the first label.
+            ("*.example.com", "", "tls.acme.domain", "acme.dns"),
+            ("vault.*.example.com", rfc, "tls.acme.domain", "*.example.com"),
+            ("*.com", rfc, "tls.acme.domain", "vault.example.com"),
+            ("v.example.com", "", "tls.acme.dns", "server = "),
+            ("v.example.com", "server = \"ns.example.com\", hook = \"h\"", "tls.acme.dns.hook", "remove"),
+            ("v.example.com", "server = \"ns.example.com\", key_secret_file = \"s\"", "tls.acme.dns.key_name", "key_name = "),
+            ("v.example.com", "server = \"ns.example.com\", key_name = \"k\"", "tls.acme.dns.key_secret_file", "0600"),
+            ("v.example.com", "hook = \"h\", key_name = \"k\"", "tls.acme.dns.key_name", "hook"),
+            ("v.example.com", "server = \"ns.example.com:99999\", key_name = \"k\", key_secret_file = \"s\"", "tls.acme.dns.server", "ns.example.com:53"),
+            ("v.example.com", "server = \"ns.example.com\", key_name = \"k\", key_secret_file = \"s\", key_algorithm = \"hmac-md5\"", "tls.acme.dns.key_algorithm", "hmac-sha256"),
+            ("v.example.com", "hook = \"h\", zone = \"example.org\"", "tls.acme.dns.zone", "example.com"),
+            ("v.example.com", "hook = \"h\", zone = \"ample.com\"", "tls.acme.dns.zone", "example.com"),
+            ("v.example.com", "hook = \"h\", check_servers = [\"not a server\"]", "tls.acme.dns.check_servers", "ns.example.com:53"),
+            ("v.example.com", "hook = \"h\", propagation_timeout = \"100ms\"", "tls.acme.dns.propagation_timeout", "2m"),
+            ("v.example.com", "hook = \"h\", propagation_timeout = \"2d\"", "tls.acme.dns.propagation_timeout", "2m"),
+            ("v.example.com", "hook = \"\"", "tls.acme.dns.hook", "dns-hook"),
+            ("v.example.com", "hook = \"h\", check_server = []", "tls.acme.dns.check_server", "check_servers"),
+        ] {
+            let dns = if dns.is_empty() && key != "tls.acme.dns" { String::new() } else { format!("\ndns = {{ {dns} }}") };
+            let e = acme(&format!("domain = \"{domain}\"{dns}")).unwrap_err();
+            let shown = e.to_string();
+            assert_eq!(e.key, key, "{domain} {dns}: {shown}");
+            assert!(shown.contains(fix), "{domain} {dns}: {shown}");
+        }
+        // With acme.dns, challenge can only say dns-01; dns-01 without acme.dns says what is missing.
+        let e = acme(&format!("domain = \"v.example.com\"\nchallenge = \"http-01\"\ndns = {{ {rfc} }}"))
+            .unwrap_err();
+        assert_eq!(e.key, "tls.acme.challenge", "{e}");
+        assert!(
+            acme(&format!("domain = \"v.example.com\"\nchallenge = \"dns-01\"\ndns = {{ {rfc} }}")).is_ok()
+        );
+        let e = acme("domain = \"v.example.com\"\nchallenge = \"dns-01\"").unwrap_err();
+        assert!(e.key == "tls.acme.challenge" && e.fix.contains("acme.dns = {"), "{e}");
+    }
+
     #[test]
     fn client_auth_as_written_in_the_readme() {
         let c = parse(

@@ -41,7 +41,8 @@ impl Knot {
         let d = dir.path().display();
         std::fs::create_dir(dir.path().join("db")).unwrap();
         // ns.example.com is 127.0.0.1: the zone's NS, on port 53, where
-        // nothing of this test listens.
+        // nothing of this test listens. The key may change only the TXT
+        // records DNS-01 needs (the README's Knot example).
         std::fs::write(
             dir.path().join("example.com.zone"),
             "$ORIGIN example.com.\n$TTL 60\n\
@@ -54,6 +55,8 @@ impl Knot {
              database:\n    storage: \"{d}/db\"\n\
              key:\n  - id: {KEY_NAME}\n    algorithm: hmac-sha256\n    secret: {secret}\n\
              acl:\n  - id: acme_update\n    key: {KEY_NAME}\n    action: update\n\
+             \x20   update-type: TXT\n    update-owner: name\n\
+             \x20   update-owner-name: [_acme-challenge.vault, _acme-challenge]\n\
              template:\n  - id: default\n    storage: \"{d}\"\n    file: \"%s.zone\"\n\
              zone:\n  - domain: example.com\n    acl: acme_update\n\
              log:\n  - target: stderr\n    any: info\n\
@@ -200,6 +203,49 @@ async fn a_wrong_tsig_key_is_named_in_the_log() {
     assert_eq!(knot.updates(), 0, "nothing reached the zone:\n{}", knot.log());
 }
 
+/// A "DNS server" that says yes to everything: a bare NOERROR header for
+/// each message, without the TSIG record a real server signs its answer with
+/// (what an attacker on the path would send to fake a successful update).
+async fn yes_man() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let len = tcp.read_u16().await.unwrap() as usize;
+                let mut request = vec![0; len];
+                tcp.read_exact(&mut request).await.unwrap();
+                // The same ID; QR set, opcode UPDATE (5), NOERROR; no records.
+                let mut answer = vec![0, 12, request[0], request[1], 0x80 | (5 << 3), 0];
+                answer.extend([0; 8]);
+                tcp.write_all(&answer).await.unwrap();
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn an_unsigned_yes_to_an_update_is_not_believed() {
+    let fake = yes_man().await;
+    let pebble = Pebble::start_with(free_port(), free_port(), None, Some(fake)).await;
+    let upstream = Upstream::standin().start().await;
+    let work = tempfile::tempdir().unwrap();
+    let secret = secret_file(work.path(), &new_secret());
+    let dns = format!(
+        ", dns = {{ server = \"127.0.0.1:{fake}\", zone = \"example.com\", key_name = \"{KEY_NAME}\", key_secret_file = \"{}\" }}",
+        secret.display()
+    );
+    let path = acme_toml_for(DOMAIN, &pebble, free_port(), upstream.addr, &work.path().join("state"), &dns)
+        .write_as(work.path().join("fake.toml"));
+    let proxy = RunningBinary::start(&path, "");
+    let line = proxy.wait_for_log(&["ACME: could not obtain a certificate"], 30).await;
+    assert!(line.contains("not signed with the TSIG key") && line.contains("not trusted"), "{line}");
+    let (_, log) = proxy.stop();
+    assert!(!log.contains("put in place"), "{log}");
+}
+
 #[tokio::test]
 async fn the_record_is_awaited_on_the_zones_name_servers_for_a_bounded_time() {
     // No check_servers: the zone's NS (ns.example.com, 127.0.0.1 port 53,
@@ -281,6 +327,25 @@ async fn the_exec_hook_gets_a_wildcard_certificate() {
     assert_eq!(value.len(), 43, "the base64url SHA-256 of the key authorization: {value}");
     assert_eq!(calls[1], format!("cleanup _acme-challenge.example.com. {value}"));
     assert_eq!(knot.txt("_acme-challenge.example.com").await, Vec::<String>::new());
+    drop(proxy);
+}
+
+#[tokio::test]
+async fn a_failing_hook_is_quoted_in_the_log() {
+    let pebble = Pebble::start_with(free_port(), free_port(), None, Some(free_port())).await;
+    let upstream = Upstream::standin().start().await;
+    let work = tempfile::tempdir().unwrap();
+    let hook = work.path().join("dns-hook");
+    std::fs::write(&hook, "#!/bin/sh\necho \"provider API: invalid token for $2\" >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dns = format!(", dns = {{ hook = \"{}\", check_servers = [\"127.0.0.1\"] }}", hook.display());
+    let path = acme_toml_for(DOMAIN, &pebble, free_port(), upstream.addr, &work.path().join("state"), &dns)
+        .write_as(work.path().join("hook.toml"));
+    let proxy = RunningBinary::start(&path, "");
+    let line = proxy.wait_for_log(&["ACME: could not obtain a certificate"], 30).await;
+    assert!(line.contains("present _acme-challenge.vault.example.com."), "{line}");
+    assert!(line.contains("exit status: 3"), "{line}");
+    assert!(line.contains("provider API: invalid token for _acme-challenge.vault.example.com."), "{line}");
     drop(proxy);
 }
 
