@@ -360,8 +360,9 @@ async fn when_tls_alpn_01_fails_http_01_follows_without_the_backoff() {
     // Only the redirect listener's port is reachable from Pebble: its
     // TLS-ALPN-01 check connects to a port where nothing listens. Both
     // challenges are configured (the default with [redirect]), TLS-ALPN-01 first.
+    // Certificates that live 12 s are due for renewal after 8.
     let (tls_port, http_port) = (free_port(), free_port());
-    let pebble = Pebble::start(free_port(), http_port, None).await;
+    let pebble = Pebble::start(free_port(), http_port, Some(12)).await;
     let upstream = Upstream::standin().start().await;
     let work = tempfile::tempdir().unwrap();
     let path = acme_toml(&pebble, tls_port, upstream.addr, &work.path().join("state"), "")
@@ -374,11 +375,16 @@ async fn when_tls_alpn_01_fails_http_01_follows_without_the_backoff() {
     let line = proxy.wait_for_log(&["ACME: tls-alpn-01 failed"], 30).await;
     assert!(line.contains("Failed to connect") && line.contains("port 443"), "{line}");
     assert!(line.contains("trying http-01 next with a new order") && line.contains("port 80"), "{line}");
-    issued(tls_port, &root, None, &pebble).await;
+    let first = issued(tls_port, &root, None, &pebble).await;
     assert!(pebble.log().contains("validate w/ HTTP"), "validated by HTTP-01:\n{}", pebble.log());
     assert_eq!(pebble.log().matches("POST /order-plz").count(), 2, "one order per challenge");
+
+    // The renewal starts with the challenge that worked: one more order.
+    issued(tls_port, &root, Some(&first), &pebble).await;
+    assert_eq!(pebble.log().matches("POST /order-plz").count(), 3, "{}", pebble.log());
     let (_, log) = proxy.stop();
-    // No backoff came between: the attempt as a whole never failed.
+    assert_eq!(log.matches("ACME: tls-alpn-01 failed").count(), 1, "{log}");
+    // No backoff came between: no attempt as a whole failed.
     assert!(!log.contains("could not obtain a certificate"), "{log}");
 }
 
