@@ -63,7 +63,9 @@ impl Dns01 {
     /// One line for `vaultgate check` and the log.
     pub fn describe(&self) -> String {
         let how = match &self.provider {
-            Provider::Rfc2136(u) => format!("RFC 2136 updates to {} signed with TSIG", u.server),
+            Provider::Rfc2136(u) => {
+                format!("RFC 2136 updates to {} signed with the TSIG key {}", u.server, u.key())
+            }
             Provider::Hook(h) => format!("the hook {}", h.program.display()),
         };
         let checked = if self.config.check_servers.is_empty() {

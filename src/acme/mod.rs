@@ -5,7 +5,9 @@
 //! The pieces: `tls::store::Live` is what the TLS resolver reads on every handshake
 //! (the certificate in force, pending challenge answers); a [`Manager`] task
 //! keeps it current; `store` keeps the account and certificate on disk;
-//! `client` is the HTTPS client instant-acme talks through. A renewal only
+//! `client` is the HTTPS client instant-acme talks through; `dns01` answers
+//! DNS-01 through `rfc2136` (TSIG-signed updates) or `hook`, over `dns`
+//! (one exchange with a DNS server). A renewal only
 //! replaces what later handshakes get: open connections and hub WebSockets
 //! are untouched.
 

@@ -58,6 +58,11 @@ impl Updater {
         Ok(Updater { server: server.clone(), key_name: key_name.to_string(), algorithm, signer })
     }
 
+    /// "`vaultgate` (hmac-sha256)", for log lines.
+    pub fn key(&self) -> String {
+        format!("`{}` ({})", self.key_name, self.algorithm.name())
+    }
+
     /// The server's first address.
     pub async fn addr(&self) -> Result<SocketAddr, String> {
         Ok(dns::resolve(&self.server).await?[0])
@@ -104,7 +109,7 @@ impl Updater {
 
     /// A refusal as what to check.
     fn explain(&self, refusal: &Refusal, zone: &Name) -> String {
-        let key = format!("`{}` ({})", self.key_name, self.algorithm.name());
+        let key = self.key();
         match refusal {
             Refusal::Unreachable(why) => format!("{why} (check acme.dns.server and that it accepts TCP)"),
             Refusal::Tsig(TsigError::BadKey) => format!(
