@@ -404,6 +404,16 @@ async fn check_finds_what_dns_01_cannot_use() {
     let out = within("the refused start", start).await.unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && said.contains("not an executable file"), "{said}");
+    // A secret others can read: a warning with the fix.
+    std::fs::write(work.path().join("open.secret"), new_secret()).unwrap();
+    std::fs::set_permissions(work.path().join("open.secret"), std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    let (ok, said) =
+        check(&dns("server = \"127.0.0.1\", key_name = \"k\", key_secret_file = \"open.secret\""));
+    assert!(
+        ok && said.contains("warning:") && said.contains("open.secret") && said.contains("chmod 600"),
+        "{said}"
+    );
     // Fixed, `check` describes it.
     std::fs::set_permissions(work.path().join("hook.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let (ok, said) = check(&dns("hook = \"hook.sh\""));
