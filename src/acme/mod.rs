@@ -5,11 +5,17 @@
 //! The pieces: `tls::store::Live` is what the TLS resolver reads on every handshake
 //! (the certificate in force, pending challenge answers); a [`Manager`] task
 //! keeps it current; `store` keeps the account and certificate on disk;
-//! `client` is the HTTPS client instant-acme talks through. A renewal only
+//! `client` is the HTTPS client instant-acme talks through; `dns01` answers
+//! DNS-01 through `rfc2136` (TSIG-signed updates) or `hook`, over `dns`
+//! (one exchange with a DNS server). A renewal only
 //! replaces what later handshakes get: open connections and hub WebSockets
 //! are untouched.
 
 mod client;
+mod dns;
+mod dns01;
+mod hook;
+mod rfc2136;
 mod store;
 
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use instant_acme::{
 };
 use tokio::task::JoinHandle;
 
+use dns01::Dns01;
 use store::Store;
 
 use crate::config::{AcmeConfig, Challenge};
@@ -97,6 +104,13 @@ pub fn describe_stored(config: &AcmeConfig) -> String {
     }
 }
 
+/// With `acme.dns`: how the record will be put in place, or why it cannot
+/// be (the secret file unreadable, the hook not executable). For `vaultgate
+/// check`, and at start and reload, which refuse a configuration it fails.
+pub fn check_dns(config: &AcmeConfig) -> Option<Result<String, String>> {
+    config.dns.as_ref().map(|d| Dns01::load(d).map(|dns| dns.describe()))
+}
+
 /// The stored certificate, `None` when there is none or it has expired.
 fn stored(config: &AcmeConfig, store: &Store) -> Result<Option<Installed>, String> {
     if !store.cert_file().exists() {
@@ -139,8 +153,15 @@ pub fn retry_delay(failures: u32) -> Duration {
 
 /// Obtains a certificate whenever there is none, none stored (`renew_now`)
 /// or the one in force is due; backs off after failures.
+///
+/// Each attempt tries the configured challenges in turn, each with an order
+/// of its own: when the CA could not validate one (443 closed but 80 open,
+/// say), the next is tried at once rather than after the backoff, and the
+/// backoff only follows when every challenge has failed. The one that last
+/// worked goes first next time.
 async fn run(config: AcmeConfig, live: Arc<Live>, store: Store, mut renew_now: bool) {
     let mut failures = 0u32;
+    let mut first = 0usize;
     loop {
         let why = match live.installed() {
             None => "there is no certificate yet".to_string(),
@@ -155,20 +176,40 @@ async fn run(config: AcmeConfig, live: Arc<Live>, store: Store, mut renew_now: b
                 format!("a third of the certificate's lifetime remains (it expires in {})", human(left))
             }
         };
-        let challenge = config.challenges[failures as usize % config.challenges.len()];
-        tracing::info!(
-            domain = %config.domain,
-            "ACME: requesting a certificate from {} because {why}; answering {} ({})",
-            config.directory,
-            challenge.name(),
-            match challenge {
-                Challenge::TlsAlpn01 => "the CA connects to port 443 of the domain",
-                Challenge::Http01 => "the CA connects to port 80 of the domain, the [redirect] listener",
+        let count = config.challenges.len();
+        let mut outcome = Err(Failure::other("no challenge is configured".into()));
+        for step in 0..count {
+            let at = (first + step) % count;
+            let challenge = config.challenges[at];
+            tracing::info!(
+                domain = %config.domain,
+                "ACME: requesting a certificate from {} because {why}; answering {} ({})",
+                config.directory,
+                challenge.name(),
+                reach(challenge)
+            );
+            outcome = obtain(&config, &live, &store, challenge).await;
+            live.challenges.clear();
+            match &outcome {
+                Ok(_) => {
+                    first = at;
+                    break;
+                }
+                Err(f) if f.challenge_failed && step + 1 < count => {
+                    let next = config.challenges[(at + 1) % count];
+                    tracing::warn!(
+                        domain = %config.domain,
+                        "ACME: {} failed: {}; trying {} next with a new order ({})",
+                        challenge.name(),
+                        f.message,
+                        next.name(),
+                        reach(next)
+                    );
+                }
+                Err(_) => break,
             }
-        );
-        let result = obtain(&config, &live, &store, challenge).await;
-        live.challenges.clear();
-        match result {
+        }
+        match outcome {
             Ok(installed) => {
                 failures = 0;
                 renew_now = false;
@@ -180,18 +221,53 @@ async fn run(config: AcmeConfig, live: Arc<Live>, store: Store, mut renew_now: b
                 live.set(Some(installed));
                 live.set_acme_failure(None);
             }
-            Err(e) => {
+            Err(f) => {
                 live.set_acme_failure(Some(SystemTime::now()));
                 failures += 1;
                 let delay = retry_delay(failures);
                 tracing::error!(
                     domain = %config.domain,
-                    "ACME: could not obtain a certificate: {e}; retrying in {}",
+                    "ACME: could not obtain a certificate: {}; retrying in {}",
+                    f.message,
                     human(delay)
                 );
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// What the CA needs to reach for `challenge`, for the log.
+fn reach(challenge: Challenge) -> &'static str {
+    match challenge {
+        Challenge::TlsAlpn01 => "the CA connects to port 443 of the domain",
+        Challenge::Http01 => "the CA connects to port 80 of the domain, the [redirect] listener",
+        Challenge::Dns01 => "the CA looks up a TXT record in the domain's zone",
+    }
+}
+
+/// Why an attempt failed: a sentence for the log, and whether it was the
+/// challenge that failed (so that another challenge may succeed) rather
+/// than something every challenge would meet (the CA unreachable, the
+/// state directory unwritable).
+struct Failure {
+    message: String,
+    challenge_failed: bool,
+}
+
+impl Failure {
+    fn other(message: String) -> Failure {
+        Failure { message, challenge_failed: false }
+    }
+
+    fn challenge(message: String) -> Failure {
+        Failure { message, challenge_failed: true }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::other(message)
     }
 }
 
@@ -202,8 +278,13 @@ async fn obtain(
     live: &Live,
     store: &Store,
     challenge: Challenge,
-) -> Result<Installed, String> {
+) -> Result<Installed, Failure> {
     let explain = |e: instant_acme::Error| explain(&e, config, challenge);
+    // Read first: a missing secret or hook needs no order to find out.
+    let dns = match &config.dns {
+        Some(d) => Some(Dns01::load(d)?),
+        None => None,
+    };
     let roots = crate::tls::client_roots(config.ca.as_deref()).map_err(|e| e.to_string())?;
     let http = client::Https::new(roots)?;
     let account = account(config, store, &http).await?;
@@ -215,47 +296,19 @@ async fn obtain(
                 // The CA forgot us (e.g. a test CA restarted): register again next time.
                 let _ = store.forget_account();
             }
-            return Err(explain(e));
+            return Err(explain(e).into());
         }
     };
-    {
-        let mut authorizations = order.authorizations();
-        while let Some(next) = authorizations.next().await {
-            let mut authz = next.map_err(explain)?;
-            match authz.status {
-                AuthorizationStatus::Pending => {}
-                AuthorizationStatus::Valid => continue,
-                other => return Err(format!("the CA reports the authorization as {other:?}")),
-            }
-            let kind = match challenge {
-                Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
-                Challenge::Http01 => ChallengeType::Http01,
-            };
-            let mut handle = authz
-                .challenge(kind)
-                .ok_or_else(|| format!("the CA does not offer {} for {}", challenge.name(), config.domain))?;
-            let key_authorization = handle.key_authorization();
-            match challenge {
-                Challenge::TlsAlpn01 => {
-                    let digest = key_authorization.digest();
-                    let cert = crate::tls::self_signed::alpn_answer(
-                        &crate::tls::provider(),
-                        &config.domain,
-                        digest.as_ref(),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    live.challenges.set_alpn(&config.domain, Arc::new(cert));
-                }
-                Challenge::Http01 => live.challenges.set_http(&handle.token, key_authorization.as_str()),
-            }
-            handle.set_ready().await.map_err(explain)?;
+    let mut placed = Vec::new();
+    let validated = validate(config, live, &mut order, challenge, dns.as_ref(), &mut placed).await;
+    // Removed whatever the CA's verdict: the record is of no use after it.
+    if let Some(dns) = &dns {
+        for record in placed {
+            dns.cleanup(record).await;
         }
     }
+    validated?;
     let patience = RetryPolicy::new().timeout(Duration::from_secs(120));
-    let status = order.poll_ready(&patience).await.map_err(explain)?;
-    if status != OrderStatus::Ready {
-        return Err(why_invalid(&mut order, config, challenge).await);
-    }
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = rcgen::CertificateParams::new(vec![config.domain.clone()]).map_err(|e| e.to_string())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -265,7 +318,81 @@ async fn obtain(
     store
         .write_certificate(&chain, &key.serialize_pem())
         .map_err(|e| format!("cannot store the certificate under {}: {e}", config.state_dir.display()))?;
-    stored(config, store)?.ok_or_else(|| "the CA issued a certificate that has already expired".to_string())
+    Ok(stored(config, store)?
+        .ok_or_else(|| "the CA issued a certificate that has already expired".to_string())?)
+}
+
+/// Answers every pending authorization of `order` with `challenge` and
+/// waits for the CA's verdict. DNS-01 records put in place go into `placed`.
+async fn validate(
+    config: &AcmeConfig,
+    live: &Live,
+    order: &mut Order,
+    challenge: Challenge,
+    dns: Option<&Dns01>,
+    placed: &mut Vec<dns01::Placed>,
+) -> Result<(), Failure> {
+    let explain = |e: instant_acme::Error| explain(&e, config, challenge);
+    {
+        let mut authorizations = order.authorizations();
+        while let Some(next) = authorizations.next().await {
+            let mut authz = next.map_err(explain)?;
+            match authz.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                // A failed check of an earlier order the CA still holds
+                // against this name: another challenge may fare better.
+                other => {
+                    return Err(Failure::challenge(format!("the CA reports the authorization as {other:?}")))
+                }
+            }
+            let kind = match challenge {
+                Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                Challenge::Http01 => ChallengeType::Http01,
+                Challenge::Dns01 => ChallengeType::Dns01,
+            };
+            let mut handle = authz.challenge(kind).ok_or_else(|| {
+                Failure::challenge(format!(
+                    "the CA does not offer {} for {}",
+                    challenge.name(),
+                    config.domain
+                ))
+            })?;
+            let key_authorization = handle.key_authorization();
+            match (challenge, dns) {
+                (Challenge::TlsAlpn01, _) => {
+                    let digest = key_authorization.digest();
+                    let cert = crate::tls::self_signed::alpn_answer(
+                        &crate::tls::provider(),
+                        &config.domain,
+                        digest.as_ref(),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    live.challenges.set_alpn(&config.domain, Arc::new(cert));
+                }
+                (Challenge::Http01, _) => live.challenges.set_http(&handle.token, key_authorization.as_str()),
+                (Challenge::Dns01, Some(dns)) => {
+                    let fqdn = dns01::record_name(&config.domain)?;
+                    let value = key_authorization.dns_value();
+                    placed.push(dns.present(&fqdn, &value).await?);
+                    dns.wait_visible(&fqdn, &value).await?;
+                }
+                (Challenge::Dns01, None) => return Err("dns-01 without acme.dns".to_string().into()),
+            }
+            handle.set_ready().await.map_err(explain)?;
+        }
+    }
+    let patience = RetryPolicy::new().timeout(Duration::from_secs(120));
+    // The order's own error, or no verdict in time, is the CA's word on
+    // this challenge; a connection that failed on the way is not.
+    let status = order.poll_ready(&patience).await.map_err(|e| match e {
+        instant_acme::Error::Api(_) | instant_acme::Error::Timeout(_) => Failure::challenge(explain(e)),
+        e => Failure::other(explain(e)),
+    })?;
+    if status != OrderStatus::Ready {
+        return Err(Failure::challenge(why_invalid(order, config, challenge).await));
+    }
+    Ok(())
 }
 
 /// The stored account, or a new one registered (and stored).
@@ -344,6 +471,18 @@ pub fn hint(kind: &str, domain: &str, challenge: Challenge) -> String {
     let reach = match challenge {
         Challenge::TlsAlpn01 => "port 443 from the internet reaches vaultgate's listen address (a port forward, no other proxy or CDN terminating TLS in front)",
         Challenge::Http01 => "port 80 from the internet reaches vaultgate's [redirect] listener",
+        Challenge::Dns01 => {
+            let base = domain.strip_prefix("*.").unwrap_or(domain);
+            return match kind {
+                "dns" | "unauthorized" | "incorrectResponse" | "connection" => format!(
+                    "the CA did not find the TXT record _acme-challenge.{base} with the right value: check that the zone's delegation from its parent names the servers updated, and its DNSSEC if signed"
+                ),
+                "rateLimited" => "a rate limit of the CA: vaultgate backs off and retries; while experimenting use directory = \"letsencrypt-staging\"".into(),
+                "rejectedIdentifier" | "caa" => format!("the CA will not issue for {domain} (its policy, or a CAA record of the domain)"),
+                "badNonce" | "serverInternal" => "a passing problem at the CA; retried".into(),
+                _ => format!("check that _acme-challenge.{base} can be looked up from the internet"),
+            };
+        }
     };
     match kind {
         "dns" => format!("DNS: {domain} must have an A or AAAA record with this server's public address"),

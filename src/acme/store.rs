@@ -7,6 +7,7 @@
 //!   acme-v02.api.letsencrypt.org-directory/     0700
 //!     account.json                              0600
 //!     vault.example.com/cert.pem, key.pem       0600
+//!     wildcard_.example.com/…                   (for *.example.com)
 //! ```
 //!
 //! Files are written to a temporary name and renamed, so a crash never
@@ -28,7 +29,9 @@ pub struct Store {
 impl Store {
     pub fn new(config: &AcmeConfig) -> Store {
         let ca_dir = config.state_dir.join(slug(&config.directory));
-        let domain_dir = ca_dir.join(&config.domain);
+        // `*.example.com` is kept as `wildcard_.example.com`: no `*` for a
+        // shell to expand when someone looks at the files.
+        let domain_dir = ca_dir.join(config.domain.replace('*', "wildcard_"));
         Store { ca_dir, domain_dir }
     }
 
@@ -119,6 +122,7 @@ mod tests {
             ca: None,
             state_dir: dir.path().join("state"),
             challenges: vec![crate::config::Challenge::TlsAlpn01],
+            dns: None,
         };
         let store = Store::new(&config);
         assert_eq!(store.read_account().unwrap(), None);

@@ -57,6 +57,21 @@ pub fn run(path: &Path, probe: bool) -> bool {
     }
     if let TlsSource::Acme(acme) = &config.tls.source {
         println!("{}", crate::acme::describe_stored(acme));
+        match crate::acme::check_dns(acme) {
+            None => {}
+            Some(Ok(line)) => println!("{line}"),
+            Some(Err(e)) => {
+                eprintln!("error: {}: {e}", path.display());
+                return false;
+            }
+        }
+        if let Some(crate::config::DnsProvider::Rfc2136 { key_secret_file, .. }) =
+            acme.dns.as_deref().map(|d| &d.provider)
+        {
+            if let Some(warning) = crate::tls::key_permission_warning(key_secret_file) {
+                eprintln!("warning: {warning}");
+            }
+        }
     }
     if let TlsSource::LocalCa(ca) = &config.tls.source {
         // validate() has read it once already and refused what is broken.

@@ -58,16 +58,22 @@ pub(super) fn from_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> C
     let line = span.as_ref().map(|s| line_of(text, s.start));
     let (mut table, mut key) = span.as_ref().map(|s| key_at(text, s.start)).unwrap_or_default();
     let message = e.message().trim().to_string();
+    let join = |table: &str, key: &str| {
+        if table.is_empty() || key.is_empty() {
+            format!("{table}{key}")
+        } else {
+            format!("{table}.{key}")
+        }
+    };
     if let Some(unknown) = unknown_field(&message) {
-        // Inside an inline table (`local_ca = { nmes = … }`) the line's key
-        // is the table's name: the unknown key belongs to that table.
-        let inline = if table.is_empty() { key.clone() } else { format!("{table}.{key}") };
-        if !key.is_empty() && KNOWN_KEYS.iter().any(|(t, _)| *t == inline) {
-            (table, key) = (inline, unknown);
+        // In an inline table (`dns = { … }`) the span is the table's: the
+        // unknown key is one of its own, not of the table around it.
+        let inner = join(&table, &key);
+        if KNOWN_KEYS.iter().any(|(t, _)| *t == inner) {
+            (table, key) = (inner, unknown);
         }
     }
-    let dotted =
-        if table.is_empty() || key.is_empty() { format!("{table}{key}") } else { format!("{table}.{key}") };
+    let dotted = join(&table, &key);
     let (problem, fix) = if let Some(unknown) = unknown_field(&message) {
         (format!("unknown key `{unknown}`"), suggest_key(&table, &unknown))
     } else if let Some(field) = missing_field(&message) {

@@ -45,6 +45,15 @@ pub(super) const KNOWN_KEYS: &[(&str, &str)] = &[
     ("tls.acme", "ca"),
     ("tls.acme", "state_dir"),
     ("tls.acme", "challenge"),
+    ("tls.acme", "dns"),
+    ("tls.acme.dns", "server"),
+    ("tls.acme.dns", "key_name"),
+    ("tls.acme.dns", "key_algorithm"),
+    ("tls.acme.dns", "key_secret_file"),
+    ("tls.acme.dns", "zone"),
+    ("tls.acme.dns", "hook"),
+    ("tls.acme.dns", "check_servers"),
+    ("tls.acme.dns", "propagation_timeout"),
     ("timeouts", "tls_handshake"),
     ("timeouts", "request_header"),
     ("timeouts", "request_body_idle"),
@@ -141,6 +150,21 @@ pub(super) struct RawAcme {
     pub(super) ca: Option<Spanned<String>>,
     pub(super) state_dir: Option<Spanned<String>>,
     pub(super) challenge: Option<Spanned<String>>,
+    pub(super) dns: Option<Spanned<RawDns>>,
+}
+
+/// `acme.dns`: DNS-01 through RFC 2136 (`server` and a TSIG key) or a `hook`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDns {
+    pub(super) server: Option<Spanned<String>>,
+    pub(super) key_name: Option<Spanned<String>>,
+    pub(super) key_algorithm: Option<Spanned<String>>,
+    pub(super) key_secret_file: Option<Spanned<String>>,
+    pub(super) zone: Option<Spanned<String>>,
+    pub(super) hook: Option<Spanned<String>>,
+    pub(super) check_servers: Option<Spanned<Vec<String>>>,
+    pub(super) propagation_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -5,12 +5,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::{ConfigError, Ctx};
-use super::raw::{RawAcme, RawClientAuth, RawLocalCa, RawTls};
+use toml::Spanned;
+
+use super::raw::{RawAcme, RawClientAuth, RawDns, RawLocalCa, RawTls};
 use super::sections::{bounded_duration, cidrs, DurationBounds, WATCH_INTERVAL_BOUNDS};
 use super::types::{
-    AcmeConfig, Challenge, ClientAuth, LocalCaConfig, TlsConfig, TlsSource, LETSENCRYPT, LETSENCRYPT_STAGING,
-    LOCAL_CA_LIFETIME,
+    AcmeConfig, Challenge, ClientAuth, DnsConfig, DnsProvider, DnsServer, LocalCaConfig, TlsConfig,
+    TlsSource, TsigAlgorithm, LETSENCRYPT, LETSENCRYPT_STAGING, LOCAL_CA_LIFETIME,
 };
+
+/// `acme.dns.propagation_timeout`: the CA is told to look only after this
+/// at most; Let's Encrypt's own patience with an order is hours.
+const PROPAGATION_BOUNDS: DurationBounds =
+    DurationBounds { min: Duration::from_secs(1), max: Duration::from_secs(3600), why_min: "" };
 
 pub(super) fn tls_config(
     ctx: &Ctx,
@@ -338,16 +345,25 @@ fn client_auth(ctx: &Ctx, base: &Path, raw: RawClientAuth) -> Result<ClientAuth,
 
 fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Result<AcmeConfig, ConfigError> {
     let domain = raw.domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
-    let is_name = domain.parse::<std::net::IpAddr>().is_err()
-        && !domain.contains('*')
-        && domain.contains('.')
-        && rustls_pki_types::DnsName::try_from(domain.as_str()).is_ok();
-    if !is_name {
+    // `*.example.com`: a wildcard as its first label only (RFC 8555 §7.1.3).
+    let (wildcard, name) = match domain.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, domain.as_str()),
+    };
+    if !is_dns_name(name) {
         return Err(ctx.err(
             raw.domain.span(),
             "tls.acme.domain",
             format!("`{domain}` is not a public DNS name a certificate can be issued for"),
-            "write the name clients use, e.g. domain = \"vault.example.com\" (no wildcard, no IP address)",
+            "write the name clients use, e.g. domain = \"vault.example.com\" (no IP address; a wildcard such as \"*.example.com\" only with acme.dns)",
+        ));
+    }
+    if wildcard && raw.dns.is_none() {
+        return Err(ctx.err(
+            raw.domain.span(),
+            "tls.acme.domain",
+            format!("`{domain}` is a wildcard name, and a CA checks those only through DNS-01"),
+            "add acme.dns = { server = \"ns.example.com:53\", key_name = …, key_secret_file = … } or acme.dns = { hook = \"/usr/local/bin/dns-hook\" } (README: DNS-01), or write one exact name, e.g. domain = \"vault.example.com\"",
         ));
     }
     let email = match raw.email {
@@ -386,10 +402,24 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
             }
         },
     };
-    let challenges = match raw.challenge {
-        None if has_redirect => vec![Challenge::TlsAlpn01, Challenge::Http01],
-        None => vec![Challenge::TlsAlpn01],
-        Some(v) => match v.get_ref().as_str() {
+    let dns = match raw.dns {
+        None => None,
+        Some(d) => Some(Box::new(dns_config(ctx, base, d, name)?)),
+    };
+    let challenges = match (raw.challenge, &dns) {
+        (None, Some(_)) => vec![Challenge::Dns01],
+        (Some(v), Some(_)) if v.get_ref() == "dns-01" => vec![Challenge::Dns01],
+        (Some(v), Some(_)) => {
+            return Err(ctx.err(
+                v.span(),
+                "tls.acme.challenge",
+                format!("acme.dns selects dns-01, and `{}` cannot be answered with it", v.get_ref()),
+                "remove challenge (acme.dns answers dns-01), or remove acme.dns to answer tls-alpn-01 or http-01",
+            ))
+        }
+        (None, None) if has_redirect => vec![Challenge::TlsAlpn01, Challenge::Http01],
+        (None, None) => vec![Challenge::TlsAlpn01],
+        (Some(v), None) => match v.get_ref().as_str() {
             "tls-alpn-01" => vec![Challenge::TlsAlpn01],
             "http-01" if has_redirect => vec![Challenge::Http01],
             "http-01" => {
@@ -400,12 +430,20 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
                     "add [redirect] with listen = \"0.0.0.0:80\", or write challenge = \"tls-alpn-01\"",
                 ))
             }
+            "dns-01" => {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.challenge",
+                    "dns-01 needs to know how to put the TXT record in your zone".into(),
+                    "add acme.dns = { server = \"ns.example.com:53\", key_name = …, key_secret_file = … } or acme.dns = { hook = \"/usr/local/bin/dns-hook\" } (README: DNS-01)",
+                ))
+            }
             other => {
                 return Err(ctx.err(
                     v.span(),
                     "tls.acme.challenge",
                     format!("`{other}` is not a challenge vaultgate answers"),
-                    "write \"tls-alpn-01\" (port 443) or \"http-01\" (port 80, needs [redirect]), or remove it to try both",
+                    "write \"tls-alpn-01\" (port 443) or \"http-01\" (port 80, needs [redirect]), or remove it to try both; for dns-01 add acme.dns",
                 ))
             }
         },
@@ -417,7 +455,195 @@ fn acme_config(ctx: &Ctx, base: &Path, raw: RawAcme, has_redirect: bool) -> Resu
         ca: raw.ca.map(|c| base.join(c.get_ref())),
         state_dir: base.join(raw.state_dir.as_ref().map_or("acme", |s| s.get_ref().as_str())),
         challenges,
+        dns,
     })
+}
+
+/// A name a certificate can be issued for: not an address, at least two
+/// labels, no wildcard.
+fn is_dns_name(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_err()
+        && !name.contains('*')
+        && name.contains('.')
+        && rustls_pki_types::DnsName::try_from(name).is_ok()
+}
+
+/// `acme.dns`. `name` is the certificate's name without a wildcard label:
+/// the record goes to `_acme-challenge.<name>` (RFC 8555 §8.4). The secret
+/// file and the hook are read when used (and by `vaultgate check`).
+fn dns_config(ctx: &Ctx, base: &Path, raw: Spanned<RawDns>, name: &str) -> Result<DnsConfig, ConfigError> {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    let path = |v: &Spanned<String>, key: &str, example: &str| {
+        if v.get_ref().trim().is_empty() {
+            return Err(ctx.err(v.span(), key, "an empty path".into(), example));
+        }
+        Ok(base.join(v.get_ref()))
+    };
+    let rfc2136_keys = [
+        (&raw.key_name, "key_name"),
+        (&raw.key_algorithm, "key_algorithm"),
+        (&raw.key_secret_file, "key_secret_file"),
+    ];
+    let provider = match (&raw.server, &raw.hook) {
+        (Some(_), Some(hook)) => {
+            return Err(ctx.err(
+                hook.span(),
+                "tls.acme.dns.hook",
+                "both `server` and `hook` are set; the record is put in place by one of them".into(),
+                "remove hook to send RFC 2136 updates to the server, or remove server (and the key_* keys) to call the hook",
+            ))
+        }
+        (None, None) => {
+            return Err(ctx.err(
+                span,
+                "tls.acme.dns",
+                "acme.dns says neither where to send the update (`server`) nor what to call (`hook`)".into(),
+                "write server = \"ns.example.com:53\" with key_name and key_secret_file (RFC 2136), or hook = \"/usr/local/bin/dns-hook\"",
+            ))
+        }
+        (None, Some(hook)) => {
+            if let Some((v, key)) = rfc2136_keys.iter().find_map(|(v, k)| v.as_ref().map(|v| (v, k))) {
+                return Err(ctx.err(
+                    v.span(),
+                    &format!("tls.acme.dns.{key}"),
+                    format!("`{key}` belongs to RFC 2136 updates (`server`), and the hook gets no key"),
+                    "remove it (the hook signs its own updates), or replace hook with server = \"ns.example.com:53\"",
+                ));
+            }
+            DnsProvider::Hook {
+                program: path(hook, "tls.acme.dns.hook", "write the program, e.g. hook = \"/usr/local/bin/dns-hook\"")?,
+            }
+        }
+        (Some(server), None) => {
+            let server = dns_server(ctx, server, "tls.acme.dns.server")?;
+            let key_name = match &raw.key_name {
+                None => {
+                    return Err(ctx.err(
+                        span,
+                        "tls.acme.dns.key_name",
+                        "RFC 2136 updates are signed with a TSIG key, and `key_name` is missing".into(),
+                        "add key_name = \"vaultgate\" (the key's name as the DNS server knows it) and key_secret_file",
+                    ))
+                }
+                Some(v) => {
+                    let n = v.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+                    if n.is_empty() || rustls_pki_types::DnsName::try_from(n.as_str()).is_err() {
+                        return Err(ctx.err(
+                            v.span(),
+                            "tls.acme.dns.key_name",
+                            format!("`{}` is not a TSIG key name", v.get_ref()),
+                            "write the key's name as the DNS server knows it, e.g. key_name = \"vaultgate\"",
+                        ));
+                    }
+                    n
+                }
+            };
+            let key_algorithm = match &raw.key_algorithm {
+                None => TsigAlgorithm::HmacSha256,
+                Some(v) => {
+                    let wanted = v.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+                    match TsigAlgorithm::ALL.into_iter().find(|a| a.name() == wanted) {
+                        Some(a) => a,
+                        None => {
+                            return Err(ctx.err(
+                                v.span(),
+                                "tls.acme.dns.key_algorithm",
+                                format!("`{}` is not a TSIG algorithm vaultgate signs with", v.get_ref()),
+                                "write \"hmac-sha256\" (the default), \"hmac-sha384\" or \"hmac-sha512\", as the key was made with",
+                            ))
+                        }
+                    }
+                }
+            };
+            let key_secret_file = match &raw.key_secret_file {
+                None => {
+                    return Err(ctx.err(
+                        span,
+                        "tls.acme.dns.key_secret_file",
+                        "RFC 2136 updates are signed with a TSIG key, and `key_secret_file` is missing".into(),
+                        "add key_secret_file = \"/etc/vaultgate/tsig.secret\": a file (mode 0600) holding the key's base64 secret",
+                    ))
+                }
+                Some(v) => path(
+                    v,
+                    "tls.acme.dns.key_secret_file",
+                    "write the file holding the key's base64 secret, e.g. key_secret_file = \"/etc/vaultgate/tsig.secret\"",
+                )?,
+            };
+            DnsProvider::Rfc2136 { server, key_name, key_algorithm, key_secret_file }
+        }
+    };
+    let zone = match &raw.zone {
+        None => None,
+        Some(v) => {
+            let z = v.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = !z.is_empty()
+                && z.parse::<std::net::IpAddr>().is_err()
+                && rustls_pki_types::DnsName::try_from(z.as_str()).is_ok();
+            if !valid {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.dns.zone",
+                    format!("`{}` is not a DNS zone name", v.get_ref()),
+                    "write the zone the name is in, e.g. zone = \"example.com\", or remove zone to find it from the SOA",
+                ));
+            }
+            if name != z && !name.ends_with(&format!(".{z}")) {
+                return Err(ctx.err(
+                    v.span(),
+                    "tls.acme.dns.zone",
+                    format!("`_acme-challenge.{name}` is not in the zone `{z}`"),
+                    "write the zone the domain is in (e.g. \"example.com\" for vault.example.com), or remove zone to find it from the SOA",
+                ));
+            }
+            Some(z)
+        }
+    };
+    let mut check_servers = Vec::new();
+    if let Some(list) = &raw.check_servers {
+        for s in list.get_ref() {
+            let v = Spanned::new(list.span(), s.clone());
+            check_servers.push(dns_server(ctx, &v, "tls.acme.dns.check_servers")?);
+        }
+    }
+    const WAIT: Duration = Duration::from_secs(120);
+    let propagation_timeout = match &raw.propagation_timeout {
+        None => WAIT,
+        Some(v) => bounded_duration(ctx, v, "tls.acme.dns.propagation_timeout", &PROPAGATION_BOUNDS, WAIT)?,
+    };
+    Ok(DnsConfig { provider, zone, check_servers, propagation_timeout })
+}
+
+/// `ns.example.com`, `ns.example.com:5353`, `192.0.2.1`, `[2001:db8::1]:53`.
+fn dns_server(ctx: &Ctx, v: &Spanned<String>, key: &str) -> Result<DnsServer, ConfigError> {
+    let text = v.get_ref().trim();
+    let parsed = if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        Some((addr.ip().to_string(), addr.port()))
+    } else if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        Some((ip.to_string(), 53))
+    } else {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p != 0)),
+            None => (text, Some(53)),
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match port {
+            Some(port) if !host.is_empty() && rustls_pki_types::DnsName::try_from(host.as_str()).is_ok() => {
+                Some((host, port))
+            }
+            _ => None,
+        }
+    };
+    match parsed {
+        Some((host, port)) => Ok(DnsServer { host, port }),
+        None => Err(ctx.err(
+            v.span(),
+            key,
+            format!("`{text}` is not a DNS server address"),
+            "write a name or address with an optional port, e.g. \"ns.example.com:53\" or \"192.0.2.53\"",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -428,6 +654,103 @@ mod tests {
 
     fn parse(client_auth: &str) -> Result<Config, crate::config::ConfigError> {
         Config::parse(Path::new("/etc/vaultgate/proxy.toml"), &format!("[tls.client_auth]\n{client_auth}\n"))
+    }
+
+    fn acme(fields: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(Path::new("/etc/vaultgate/proxy.toml"), &format!("[tls.acme]\n{fields}\n"))
+    }
+
+    fn dns_of(c: Config) -> (crate::config::AcmeConfig, crate::config::DnsConfig) {
+        let crate::config::TlsSource::Acme(a) = c.tls.source else { panic!("not acme") };
+        let dns = *a.dns.clone().expect("acme.dns");
+        (a, dns)
+    }
+
+    #[test]
+    fn dns_01_as_written_in_the_readme() {
+        use crate::config::{Challenge, DnsProvider, DnsServer, TsigAlgorithm};
+        let (a, dns) = dns_of(
+            acme(
+                "domain = \"vault.example.com\"\n\
+                 dns = { server = \"ns1.example.com:53\", key_name = \"vaultgate.\", key_secret_file = \"tsig.secret\" }",
+            )
+            .unwrap(),
+        );
+        assert_eq!(a.challenges, [Challenge::Dns01], "the only challenge, [redirect] or not");
+        assert_eq!(
+            dns.provider,
+            DnsProvider::Rfc2136 {
+                server: DnsServer { host: "ns1.example.com".into(), port: 53 },
+                key_name: "vaultgate".into(),
+                key_algorithm: TsigAlgorithm::HmacSha256,
+                key_secret_file: "/etc/vaultgate/tsig.secret".into(),
+            }
+        );
+        assert_eq!((dns.zone, dns.check_servers.len()), (None, 0));
+        assert_eq!(dns.propagation_timeout, std::time::Duration::from_secs(120));
+
+        let (a, dns) = dns_of(
+            acme(
+                "domain = \"*.Example.com\"\n\
+                 dns = { hook = \"/usr/local/bin/dns-hook\", zone = \"example.com.\", check_servers = [\"192.0.2.53\", \"[2001:db8::53]:5353\", \"ns2.example.net\"], propagation_timeout = \"5m\" }\n\
+                 [redirect]\nlisten = \"0.0.0.0:80\"",
+            )
+            .unwrap(),
+        );
+        assert_eq!(a.domain, "*.example.com");
+        assert_eq!(a.challenges, [Challenge::Dns01]);
+        assert_eq!(dns.provider, DnsProvider::Hook { program: "/usr/local/bin/dns-hook".into() });
+        assert_eq!(dns.zone.as_deref(), Some("example.com"));
+        let shown: Vec<String> = dns.check_servers.iter().map(|s| s.to_string()).collect();
+        assert_eq!(shown, ["192.0.2.53:53", "[2001:db8::53]:5353", "ns2.example.net:53"]);
+        assert_eq!(dns.propagation_timeout, std::time::Duration::from_secs(300));
+
+        let (_, dns) = dns_of(
+            acme("domain = \"v.example.com\"\ndns = { server = \"192.0.2.1\", key_name = \"k\", key_algorithm = \"HMAC-SHA512\", key_secret_file = \"s\" }")
+                .unwrap(),
+        );
+        let DnsProvider::Rfc2136 { key_algorithm, server, .. } = dns.provider else { panic!() };
+        assert_eq!((key_algorithm, server.port), (TsigAlgorithm::HmacSha512, 53));
+    }
+
+    #[test]
+    fn dns_01_mistakes_name_the_key_and_the_fix() {
+        let rfc = "server = \"ns.example.com\", key_name = \"k\", key_secret_file = \"s\"";
+        for (domain, dns, key, fix) in [
+            // Wildcards only with DNS-01; a wildcard only as the first label.
+            ("*.example.com", "", "tls.acme.domain", "acme.dns"),
+            ("vault.*.example.com", rfc, "tls.acme.domain", "*.example.com"),
+            ("*.com", rfc, "tls.acme.domain", "vault.example.com"),
+            ("v.example.com", "", "tls.acme.dns", "server = "),
+            ("v.example.com", "server = \"ns.example.com\", hook = \"h\"", "tls.acme.dns.hook", "remove"),
+            ("v.example.com", "server = \"ns.example.com\", key_secret_file = \"s\"", "tls.acme.dns.key_name", "key_name = "),
+            ("v.example.com", "server = \"ns.example.com\", key_name = \"k\"", "tls.acme.dns.key_secret_file", "0600"),
+            ("v.example.com", "hook = \"h\", key_name = \"k\"", "tls.acme.dns.key_name", "hook"),
+            ("v.example.com", "server = \"ns.example.com:99999\", key_name = \"k\", key_secret_file = \"s\"", "tls.acme.dns.server", "ns.example.com:53"),
+            ("v.example.com", "server = \"ns.example.com\", key_name = \"k\", key_secret_file = \"s\", key_algorithm = \"hmac-md5\"", "tls.acme.dns.key_algorithm", "hmac-sha256"),
+            ("v.example.com", "hook = \"h\", zone = \"example.org\"", "tls.acme.dns.zone", "example.com"),
+            ("v.example.com", "hook = \"h\", zone = \"ample.com\"", "tls.acme.dns.zone", "example.com"),
+            ("v.example.com", "hook = \"h\", check_servers = [\"not a server\"]", "tls.acme.dns.check_servers", "ns.example.com:53"),
+            ("v.example.com", "hook = \"h\", propagation_timeout = \"100ms\"", "tls.acme.dns.propagation_timeout", "2m"),
+            ("v.example.com", "hook = \"h\", propagation_timeout = \"2d\"", "tls.acme.dns.propagation_timeout", "2m"),
+            ("v.example.com", "hook = \"\"", "tls.acme.dns.hook", "dns-hook"),
+            ("v.example.com", "hook = \"h\", check_server = []", "tls.acme.dns.check_server", "check_servers"),
+        ] {
+            let dns = if dns.is_empty() && key != "tls.acme.dns" { String::new() } else { format!("\ndns = {{ {dns} }}") };
+            let e = acme(&format!("domain = \"{domain}\"{dns}")).unwrap_err();
+            let shown = e.to_string();
+            assert_eq!(e.key, key, "{domain} {dns}: {shown}");
+            assert!(shown.contains(fix), "{domain} {dns}: {shown}");
+        }
+        // With acme.dns, challenge can only say dns-01; dns-01 without acme.dns says what is missing.
+        let e = acme(&format!("domain = \"v.example.com\"\nchallenge = \"http-01\"\ndns = {{ {rfc} }}"))
+            .unwrap_err();
+        assert_eq!(e.key, "tls.acme.challenge", "{e}");
+        assert!(
+            acme(&format!("domain = \"v.example.com\"\nchallenge = \"dns-01\"\ndns = {{ {rfc} }}")).is_ok()
+        );
+        let e = acme("domain = \"v.example.com\"\nchallenge = \"dns-01\"").unwrap_err();
+        assert!(e.key == "tls.acme.challenge" && e.fix.contains("acme.dns = {"), "{e}");
     }
 
     #[test]

@@ -95,6 +95,79 @@ pub struct AcmeConfig {
     pub state_dir: PathBuf,
     /// The challenge types to try, in order.
     pub challenges: Vec<Challenge>,
+    /// `acme.dns`: how the DNS-01 TXT record is put in place (then the
+    /// only challenge).
+    pub dns: Option<Box<DnsConfig>>,
+}
+
+/// `[tls] acme.dns = {…}`: DNS-01, answered by a TXT record at
+/// `_acme-challenge.<domain>` that the CA looks up; nothing needs to be
+/// reachable from the internet but the zone's name servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub provider: DnsProvider,
+    /// The zone the record goes into (lower case, no final dot); `None`:
+    /// the zone whose SOA the record's name falls under.
+    pub zone: Option<String>,
+    /// Where the record must be visible before the CA is told to look;
+    /// empty: the zone's name servers (its NS records).
+    pub check_servers: Vec<DnsServer>,
+    /// How long to wait for that at most.
+    pub propagation_timeout: Duration,
+}
+
+/// A DNS server by name or address, and port (53 unless written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsServer {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for DnsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsProvider {
+    /// RFC 2136 dynamic updates to `server`, signed with a TSIG key.
+    Rfc2136 {
+        server: DnsServer,
+        /// The key's name as the server knows it (lower case, no final dot).
+        key_name: String,
+        key_algorithm: TsigAlgorithm,
+        /// The file holding the key's base64 secret (read when used, so it
+        /// never sits in the configuration).
+        key_secret_file: PathBuf,
+    },
+    /// A program called as `PROGRAM present|cleanup FQDN VALUE`.
+    Hook { program: PathBuf },
+}
+
+/// The TSIG MACs vaultgate signs with (RFC 8945 §6: SHA-256 is the one to use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    pub const ALL: [TsigAlgorithm; 3] =
+        [TsigAlgorithm::HmacSha256, TsigAlgorithm::HmacSha384, TsigAlgorithm::HmacSha512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
 }
 
 /// How the CA checks that this server answers for the domain.
@@ -104,6 +177,8 @@ pub enum Challenge {
     TlsAlpn01,
     /// On the `[redirect]` plain-HTTP listener (port 80).
     Http01,
+    /// A TXT record in the domain's DNS zone (`acme.dns`).
+    Dns01,
 }
 
 impl Challenge {
@@ -111,6 +186,7 @@ impl Challenge {
         match self {
             Challenge::TlsAlpn01 => "tls-alpn-01",
             Challenge::Http01 => "http-01",
+            Challenge::Dns01 => "dns-01",
         }
     }
 }

@@ -37,6 +37,9 @@ pub enum ServerError {
     AccessLog { path: String, source: std::io::Error },
     #[error("cannot listen on {addr}: {source}{hint}")]
     Bind { addr: SocketAddr, source: std::io::Error, hint: &'static str },
+    /// `acme.dns` names a secret file or hook that cannot be used.
+    #[error("{0}")]
+    Acme(String),
 }
 
 /// A running proxy.
@@ -92,6 +95,9 @@ fn local_ca_of(config: &Config) -> Option<&LocalCaConfig> {
 impl Server {
     /// Loads the certificate, binds the listener and starts accepting.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
+        if let Some(Err(e)) = acme_of(&config).and_then(acme::check_dns) {
+            return Err(ServerError::Acme(e));
+        }
         let live = Arc::new(Live::default());
         let tls = tls::load(&config.tls, &live)?;
         log_local_ca(&tls);
@@ -239,6 +245,9 @@ impl Server {
     /// connections, and the hub tunnels on them, keep what they started with.
     /// A certificate that does not load is refused and nothing changes.
     pub fn reload(&self, config: Config) -> Result<(), ServerError> {
+        if let Some(Err(e)) = acme_of(&config).and_then(acme::check_dns) {
+            return Err(ServerError::Acme(e));
+        }
         let tls = tls::load(&config.tls, &self.live)?;
         log_local_ca(&tls);
         let mut running = self.config.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,15 +14,15 @@ use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const DOMAIN: &str = "vault.example.com";
+pub const DOMAIN: &str = "vault.example.com";
 
 /// Pebble and its DNS server, stopped when dropped.
-struct Pebble {
+pub struct Pebble {
     _children: Vec<tokio::process::Child>,
-    directory: String,
+    pub directory: String,
     management: u16,
     /// The CA of Pebble's own HTTPS listener (vaultgate's `acme.ca`).
-    listener_ca: TestCa,
+    pub listener_ca: TestCa,
     dir: tempfile::TempDir,
 }
 
@@ -31,11 +31,24 @@ impl Pebble {
     /// `http_port`; certificates valid for `validity` seconds (Pebble's
     /// default of years when `None`).
     async fn start(tls_port: u16, http_port: u16, validity: Option<u64>) -> Pebble {
+        Pebble::start_with(tls_port, http_port, validity, None).await
+    }
+
+    /// As [`Pebble::start`]; with `dns_port`, Pebble looks names up at the
+    /// DNS server on 127.0.0.1:`dns_port` (for DNS-01: the authoritative
+    /// server the test runs) instead of pebble-challtestsrv.
+    pub async fn start_with(
+        tls_port: u16,
+        http_port: u16,
+        validity: Option<u64>,
+        dns_port: Option<u16>,
+    ) -> Pebble {
         let pebble = tool(Tool::Pebble);
         let challtestsrv = tool(Tool::PebbleChallTestSrv);
         let listener_ca = TestCa::new();
         let dir = tempfile::tempdir().unwrap();
-        let (acme, management, dns) = (free_port(), free_port(), free_port());
+        let (acme, management) = (free_port(), free_port());
+        let dns = dns_port.unwrap_or_else(free_port);
         let validity = validity.map(|s| format!(",\n\"certificateValidityPeriod\": {s}")).unwrap_or_default();
         let config = format!(
             "{{\"pebble\": {{\"listenAddress\": \"127.0.0.1:{acme}\", \"managementListenAddress\": \"127.0.0.1:{management}\",
@@ -47,28 +60,33 @@ impl Pebble {
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let dns_server = tokio::process::Command::new(challtestsrv)
-            .args([
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-            ])
-            .arg("-dns01")
-            .arg(format!("127.0.0.1:{dns}"))
-            .arg("-management")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .stdout(log("challtestsrv.log"))
-            .stderr(log("challtestsrv.err"))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut children = Vec::new();
+        if dns_port.is_none() {
+            children.push(
+                tokio::process::Command::new(challtestsrv)
+                    .args([
+                        "-defaultIPv4",
+                        "127.0.0.1",
+                        "-defaultIPv6",
+                        "",
+                        "-http01",
+                        "",
+                        "-https01",
+                        "",
+                        "-tlsalpn01",
+                        "",
+                    ])
+                    .arg("-dns01")
+                    .arg(format!("127.0.0.1:{dns}"))
+                    .arg("-management")
+                    .arg(format!("127.0.0.1:{}", free_port()))
+                    .stdout(log("challtestsrv.log"))
+                    .stderr(log("challtestsrv.err"))
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap(),
+            );
+        }
         let pebble = tokio::process::Command::new(pebble)
             .arg("-config")
             .arg(&config_path)
@@ -90,8 +108,9 @@ impl Pebble {
             }
         })
         .await;
+        children.push(pebble);
         Pebble {
-            _children: vec![dns_server, pebble],
+            _children: children,
             directory: format!("https://127.0.0.1:{acme}/dir"),
             management,
             listener_ca,
@@ -100,7 +119,7 @@ impl Pebble {
     }
 
     /// Pebble's issuing root (made fresh at each start), as PEM.
-    async fn root(&self) -> CertificateDer<'static> {
+    pub async fn root(&self) -> CertificateDer<'static> {
         use rustls::pki_types::pem::PemObject;
         let (ok, pem) =
             curl_get(&self.listener_ca, &format!("https://127.0.0.1:{}/roots/0", self.management)).await;
@@ -108,7 +127,7 @@ impl Pebble {
         CertificateDer::from_pem_slice(&pem).unwrap()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
     }
 }
@@ -122,8 +141,20 @@ fn acme_toml(
     state: &Path,
     acme_extra: &str,
 ) -> ProxyToml {
+    acme_toml_for(DOMAIN, pebble, tls_port, upstream, state, acme_extra)
+}
+
+/// As [`acme_toml`], for `domain`.
+pub fn acme_toml_for(
+    domain: &str,
+    pebble: &Pebble,
+    tls_port: u16,
+    upstream: SocketAddr,
+    state: &Path,
+    acme_extra: &str,
+) -> ProxyToml {
     ProxyToml::new().listen(format!("127.0.0.1:{tls_port}")).upstream(upstream).tls(&format!(
-        "acme = {{ domain = \"{DOMAIN}\", email = \"admin@example.com\", directory = \"{}\", ca = \"{}\", state_dir = \"{}\"{acme_extra} }}",
+        "acme = {{ domain = \"{domain}\", email = \"admin@example.com\", directory = \"{}\", ca = \"{}\", state_dir = \"{}\"{acme_extra} }}",
         pebble.directory,
         pebble.listener_ca.ca_path.display(),
         state.display()
@@ -140,7 +171,7 @@ fn client(port: u16, root: &CertificateDer<'static>) -> Connector {
 }
 
 /// A TLS connection to vaultgate for DOMAIN that verifies against `root`.
-async fn connect(
+pub async fn connect(
     port: u16,
     root: &CertificateDer<'static>,
     alpn: &[&[u8]],
@@ -148,13 +179,13 @@ async fn connect(
     client(port, root).try_tls(alpn).await
 }
 
-fn leaf(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
+pub fn leaf(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> CertificateDer<'static> {
     tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned()
 }
 
 /// Waits until vaultgate serves a certificate from Pebble other than
 /// `not`, and returns it.
-async fn issued(
+pub async fn issued(
     port: u16,
     root: &CertificateDer<'static>,
     not: Option<&CertificateDer<'static>>,
@@ -172,7 +203,7 @@ async fn issued(
     panic!("no certificate from Pebble within 60 s; pebble's log:\n{}", pebble.log());
 }
 
-async fn alive_through(tls: tokio_rustls::client::TlsStream<TcpStream>) -> http::StatusCode {
+pub async fn alive_through(tls: tokio_rustls::client::TlsStream<TcpStream>) -> http::StatusCode {
     let mut sender: Http1 = support::client::h1_over(tls).await.unwrap();
     let req = http::Request::get("/alive")
         .header(http::header::HOST, DOMAIN)
@@ -322,6 +353,39 @@ async fn http_01_is_answered_on_the_redirect_listener() {
     assert_eq!(probe("/.well-known/acme-challenge/unknown-token").await, "404 ");
     assert_eq!(probe("/#/vault").await, format!("301 https://{DOMAIN}:{tls_port}/"));
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn when_tls_alpn_01_fails_http_01_follows_without_the_backoff() {
+    // Only the redirect listener's port is reachable from Pebble: its
+    // TLS-ALPN-01 check connects to a port where nothing listens. Both
+    // challenges are configured (the default with [redirect]), TLS-ALPN-01 first.
+    // Certificates that live 12 s are due for renewal after 8.
+    let (tls_port, http_port) = (free_port(), free_port());
+    let pebble = Pebble::start(free_port(), http_port, Some(12)).await;
+    let upstream = Upstream::standin().start().await;
+    let work = tempfile::tempdir().unwrap();
+    let path = acme_toml(&pebble, tls_port, upstream.addr, &work.path().join("state"), "")
+        .extra(&format!("[redirect]\nlisten = \"127.0.0.1:{http_port}\""))
+        .write_as(work.path().join("fallback.toml"));
+    let proxy = RunningBinary::start(&path, "");
+    let root = pebble.root().await;
+
+    // Which failed, why (the CA's words and what to check), what comes next.
+    let line = proxy.wait_for_log(&["ACME: tls-alpn-01 failed"], 30).await;
+    assert!(line.contains("Failed to connect") && line.contains("port 443"), "{line}");
+    assert!(line.contains("trying http-01 next with a new order") && line.contains("port 80"), "{line}");
+    let first = issued(tls_port, &root, None, &pebble).await;
+    assert!(pebble.log().contains("validate w/ HTTP"), "validated by HTTP-01:\n{}", pebble.log());
+    assert_eq!(pebble.log().matches("POST /order-plz").count(), 2, "one order per challenge");
+
+    // The renewal starts with the challenge that worked: one more order.
+    issued(tls_port, &root, Some(&first), &pebble).await;
+    assert_eq!(pebble.log().matches("POST /order-plz").count(), 3, "{}", pebble.log());
+    let (_, log) = proxy.stop();
+    assert_eq!(log.matches("ACME: tls-alpn-01 failed").count(), 1, "{log}");
+    // No backoff came between: no attempt as a whole failed.
+    assert!(!log.contains("could not obtain a certificate"), "{log}");
 }
 
 #[tokio::test]

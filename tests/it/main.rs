@@ -9,6 +9,7 @@
 mod support;
 
 mod acme;
+mod acme_dns;
 mod availability;
 mod binary;
 mod client_certs;

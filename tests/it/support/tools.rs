@@ -18,6 +18,11 @@ pub enum Tool {
     Pebble,
     /// Pebble's DNS server.
     PebbleChallTestSrv,
+    /// Knot DNS, the authoritative server DNS-01 updates go to (RFC 2136, TSIG).
+    Knotd,
+    /// Knot's `dig` (to look at the zone) and `nsupdate` (the exec hook's tool).
+    Kdig,
+    Knsupdate,
     Lintian,
     /// Debian's HAProxy, the relay in front that sends PROXY headers.
     Haproxy,
@@ -50,6 +55,9 @@ impl Tool {
             Tool::Npm => "npm",
             Tool::Pebble => "pebble",
             Tool::PebbleChallTestSrv => "pebble-challtestsrv",
+            Tool::Knotd => "knotd",
+            Tool::Kdig => "kdig",
+            Tool::Knsupdate => "knsupdate",
             Tool::Lintian => "lintian",
             Tool::Haproxy => "haproxy",
             Tool::CargoDeb => "cargo-deb",
@@ -71,6 +79,8 @@ impl Tool {
             Tool::Node => "apt-get install nodejs (or run .ci/run)",
             Tool::Npm => "apt-get install npm (or run .ci/run)",
             Tool::Pebble | Tool::PebbleChallTestSrv => "apt-get install pebble (or run .ci/run)",
+            Tool::Knotd => "apt-get install knot (or run .ci/run)",
+            Tool::Kdig | Tool::Knsupdate => "apt-get install knot-dnsutils (or run .ci/run)",
             Tool::Lintian => "apt-get install lintian (or run .ci/run)",
             Tool::Haproxy => "apt-get install haproxy (or run .ci/run)",
             Tool::CargoDeb => "cargo install cargo-deb --locked --version 3.8.0 (or run .ci/run)",
@@ -137,6 +147,8 @@ fn find(tool: Tool) -> Result<PathBuf, String> {
     }
     let mut dirs: Vec<PathBuf> =
         std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    // Daemons (knotd, haproxy) live in /usr/sbin, which a user's PATH may lack.
+    dirs.push(PathBuf::from("/usr/sbin"));
     if tool == Tool::CargoDeb {
         // Where cargo looks for its subcommands besides PATH.
         let home = std::env::var_os("CARGO_HOME")
