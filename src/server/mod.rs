@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::acme;
 use crate::config::{AcmeConfig, Config, TlsSource};
 use crate::conn_limit::{Caps, ConnLimit};
+use crate::login_guard::Guard;
 use crate::observe::metrics::Metrics;
 use crate::shutdown::Tracker;
 use crate::tls;
@@ -59,6 +60,8 @@ pub struct Server {
     workers: Workers,
     /// What is open, counted across reloads.
     caps: Arc<Caps>,
+    /// Failed logins and bans, kept across reloads.
+    guard: Arc<Guard>,
 }
 
 /// Waits for every worker to stop accepting, then for the live connections
@@ -121,7 +124,9 @@ impl Server {
         let (tracker, done) = Tracker::new();
         let metrics = Arc::new(Metrics::default());
         let caps = Caps::new(&config.limits);
-        let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone(), &caps)
+        let guard = Guard::new(&config, metrics.clone());
+        tokio::spawn(guard.clone().run(stop_tx.subscribe()));
+        let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone(), &caps, &guard)
             .map_err(|source| ServerError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         let (current, conn) = watch::channel(first);
         let limit = caps.connections.clone();
@@ -218,6 +223,7 @@ impl Server {
             acme,
             workers,
             caps,
+            guard,
         })
     }
 
@@ -253,7 +259,8 @@ impl Server {
             let current = self.current.borrow();
             (current.stop.clone(), current.metrics.clone())
         };
-        let next = Connection::new(&config, tls, stop, &self.tracker, metrics, &self.caps)
+        self.guard.configure(&config);
+        let next = Connection::new(&config, tls, stop, &self.tracker, metrics, &self.caps, &self.guard)
             .map_err(|source| ServerError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         self.current.send_replace(next);
         // Started afresh (the old task stops when dropped): picks up a new
