@@ -79,10 +79,13 @@ impl Guard {
         let path = rules.state_file.clone();
         self.lock().set_rules(rules, config.limits.ipv6_prefix);
         self.ipv6_prefix.store(config.limits.ipv6_prefix, Ordering::Relaxed);
-        let mut current = self.state_file.lock().unwrap_or_else(|e| e.into_inner());
-        if *current != path {
+        let changed = {
+            let mut current = self.state_file.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = *current != path;
             *current = path.clone();
-            drop(current);
+            changed
+        };
+        if changed {
             if let Some(path) = path {
                 match state::load(&path) {
                     Ok(bans) => {

@@ -62,6 +62,8 @@ pub struct Server {
     caps: Arc<Caps>,
     /// Failed logins and bans, kept across reloads.
     guard: Arc<Guard>,
+    /// The guard's once-a-second task; its last tick writes the state file.
+    guard_task: JoinHandle<()>,
 }
 
 /// Waits for every worker to stop accepting, then for the live connections
@@ -125,7 +127,7 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let caps = Caps::new(&config.limits);
         let guard = Guard::new(&config, metrics.clone());
-        tokio::spawn(guard.clone().run(stop_tx.subscribe()));
+        let guard_task = tokio::spawn(guard.clone().run(stop_tx.subscribe()));
         let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone(), &caps, &guard)
             .map_err(|source| ServerError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         let (current, conn) = watch::channel(first);
@@ -224,6 +226,7 @@ impl Server {
             workers,
             caps,
             guard,
+            guard_task,
         })
     }
 
@@ -306,6 +309,8 @@ impl Server {
         // The tracker waits for every holder, these included.
         drop((self.current, self.tracker));
         let _ = self.task.await;
+        // A ban of the last second is on disk before the process ends.
+        let _ = self.guard_task.await;
         // Whatever outlived the drain deadline ends with its worker.
         drop(self.workers);
     }

@@ -24,6 +24,7 @@ mod hub;
 mod hub_http2;
 mod integrity;
 mod leaks;
+mod login_guard;
 mod operations;
 mod package;
 mod properties;
