@@ -52,38 +52,40 @@ struct Ahead {
     complete: bool,
 }
 
-/// Reads `body` until its end or until more than `limit` bytes came.
-async fn read_ahead(body: &mut Incoming, limit: usize) -> Result<Ahead, hyper::Error> {
-    let mut ahead = Ahead::default();
+/// Reads `body` into `ahead` until its end, until more than `limit` bytes
+/// came, or until `deadline`.
+async fn read_ahead(
+    body: &mut Incoming,
+    ahead: &mut Ahead,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<(), hyper::Error> {
     // Announced as longer than judged answers are: not read at all.
     if http_body::Body::size_hint(body).lower() > limit as u64 {
-        return Ok(ahead);
+        return Ok(());
     }
-    loop {
+    while ahead.data.len() <= limit {
         if http_body::Body::is_end_stream(body) {
             ahead.complete = true;
-            return Ok(ahead);
+            return Ok(());
         }
-        match body.frame().await.transpose()? {
+        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else { return Ok(()) };
+        match frame.transpose()? {
             None => {
                 ahead.complete = true;
-                return Ok(ahead);
+                return Ok(());
             }
             Some(frame) => match frame.into_data() {
-                Ok(data) => {
-                    ahead.data.extend_from_slice(&data);
-                    if ahead.data.len() > limit {
-                        return Ok(ahead);
-                    }
-                }
+                Ok(data) => ahead.data.extend_from_slice(&data),
                 Err(frame) => {
                     ahead.trailers = frame.into_trailers().ok();
                     ahead.complete = true;
-                    return Ok(ahead);
+                    return Ok(());
                 }
             },
         }
     }
+    Ok(())
 }
 
 /// What a request body must keep to.
@@ -201,11 +203,12 @@ pub async fn forward(
         match judge::by_status(judging.login, parts.status, &parts.headers) {
             Needs::Verdict(v) => judging.apply(v),
             Needs::Body => {
-                ahead = match tokio::time::timeout(timeout, read_ahead(&mut body, BODY_PREFIX)).await {
-                    Ok(Ok(ahead)) => ahead,
-                    Ok(Err(e)) => return Err(upstream.unreachable(&e)),
-                    Err(_) => return Err(upstream.timed_out()),
-                };
+                // Bounded in time too: an answer that trickles is passed on
+                // unjudged with what came so far, after at most the response timeout.
+                let deadline = tokio::time::Instant::now() + timeout;
+                if let Err(e) = read_ahead(&mut body, &mut ahead, BODY_PREFIX, deadline).await {
+                    return Err(upstream.unreachable(&e));
+                }
                 // Longer than Vaultwarden's refusals: passed on unjudged.
                 if ahead.complete {
                     judging.apply(judge::by_body(&ahead.data));

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
+use tokio::io::AsyncWriteExt;
 
 use crate::support::logs::LogCapture;
 use crate::support::vaultwarden::{Stack, CLIENT_IP_DEFAULTS};
@@ -155,7 +156,9 @@ fn metric(s: &Stack, name: &str) -> u64 {
 
 /// Asserts that `a` is the guard's refusal, for about an hour.
 fn assert_banned(a: &Answer, what: &str) {
-    assert_eq!(a.status, 429, "{what}: {}", a.body);
+    // The start of the body is enough to tell (and keeps tokens out of the output).
+    let start: String = a.body.chars().take(160).collect();
+    assert_eq!(a.status, 429, "{what}: {start}");
     assert!(a.body.contains("too many failed logins from your address"), "{what}: {}", a.body);
     let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((3500..=3600).contains(&retry), "{what}: Retry-After {retry}");
@@ -458,4 +461,107 @@ async fn allowed_networks_are_never_banned_and_behind_a_trusted_proxy_the_client
     assert_banned(&login_via(&s, "127.0.0.7", "198.51.100.10", &user, &user.hash).await, "a forged header");
     let named = login_via(&s, "127.0.0.6", "198.51.100.9", &user, &user.hash).await;
     assert_eq!(named.status, 200, "the address a forger named is not banned: {}", named.body);
+}
+
+/// A stand-in for the token endpoint: each request's `x-shape` header says
+/// how it answers 400. `small`: Vaultwarden's refusal; `huge`: 1 MiB with a
+/// Content-Length; `endless`: chunked, 32 KiB at once and then more every
+/// 50 ms for as long as the proxy reads.
+async fn token_standin() -> Upstream {
+    Upstream::script(|mut conn| async move {
+        loop {
+            let head = conn.read_head().await;
+            if head.is_empty() {
+                return;
+            }
+            let out: Vec<u8> = if head.contains("x-shape: small") {
+                let body = r#"{"message":"Username or password is incorrect. Try again","error":"","object":"error"}"#;
+                format!("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            } else if head.contains("x-shape: huge") {
+                let body = format!("{{\"message\":\"{}\"}}", "a".repeat(1 << 20));
+                format!("HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            } else {
+                let mut out = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                let first = format!("{{\"message\":\"{}", "b".repeat(32 * 1024));
+                out.extend_from_slice(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes());
+                if conn.write_all(&out).await.is_err() {
+                    return;
+                }
+                while conn.write_all(b"1\r\nc\r\n").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                return;
+            };
+            if conn.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    })
+    .start()
+    .await
+}
+
+async fn token_request(h: &Harness, from: &str, shape: &str) -> (u16, hyper::body::Incoming) {
+    let mut h1 = h.client().from(from).h1().await;
+    let req = Request::post("/identity/connect/token")
+        .header("host", "localhost")
+        .header("x-shape", shape)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = within("the answer's head", h1.send_request(req)).await.unwrap();
+    (resp.status().as_u16(), resp.into_body())
+}
+
+fn harness_metric(h: &Harness, name: &str) -> u64 {
+    let text = h.proxy().metrics().render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_bounded_prefix_of_a_login_answer_is_read_and_longer_ones_stream_unjudged() {
+    let h = Harness::in_front_of(
+        token_standin().await,
+        ProxyToml::new().extra("[login_guard]\nmax_failures = 3\n"),
+    )
+    .await;
+
+    // A refusal as small as Vaultwarden's is judged (and counted).
+    let (status, body) = token_request(&h, "127.0.0.2", "small").await;
+    assert_eq!(status, 400);
+    body.collect().await.unwrap();
+    assert_eq!(harness_metric(&h, "vaultgate_login_failures_total"), 1);
+
+    // 1 MiB: passed on whole, not judged.
+    let (status, body) = token_request(&h, "127.0.0.2", "huge").await;
+    assert_eq!(status, 400);
+    assert_eq!(body.collect().await.unwrap().to_bytes().len(), (1 << 20) + 14);
+    // Never-ending: its first bytes reach the client while it goes on.
+    let (status, mut body) = token_request(&h, "127.0.0.2", "endless").await;
+    assert_eq!(status, 400);
+    let mut got = 0;
+    while got < 32 * 1024 + 100 {
+        let frame = within("the endless answer's bytes", body.frame()).await.unwrap().unwrap();
+        got += frame.data_ref().map_or(0, |d| d.len());
+    }
+    drop(body);
+    assert_eq!(harness_metric(&h, "vaultgate_login_failures_total"), 1, "longer answers are not judged");
+
+    // Two more refusals ban; then hammering costs Vaultwarden nothing.
+    for _ in 0..2 {
+        let (_, body) = token_request(&h, "127.0.0.2", "small").await;
+        body.collect().await.unwrap();
+    }
+    let seen = h.upstream.heads().len();
+    for _ in 0..50 {
+        let (status, body) = token_request(&h, "127.0.0.2", "small").await;
+        assert_eq!(status, 429);
+        body.collect().await.unwrap();
+    }
+    assert_eq!(h.upstream.heads().len(), seen, "nothing of a banned address's requests reached the upstream");
+    let (status, _) = token_request(&h, "127.0.0.3", "small").await;
+    assert_eq!(status, 400, "another address is served");
 }
