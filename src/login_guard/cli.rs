@@ -43,6 +43,32 @@ fn active(path: &Path) -> Result<Vec<(IpAddr, Ban)>, String> {
     Ok(bans)
 }
 
+/// What `vaultgate check` says of `[login_guard]`; `Err` (a warning) when
+/// the state file is there but cannot be read: vaultgate would start
+/// without its bans.
+pub fn describe(config: &Config) -> Result<String, String> {
+    let g = &config.login_guard;
+    if !g.enabled {
+        return Ok("login guard: off ([login_guard] enabled = false)".into());
+    }
+    let rules = format!(
+        "login guard: {} failed logins within {} ban an address for {} (doubling up to {})",
+        g.max_failures,
+        human(g.window),
+        human(g.ban),
+        human(g.max_ban)
+    );
+    match &g.state_file {
+        None => Ok(format!(
+            "{rules}; bans in memory only (set [login_guard] state_file to keep them across restarts)"
+        )),
+        Some(path) => {
+            let bans = active(path).map_err(|e| format!("{e}; vaultgate would start without these bans"))?;
+            Ok(format!("{rules}; bans kept in {} ({} in force)", path.display(), bans.len()))
+        }
+    }
+}
+
 /// `vaultgate bans`: one line per ban in force. Whether it worked.
 pub fn bans(config_path: &Path) -> bool {
     let run = || -> Result<String, String> {

@@ -411,6 +411,9 @@ async fn wrong_admin_tokens_ban_the_ban_survives_a_restart_and_unban_lifts_it() 
 
     s.restart_proxy().await;
     assert_banned(&admin_login(&s, "127.0.0.4", ADMIN_TOKEN).await, "after a restart");
+    let (ok, said, err) = vaultgate(&["check"], &config).await;
+    assert!(ok, "{err}");
+    assert!(said.contains("login guard: 10 failed logins within 10m ban an address for 1h (doubling up to 7d); bans kept in ") && said.contains("login_guard.json (1 in force)"), "{said}");
     let (ok, listed, err) = vaultgate(&["bans"], &config).await;
     assert!(ok, "{err}");
     assert!(listed.lines().any(|l| l.starts_with("127.0.0.4 ")), "{listed}");
@@ -522,7 +525,8 @@ fn harness_metric(h: &Harness, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_bounded_prefix_of_a_login_answer_is_read_and_longer_ones_stream_unjudged() {
+async fn only_a_bounded_prefix_of_a_login_answer_is_read_longer_ones_stream_unjudged_and_bans_outlive_a_reload(
+) {
     let h = Harness::in_front_of(
         token_standin().await,
         ProxyToml::new().extra("[login_guard]\nmax_failures = 3\n"),
@@ -564,4 +568,19 @@ async fn only_a_bounded_prefix_of_a_login_answer_is_read_and_longer_ones_stream_
     assert_eq!(h.upstream.heads().len(), seen, "nothing of a banned address's requests reached the upstream");
     let (status, _) = token_request(&h, "127.0.0.3", "small").await;
     assert_eq!(status, 400, "another address is served");
+
+    // A reload (new settings, even) keeps the bans and the counts.
+    let config = ProxyToml::new()
+        .listen(h.addr)
+        .upstream(h.upstream.addr)
+        .extra("[login_guard]\nmax_failures = 2\n")
+        .certificate(&h.ca)
+        .load(h.ca.dir.path());
+    h.proxy().reload(config).unwrap();
+    let (status, _) = token_request(&h, "127.0.0.2", "small").await;
+    assert_eq!(status, 429, "still banned after the reload");
+    let (status, _) = token_request(&h, "127.0.0.3", "small").await;
+    assert_eq!(status, 400);
+    let (status, _) = token_request(&h, "127.0.0.3", "small").await;
+    assert_eq!(status, 429, "the failure counted before the reload and the one after: two, the new maximum");
 }
