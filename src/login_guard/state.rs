@@ -12,6 +12,7 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,8 @@ fn write_atomically(path: &Path, tmp: &Path, text: &[u8]) -> std::io::Result<()>
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::File::create(tmp)?;
+    // 0600, as the ACME files beside it: who was banned is the operator's business.
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(tmp)?;
     f.write_all(text)?;
     f.sync_all()?;
     drop(f);
@@ -144,6 +146,8 @@ mod tests {
         ];
         save(&path, &bans).unwrap();
         assert_eq!(load(&path).unwrap(), bans);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(!sibling(&path, ".tmp").exists(), "the temporary file was renamed");
         save(&path, &[]).unwrap();
         assert_eq!(load(&path).unwrap(), vec![]);
