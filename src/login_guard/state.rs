@@ -181,4 +181,41 @@ mod tests {
         assert_eq!(take_unban_requests(&path), Vec::<IpAddr>::new());
         assert_eq!(std::fs::read(&path).unwrap(), before);
     }
+
+    #[test]
+    fn requests_made_while_the_proxy_rewrites_the_file_are_never_lost_and_readers_never_see_half_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("login_guard.json");
+        let bans: Vec<(IpAddr, Ban)> = (0..200u32)
+            .map(|i| (IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + i)), Ban { until: 9, strikes: 1 }))
+            .collect();
+        save(&path, &bans).unwrap();
+        std::thread::scope(|s| {
+            // The proxy: rewriting the file, and taking requests, as fast as it can.
+            let writer = s.spawn(|| {
+                let mut taken = Vec::new();
+                for _ in 0..300 {
+                    save(&path, &bans).unwrap();
+                    taken.extend(take_unban_requests(&path));
+                }
+                taken
+            });
+            // `vaultgate bans`: every read is a whole file.
+            s.spawn(|| {
+                for _ in 0..300 {
+                    assert_eq!(load(&path).unwrap().len(), 200);
+                }
+            });
+            // `vaultgate unban`, 50 times meanwhile.
+            for i in 0..50u32 {
+                request_unban(&path, IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))).unwrap();
+            }
+            let mut taken = writer.join().unwrap();
+            taken.extend(take_unban_requests(&path));
+            taken.sort();
+            let asked: Vec<IpAddr> =
+                (0..50u32).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i))).collect();
+            assert_eq!(taken, asked, "every request taken, once");
+        });
+    }
 }
