@@ -584,3 +584,30 @@ async fn only_a_bounded_prefix_of_a_login_answer_is_read_longer_ones_stream_unju
     let (status, _) = token_request(&h, "127.0.0.3", "small").await;
     assert_eq!(status, 429, "the failure counted before the reload and the one after: two, the new maximum");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_failures_count_and_the_ban_holds_on_every_stream() {
+    let h = Harness::in_front_of(
+        token_standin().await,
+        ProxyToml::new().extra("[login_guard]\nmax_failures = 3\n"),
+    )
+    .await;
+    let mut h2 = h.client().from("127.0.0.4").h2().await;
+    let url = h.url("/identity/connect/token");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let req =
+            Request::post(url.as_str()).header("x-shape", "small").body(Full::new(Bytes::new())).unwrap();
+        let resp = within("an HTTP/2 answer", h2.send_request(req)).await.unwrap();
+        statuses.push(resp.status().as_u16());
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(
+        statuses,
+        [400, 400, 400, 429, 429],
+        "one connection, many streams: each judged, then refused"
+    );
+    let mut other = h.client().from("127.0.0.5").h2().await;
+    let req = Request::post(url.as_str()).header("x-shape", "small").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(within("another client", other.send_request(req)).await.unwrap().status(), 400);
+}
