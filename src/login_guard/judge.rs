@@ -129,8 +129,9 @@ pub fn by_body(body: &[u8]) -> Verdict {
 mod tests {
     use super::*;
 
-    /// Bodies exactly as Vaultwarden 1.37.2 sends them (captured from the
-    /// binary the integration tests run).
+    /// Bodies as Vaultwarden 1.37.2's `src/error.rs` serializes them; the
+    /// fields that decide are checked against the real binary by
+    /// tests/it/login_guard.rs.
     const WRONG_PASSWORD: &str = r#"{"message":"Username or password is incorrect. Try again","validationErrors":{"":["Username or password is incorrect. Try again"]},"errorModel":{"message":"Username or password is incorrect. Try again","object":"error"},"error":"","error_description":"","exceptionMessage":null,"exceptionStackTrace":null,"innerExceptionMessage":null,"object":"error"}"#;
     const TWO_FACTOR_REQUIRED: &str = r#"{"error":"invalid_grant","error_description":"Two factor required.","TwoFactorProviders":["0"],"TwoFactorProviders2":{"0":null},"MasterPasswordPolicy":{"Object":"masterPasswordPolicy"}}"#;
     const WRONG_TOTP: &str = r#"{"message":"Invalid TOTP code! Server time: 2026-12-04 03:00:00 UTC IP: 127.0.0.1","validationErrors":{"":["Invalid TOTP code! Server time: 2026-12-04 03:00:00 UTC IP: 127.0.0.1"]},"errorModel":{"message":"Invalid TOTP code! Server time: 2026-12-04 03:00:00 UTC IP: 127.0.0.1","object":"error"},"error":"","error_description":"","exceptionMessage":null,"exceptionStackTrace":null,"innerExceptionMessage":null,"object":"error"}"#;
