@@ -16,6 +16,7 @@ pub(crate) mod conn_limit;
 pub(crate) mod daemon;
 pub(crate) mod http;
 pub(crate) mod io;
+pub(crate) mod login_guard;
 pub(crate) mod observe;
 pub(crate) mod proxy;
 pub(crate) mod server;
@@ -27,6 +28,7 @@ pub use check::ca::export as ca_export;
 pub use check::run as check;
 pub use config::{Config, ConfigError};
 pub use daemon::run as run_until_stopped;
+pub use login_guard::cli::{bans, unban};
 pub use server::{Server, ServerError};
 
 /// What the integration and property tests, and the examples, reach of the
@@ -42,12 +44,13 @@ pub mod testing {
 /// The floors, top first: a module may use only the ones after its own.
 #[cfg(test)]
 mod floors {
-    const FLOORS: [&str; 13] = [
+    const FLOORS: [&str; 14] = [
         "check",
         "daemon",
         "server",
         "acme",
         "proxy",
+        "login_guard",
         "websocket",
         "tls",
         "observe",

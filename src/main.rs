@@ -32,6 +32,13 @@ enum Command {
         #[arg(long)]
         probe: bool,
     },
+    /// List the addresses the login guard bans now (from its state file)
+    Bans,
+    /// Lift the login guard's ban on an address (the running vaultgate takes the request within a second)
+    Unban {
+        /// The address, as `vaultgate bans` lists it
+        address: String,
+    },
     /// The local CA ([tls] local_ca, the default without cert/key/acme)
     Ca {
         #[command(subcommand)]
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
         Some(Command::Ca { command: CaCommand::Export { der } }) => {
             vaultgate::ca_export(&cli.config, der.as_deref())
         }
+        Some(Command::Bans) => vaultgate::bans(&cli.config),
+        Some(Command::Unban { address }) => vaultgate::unban(&cli.config, &address),
         None => run(&cli.config),
     };
     if ok {
@@ -156,6 +165,12 @@ mod tests {
             assert_eq!(parse(args).err().map(|e| e.kind()), Some(kind), "{args:?}");
         }
         assert_eq!(parse(&["bogus"]).unwrap_err().exit_code(), 2, "usage errors exit 2");
+        assert_eq!(parse(&["bans", "-c", "/b.toml"]).unwrap().command, Some(Command::Bans));
+        assert_eq!(
+            parse(&["unban", "203.0.113.7"]).unwrap().command,
+            Some(Command::Unban { address: "203.0.113.7".into() })
+        );
+        assert_eq!(parse(&["unban"]).err().map(|e| e.kind()), Some(ErrorKind::MissingRequiredArgument));
         // The environment names the file unless --config does (this binary's
         // only test, so no other reads the environment meanwhile).
         std::env::set_var("VAULTGATE_CONFIG", "/etc/vaultgate/proxy.toml");

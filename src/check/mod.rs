@@ -99,6 +99,10 @@ pub fn run(path: &Path, probe: bool) -> bool {
             eprintln!("warning: {warning}");
         }
     }
+    match crate::login_guard::cli::describe(&config) {
+        Ok(line) => println!("{line}"),
+        Err(warning) => eprintln!("warning: {warning}"),
+    }
     println!(
         "{}: ok (listen {}, upstream {}, hub paths {})",
         path.display(),

@@ -18,7 +18,8 @@ pub use error::ConfigError;
 use error::{from_toml_error, Ctx};
 use raw::RawConfig;
 use sections::{
-    access_rules, access_settings, client_ip_policy, limits, listen_of, proxy_protocol_from, timeouts,
+    access_rules, access_settings, client_ip_policy, limits, listen_of, login_guard, proxy_protocol_from,
+    timeouts,
 };
 use tls::tls_config;
 pub use types::*;
@@ -53,6 +54,8 @@ pub struct Config {
     pub log_level: String,
     pub access_log: AccessDestination,
     pub access_format: AccessFormat,
+    /// `[login_guard]`: bans for password guessers.
+    pub login_guard: LoginGuard,
 }
 
 impl Config {
@@ -124,6 +127,15 @@ impl Config {
         let client_ip = client_ip_policy(&ctx, raw.client_ip)?;
         let access = access_rules(&ctx, raw.access.unwrap_or_default())?;
         let proxy_protocol = proxy_protocol_from(&ctx, raw.proxy_protocol)?;
+        // The bans are kept with the rest of vaultgate's state: the ACME
+        // state, or the local CA's (the default); with certificate files
+        // there is none unless `[login_guard] state_file` names one.
+        let state_dir = match &tls.source {
+            TlsSource::Acme(a) => Some(a.state_dir.as_path()),
+            TlsSource::LocalCa(ca) => Some(ca.state_dir.as_path()),
+            _ => None,
+        };
+        let login_guard = login_guard(&ctx, base, raw.login_guard, state_dir)?;
 
         let metrics = listen_of(&ctx, raw.metrics.as_ref(), "metrics", "127.0.0.1:9187")?;
 
@@ -161,6 +173,7 @@ impl Config {
             log_level,
             access_log,
             access_format,
+            login_guard,
         })
     }
 }
@@ -326,6 +339,70 @@ mod tests {
         assert_eq!(e.key, "tls.server_names");
         let e = parse("hub_paths = [\"/notifications//hub\"]\n").unwrap_err();
         assert_eq!(e.key, "hub_paths");
+    }
+
+    #[test]
+    fn login_guard_is_on_by_default_and_keeps_its_bans_beside_the_acme_or_local_ca_state() {
+        let g = parse("").unwrap().login_guard;
+        assert!(g.enabled);
+        assert_eq!(
+            (g.max_failures, g.window, g.ban),
+            (10, Duration::from_secs(600), Duration::from_secs(3600))
+        );
+        assert_eq!(g.max_ban, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            g.state_file.as_deref(),
+            Some(Path::new("/etc/vaultgate/local-ca/login_guard.json")),
+            "the default local CA's state directory"
+        );
+        let files = parse("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap().login_guard;
+        assert_eq!(files.state_file, None, "certificate files, no state file named: memory only");
+        let acme =
+            parse("[tls]\nacme = { domain = \"v.example.com\", state_dir = \"/var/lib/vg\" }\n").unwrap();
+        assert_eq!(acme.login_guard.state_file.as_deref(), Some(Path::new("/var/lib/vg/login_guard.json")));
+        let c = parse(
+            "[login_guard]\nenabled = false\nmax_failures = 5\nwindow = \"1h\"\nban = \"2h\"\nmax_ban = \"1d\"\nallow = [\"192.168.0.0/16\"]\nstate_file = \"bans.json\"\n",
+        )
+        .unwrap()
+        .login_guard;
+        assert!(!c.enabled);
+        assert_eq!(
+            (c.max_failures, c.window, c.ban, c.max_ban),
+            (5, Duration::from_secs(3600), Duration::from_secs(7200), Duration::from_secs(86400))
+        );
+        assert_eq!(c.allow.len(), 1);
+        assert_eq!(
+            c.state_file.as_deref(),
+            Some(Path::new("/etc/vaultgate/bans.json")),
+            "relative to the file"
+        );
+        // A first ban longer than the default cap is its own cap.
+        assert_eq!(
+            parse("[login_guard]\nban = \"30d\"\n").unwrap().login_guard.max_ban,
+            Duration::from_secs(30 * 86400)
+        );
+    }
+
+    #[test]
+    fn login_guard_errors_name_the_key_and_the_fix() {
+        for (text, key, fix) in [
+            ("[login_guard]\nmax_failures = 0\n", "login_guard.max_failures", "from 1 to 1000"),
+            ("[login_guard]\nwindow = \"10s\"\n", "login_guard.window", "window = \"10m\""),
+            ("[login_guard]\nban = \"1x\"\n", "login_guard.ban", "ban = \"1h\""),
+            (
+                "[login_guard]\nban = \"2h\"\nmax_ban = \"1h\"\n",
+                "login_guard.max_ban",
+                "at least as long as `ban`",
+            ),
+            ("[login_guard]\nallow = [\"lan\"]\n", "login_guard.allow", "192.168.0.0/16"),
+            ("[login_guard]\nstate_file = \"\"\n", "login_guard.state_file", "state_file = "),
+            ("[login_guard]\nmax_failure = 3\n", "login_guard.max_failure", "max_failures"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.key, key, "{text}");
+            assert!(e.fix.contains(fix) || e.problem.contains(fix), "{text}: {e}");
+            assert!(e.line.is_some(), "{text}: {e}");
+        }
     }
 
     #[test]

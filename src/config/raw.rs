@@ -80,6 +80,14 @@ pub(super) const KNOWN_KEYS: &[(&str, &str)] = &[
     ("log", "level"),
     ("log", "access"),
     ("log", "access_format"),
+    ("", "login_guard"),
+    ("login_guard", "enabled"),
+    ("login_guard", "max_failures"),
+    ("login_guard", "window"),
+    ("login_guard", "ban"),
+    ("login_guard", "max_ban"),
+    ("login_guard", "allow"),
+    ("login_guard", "state_file"),
 ];
 
 #[derive(Deserialize)]
@@ -98,6 +106,19 @@ pub(super) struct RawConfig {
     pub(super) metrics: Option<RawListen>,
     pub(super) proxy_protocol: Option<RawProxyProtocol>,
     pub(super) log: Option<RawLog>,
+    pub(super) login_guard: Option<RawLoginGuard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLoginGuard {
+    pub(super) enabled: Option<bool>,
+    pub(super) max_failures: Option<Spanned<i64>>,
+    pub(super) window: Option<Spanned<String>>,
+    pub(super) ban: Option<Spanned<String>>,
+    pub(super) max_ban: Option<Spanned<String>>,
+    pub(super) allow: Option<Spanned<Vec<String>>>,
+    pub(super) state_file: Option<Spanned<String>>,
 }
 
 /// A table with one `listen` address: `[redirect]`, `[metrics]`.
@@ -269,6 +290,7 @@ mod tests {
                     | "redirect"
                     | "metrics"
                     | "proxy_protocol"
+                    | "login_guard"
             );
             assert_eq!(nested, KNOWN_KEYS.iter().any(|(t, _)| t == key), "{key}");
         }

@@ -10,8 +10,10 @@ use http::header::HeaderName;
 use toml::Spanned;
 
 use super::error::{ConfigError, Ctx};
-use super::raw::{RawAccess, RawClientIp, RawLimits, RawListen, RawLog, RawProxyProtocol, RawTimeouts};
-use super::types::{AccessDestination, AccessFormat, Limits, Timeouts};
+use super::raw::{
+    RawAccess, RawClientIp, RawLimits, RawListen, RawLog, RawLoginGuard, RawProxyProtocol, RawTimeouts,
+};
+use super::types::{AccessDestination, AccessFormat, Limits, LoginGuard, Timeouts, LOGIN_GUARD_STATE};
 use super::values::{parse_duration, parse_size, show_duration, show_size};
 use crate::http::access;
 use crate::http::client_ip::{self, Cidr};
@@ -354,4 +356,77 @@ pub(super) fn access_rules(ctx: &Ctx, raw: Vec<RawAccess>) -> Result<Vec<access:
             Ok(access::Rule { prefix: p.to_ascii_lowercase(), allow: cidrs(ctx, &a.allow, "access.allow")? })
         })
         .collect()
+}
+
+/// `[login_guard]` durations. A window under a minute or a ban under one
+/// would let a guesser go on almost unhindered; the maxima keep every
+/// deadline far from overflowing (and catch a typo'd unit).
+const GUARD_WINDOW_BOUNDS: DurationBounds = bounds(60_000, DAY, "");
+const GUARD_BAN_BOUNDS: DurationBounds = bounds(60_000, 365 * DAY, "");
+
+/// `[login_guard]`, its state file beside the ACME or local CA state (`state_dir`) unless
+/// `state_file` names one.
+pub(super) fn login_guard(
+    ctx: &Ctx,
+    base: &Path,
+    raw: Option<RawLoginGuard>,
+    state_dir: Option<&Path>,
+) -> Result<LoginGuard, ConfigError> {
+    let mut guard =
+        LoginGuard { state_file: state_dir.map(|d| d.join(LOGIN_GUARD_STATE)), ..LoginGuard::default() };
+    let defaults = LoginGuard::default();
+    let Some(g) = raw else { return Ok(guard) };
+    guard.enabled = g.enabled.unwrap_or(true);
+    if let Some(v) = g.max_failures {
+        let n = *v.get_ref();
+        if !(1..=1000).contains(&n) {
+            return Err(ctx.err(
+                v.span(),
+                "login_guard.max_failures",
+                format!("{n} is not from 1 to 1000"),
+                "write a whole number from 1 to 1000, e.g. max_failures = 10 (the default)",
+            ));
+        }
+        // 1..=1000: fits a u32.
+        guard.max_failures = n as u32;
+    }
+    if let Some(v) = &g.window {
+        guard.window = bounded_duration(ctx, v, "login_guard.window", &GUARD_WINDOW_BOUNDS, defaults.window)?;
+    }
+    if let Some(v) = &g.ban {
+        guard.ban = bounded_duration(ctx, v, "login_guard.ban", &GUARD_BAN_BOUNDS, defaults.ban)?;
+    }
+    if let Some(v) = &g.max_ban {
+        guard.max_ban = bounded_duration(ctx, v, "login_guard.max_ban", &GUARD_BAN_BOUNDS, defaults.max_ban)?;
+        if guard.max_ban < guard.ban {
+            return Err(ctx.err(
+                v.span(),
+                "login_guard.max_ban",
+                format!(
+                    "`{}` is shorter than the first ban (`ban` = \"{}\")",
+                    v.get_ref().trim(),
+                    show_duration(guard.ban)
+                ),
+                "write a cap at least as long as `ban`, e.g. max_ban = \"7d\" (the default)",
+            ));
+        }
+    } else if guard.max_ban < guard.ban {
+        // A first ban longer than the default cap is its own cap.
+        guard.max_ban = guard.ban;
+    }
+    if let Some(list) = &g.allow {
+        guard.allow = cidrs(ctx, list, "login_guard.allow")?;
+    }
+    if let Some(v) = &g.state_file {
+        if v.get_ref().trim().is_empty() {
+            return Err(ctx.err(
+                v.span(),
+                "login_guard.state_file",
+                "an empty path".into(),
+                "write a file path in a directory vaultgate may write, e.g. state_file = \"/var/lib/vaultgate/login_guard.json\"",
+            ));
+        }
+        guard.state_file = Some(base.join(v.get_ref()));
+    }
+    Ok(guard)
 }

@@ -300,3 +300,40 @@ impl Default for Limits {
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:443";
 pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000";
 pub const DEFAULT_HUB_PATHS: [&str; 2] = ["/notifications/hub", "/notifications/anonymous-hub"];
+
+/// `[login_guard]`: failed logins, as Vaultwarden answers them, counted per
+/// client address; too many within `window` and the address is banned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginGuard {
+    pub enabled: bool,
+    /// Failed logins within `window` that ban an address.
+    pub max_failures: u32,
+    /// Failures are counted from the first one for this long, then anew.
+    pub window: Duration,
+    /// The first ban's length; each further ban of the same address doubles it.
+    pub ban: Duration,
+    /// No ban is longer than this.
+    pub max_ban: Duration,
+    /// Networks that are never banned (the LAN, a monitoring host).
+    pub allow: Vec<crate::http::client_ip::Cidr>,
+    /// Where bans are kept across restarts: by default beside the ACME
+    /// state; without ACME and without this key, bans live in memory only.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for LoginGuard {
+    fn default() -> Self {
+        LoginGuard {
+            enabled: true,
+            max_failures: 10,
+            window: Duration::from_secs(10 * 60),
+            ban: Duration::from_secs(3600),
+            max_ban: Duration::from_secs(7 * 86400),
+            allow: Vec::new(),
+            state_file: None,
+        }
+    }
+}
+
+/// The state file's name in the ACME state directory.
+pub const LOGIN_GUARD_STATE: &str = "login_guard.json";

@@ -55,6 +55,10 @@ pub struct Metrics {
     client_cert_rejected: [AtomicU64; CERT_REASONS.len()],
     /// Connections by the verified certificate they presented (subject, serial).
     client_certs: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    /// `[login_guard]`: failed logins counted, bans begun, bans in force.
+    login_failures: AtomicU64,
+    bans_total: AtomicU64,
+    bans_active: AtomicU64,
 }
 
 /// Why a client certificate was refused at the handshake (`tls::client_auth`'s words).
@@ -137,6 +141,21 @@ impl Metrics {
         *certs.entry(key).or_default() += 1;
     }
 
+    /// A failed login the login guard counted.
+    pub fn login_failed(&self) {
+        self.login_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A ban begun by the login guard.
+    pub fn banned(&self) {
+        self.bans_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many bans are in force now.
+    pub fn set_bans_active(&self, n: usize) {
+        self.bans_active.store(n as u64, Ordering::Relaxed);
+    }
+
     pub fn connection_refused(&self) {
         self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
@@ -212,6 +231,12 @@ impl Metrics {
                 "Connections refused by [limits].",
                 get(&self.connections_refused),
             ),
+            (
+                "vaultgate_login_failures_total",
+                "Failed logins the login guard counted (Vaultwarden's answers to logins).",
+                get(&self.login_failures),
+            ),
+            ("vaultgate_bans_total", "Addresses banned by the login guard.", get(&self.bans_total)),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
@@ -225,6 +250,9 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{protocol=\"{p}\"}} {}", g.load(Ordering::Relaxed));
             }
         }
+        let _ = writeln!(out, "# HELP vaultgate_bans_active Addresses the login guard bans now.");
+        let _ = writeln!(out, "# TYPE vaultgate_bans_active gauge");
+        let _ = writeln!(out, "vaultgate_bans_active {}", get(&self.bans_active));
         let _ = writeln!(out, "# HELP vaultgate_upstream_errors_total Vaultwarden unreachable, too slow, or a bad upgrade answer.");
         let _ = writeln!(out, "# TYPE vaultgate_upstream_errors_total counter");
         for (kind, n) in ["unreachable", "timeout", "bad_upgrade"].iter().zip(&self.upstream_errors) {

@@ -152,6 +152,54 @@ impl<B: Body<Data = Bytes> + Unpin, F: FnOnce(BodyEnd, u64) + Unpin> Body for On
     }
 }
 
+/// A body whose first bytes were read ahead (to judge a login's answer,
+/// `forward.rs`): those bytes again, then the rest of `inner` as it comes.
+pub struct Replay<B> {
+    head: Option<Bytes>,
+    /// Trailers read ahead with the head: the body's end.
+    trailers: Option<http::HeaderMap>,
+    rest: B,
+}
+
+impl<B> Replay<B> {
+    pub fn new(head: Bytes, trailers: Option<http::HeaderMap>, rest: B) -> Self {
+        Replay { head: (!head.is_empty()).then_some(head), trailers, rest }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Replay<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(head) = self.head.take() {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        if let Some(trailers) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.trailers.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let head = self.head.as_ref().map_or(0, |h| h.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + head);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + head);
+        }
+        hint
+    }
+}
+
 /// Keeps a request body moving: cut off when the client sends nothing for
 /// `idle`, or, measured over each `idle` of waiting, sends slower than
 /// `min_rate` bytes a second (a body dribbled at 1 byte/s would otherwise hold

@@ -52,6 +52,8 @@ pub enum ProxyError {
     TooManyHubs { client: IpAddr, limit: usize },
     #[error("{client} already has {limit} requests waiting on Vaultwarden")]
     TooManyRequests { client: IpAddr, limit: usize },
+    #[error("{client} is banned by the login guard for {}s more", retry_after.as_secs())]
+    Banned { client: IpAddr, retry_after: std::time::Duration },
     #[error("too many connections are open ({0})")]
     Busy(&'static str),
     #[error("Vaultwarden answered the WebSocket upgrade with a wrong Sec-WebSocket-Accept")]
@@ -80,9 +82,9 @@ impl ProxyError {
             ProxyError::Forbidden { .. } | ProxyError::CertificateRequired { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotAHub { .. } => StatusCode::NOT_FOUND,
-            ProxyError::TooManyHubs { .. } | ProxyError::TooManyRequests { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ProxyError::TooManyHubs { .. }
+            | ProxyError::TooManyRequests { .. }
+            | ProxyError::Banned { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -144,6 +146,11 @@ impl ProxyError {
             ProxyError::TooManyRequests { limit, .. } => {
                 format!("your address already has {limit} requests waiting on Vaultwarden").into()
             }
+            ProxyError::Banned { retry_after, .. } => format!(
+                "too many failed logins from your address; it is blocked for {} more minutes",
+                retry_after.as_secs().div_ceil(60)
+            )
+            .into(),
             ProxyError::Busy(_) => "too many connections are open; try again shortly".into(),
             ProxyError::BadUpgrade => "Vaultwarden's answer to the WebSocket upgrade was not valid".into(),
             ProxyError::UpstreamUnreachable { .. } => "Vaultwarden is not answering".into(),
@@ -166,7 +173,11 @@ impl ProxyError {
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+        if let ProxyError::Banned { retry_after, .. } = &self {
+            // Whole seconds, rounded up: a client that waits this long is let in.
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         }
         if matches!(
@@ -212,6 +223,13 @@ mod tests {
             (ProxyError::NotAHub { protocol: "websocket".into(), path: "/api".into() }, 404),
             (ProxyError::TooManyHubs { client: "192.0.2.1".parse().unwrap(), limit: 32 }, 429),
             (ProxyError::TooManyRequests { client: "192.0.2.1".parse().unwrap(), limit: 128 }, 429),
+            (
+                ProxyError::Banned {
+                    client: "192.0.2.1".parse().unwrap(),
+                    retry_after: Duration::from_secs(60),
+                },
+                429,
+            ),
             (ProxyError::Busy("max_connections"), 503),
             (ProxyError::BadUpgrade, 502),
             (ProxyError::UpstreamUnreachable { url: url(), detail: "Connection refused".into() }, 502),
@@ -221,6 +239,16 @@ mod tests {
             assert_eq!(e.status().as_u16(), status, "{e}");
             assert_eq!(e.into_response().status().as_u16(), status);
         }
+    }
+
+    #[test]
+    fn a_ban_says_when_to_come_back() {
+        let e = ProxyError::Banned {
+            client: "192.0.2.1".parse().unwrap(),
+            retry_after: Duration::from_millis(3_599_400),
+        };
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3600", "rounded up");
     }
 
     #[test]

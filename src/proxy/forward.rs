@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::body::{self, BodyEnd, Ended, OnEnd, Pace, ProxyBody};
+use super::body::{self, BodyEnd, Ended, OnEnd, Pace, ProxyBody, Replay};
 use super::client::ClientConn;
 use super::error::ProxyError;
 use super::upstream::{SendFailure, Upstream};
@@ -20,7 +20,73 @@ use crate::config::Config;
 use crate::conn_limit::{Caps, Slot};
 use crate::http::client_ip::Client;
 use crate::http::headers;
+use crate::login_guard::judge::{self, Login, Needs, Verdict, BODY_PREFIX};
+use crate::login_guard::Guard;
 use crate::observe::access_log::Entry;
+
+/// A login whose answer the login guard judges (`login_guard/judge.rs`).
+pub struct Judging<'a> {
+    pub login: Login,
+    pub guard: &'a Guard,
+    /// The client as `[client_ip]` resolved it: the only address a verdict
+    /// is ever about.
+    pub client: std::net::IpAddr,
+}
+
+impl Judging<'_> {
+    fn apply(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Failed => self.guard.failed(self.client),
+            Verdict::Succeeded => self.guard.succeeded(self.client),
+            Verdict::Neither => {}
+        }
+    }
+}
+
+/// The first bytes of an answer, read ahead to judge it.
+#[derive(Default)]
+struct Ahead {
+    data: bytes::BytesMut,
+    trailers: Option<http::HeaderMap>,
+    /// The whole body was read (else only its first bytes).
+    complete: bool,
+}
+
+/// Reads `body` into `ahead` until its end, until more than `limit` bytes
+/// came, or until `deadline`.
+async fn read_ahead(
+    body: &mut Incoming,
+    ahead: &mut Ahead,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<(), hyper::Error> {
+    // Announced as longer than judged answers are: not read at all.
+    if http_body::Body::size_hint(body).lower() > limit as u64 {
+        return Ok(());
+    }
+    while ahead.data.len() <= limit {
+        if http_body::Body::is_end_stream(body) {
+            ahead.complete = true;
+            return Ok(());
+        }
+        let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else { return Ok(()) };
+        match frame.transpose()? {
+            None => {
+                ahead.complete = true;
+                return Ok(());
+            }
+            Some(frame) => match frame.into_data() {
+                Ok(data) => ahead.data.extend_from_slice(&data),
+                Err(frame) => {
+                    ahead.trailers = frame.into_trailers().ok();
+                    ahead.complete = true;
+                    return Ok(());
+                }
+            },
+        }
+    }
+    Ok(())
+}
 
 /// What a request body must keep to.
 pub struct BodyLimits {
@@ -44,6 +110,9 @@ impl BodyLimits {
 pub struct Permits {
     _per_ip: Slot,
     _per_conn: OwnedSemaphorePermit,
+    /// The worker whose connection asked: the request goes on one of its
+    /// upstream connections.
+    worker: usize,
 }
 
 /// Waits for a place under the connection's cap on upstream requests (an
@@ -67,11 +136,12 @@ pub async fn permits(
             .and_then(Result::ok)
             .ok_or(ProxyError::Busy("max_upstream_per_connection"))?,
     };
-    Ok(Permits { _per_ip: per_ip, _per_conn: per_conn })
+    Ok(Permits { _per_ip: per_ip, _per_conn: per_conn, worker: conn.worker })
 }
 
-/// Sends `parts` (head already rewritten) and `body` on one of `worker`'s
-/// upstream connections and returns Vaultwarden's answer.
+/// Sends `parts` (head already rewritten) and `body` on one of the
+/// permits' worker's upstream connections and returns Vaultwarden's answer
+/// (judged first when it answers a login).
 pub async fn forward(
     upstream: &Upstream,
     limits: &BodyLimits,
@@ -79,8 +149,9 @@ pub async fn forward(
     body: Incoming,
     log: &Entry,
     permits: Permits,
-    worker: usize,
+    judging: Option<Judging<'_>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let worker = permits.worker;
     // The response clock starts when the request body has been sent, so a
     // 500 MB upload over a slow line is not mistaken for a slow upstream.
     // A request without a body has nothing to wait for (and nothing to wrap).
@@ -123,8 +194,29 @@ pub async fn forward(
         _ = deadline => return Err(upstream.timed_out()),
     };
     log.upstream_answered();
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    // A login's answer is judged before the client sees any of it: a client
+    // that hangs up at the status line must not escape being counted.
+    let mut ahead = Ahead::default();
+    if let Some(judging) = &judging {
+        match judge::by_status(judging.login, parts.status, &parts.headers) {
+            Needs::Verdict(v) => judging.apply(v),
+            Needs::Body => {
+                // Bounded in time too: an answer that trickles is passed on
+                // unjudged with what came so far, after at most the response timeout.
+                let deadline = tokio::time::Instant::now() + timeout;
+                if let Err(e) = read_ahead(&mut body, &mut ahead, BODY_PREFIX, deadline).await {
+                    return Err(upstream.unreachable(&e));
+                }
+                // Longer than Vaultwarden's refusals: passed on unjudged.
+                if ahead.complete {
+                    judging.apply(judge::by_body(&ahead.data));
+                }
+            }
+        }
+    }
+    let body = Replay::new(ahead.data.freeze(), ahead.trailers, body);
     // The connection is free again once the request has been sent whole
     // and its answer read to the end. Otherwise (an answer abandoned
     // half-way, or given before the request body was all sent) it goes

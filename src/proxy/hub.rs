@@ -24,6 +24,7 @@ use crate::conn_limit::{Caps, Refused, Slot};
 use crate::http::client_ip::Client;
 use crate::http::headers;
 use crate::io::send_watch::{Guarded, SendWatch};
+use crate::login_guard::Guard;
 use crate::observe::access_log::Entry;
 use crate::observe::metrics::{Metrics, Protocol};
 use crate::shutdown::{stopped, Tracker};
@@ -38,6 +39,8 @@ pub struct Hubs {
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     tracker: Tracker,
+    /// A tunnel whose client gets banned is closed.
+    guard: Arc<Guard>,
 }
 
 /// The places a hub tunnel holds for as long as it lives, taken before
@@ -90,8 +93,16 @@ impl Hubs {
         metrics: Arc<Metrics>,
         stop: watch::Receiver<bool>,
         tracker: Tracker,
+        guard: Arc<Guard>,
     ) -> Hubs {
-        Hubs { idle: config.timeouts.hub_idle, send_idle: config.timeouts.send_idle, metrics, stop, tracker }
+        Hubs {
+            idle: config.timeouts.hub_idle,
+            send_idle: config.timeouts.send_idle,
+            metrics,
+            stop,
+            tracker,
+            guard,
+        }
     }
 
     /// A client's HTTP/1.1 `Upgrade: websocket` on a hub path. The 101 goes
@@ -176,6 +187,7 @@ impl Hubs {
         let token = self.tracker.token();
         let client_ip = log.client;
         let tunnel_log = log.for_tunnel();
+        let guard = self.guard.clone();
         let task = async move {
             let _held = (token, held);
             let (client_io, upstream_io) = match tokio::try_join!(client, upstream) {
@@ -186,7 +198,16 @@ impl Hubs {
                 }
             };
             let _open = metrics.hub(protocol);
-            let shutdown = async move { stopped(&mut stop).await };
+            // Shutdown, or a ban of its client, closes the tunnel (with
+            // Close frames, at a frame boundary).
+            let shutdown = async move {
+                tokio::select! {
+                    _ = stopped(&mut stop) => {}
+                    _ = guard.until_banned(client_ip) => {
+                        tracing::info!(client = %client_ip, "closing a hub of a banned address");
+                    }
+                }
+            };
             let splice =
                 websocket::splice(TokioIo::new(client_io), TokioIo::new(upstream_io), idle, shutdown);
             // A client that sends (pings) but never reads would keep the

@@ -23,6 +23,8 @@ use crate::conn_limit::Caps;
 use crate::http::client_cert::{self, ClientCert, Exemptions};
 use crate::http::{client_ip, headers};
 use crate::io::h1_guard;
+use crate::login_guard::judge::Logins;
+use crate::login_guard::Guard;
 use crate::observe::access_log::{Entry, Sink};
 use crate::observe::metrics::{Metrics, UpstreamError};
 use crate::observe::redact::escape;
@@ -48,6 +50,10 @@ pub struct Proxy {
     access_log: Arc<Sink>,
     caps: Arc<Caps>,
     client_auth: ClientAuthRule,
+    /// The process's one login guard (outlives reloads).
+    guard: Arc<Guard>,
+    /// Which requests are logins, for this configuration's paths.
+    logins: Logins,
 }
 
 /// What `[tls.client_auth]` asks of requests (the handshake has verified
@@ -101,6 +107,7 @@ impl Proxy {
         access_log: Arc<Sink>,
         metrics: Arc<Metrics>,
         caps: Arc<Caps>,
+        guard: Arc<Guard>,
     ) -> Proxy {
         Proxy {
             client_ip: config.client_ip.clone(),
@@ -108,11 +115,13 @@ impl Proxy {
             body: BodyLimits::new(config),
             hsts: config.tls.hsts,
             upstream: Upstream::new(config),
-            hubs: Hubs::new(config, metrics.clone(), stop, tracker),
+            hubs: Hubs::new(config, metrics.clone(), stop, tracker, guard.clone()),
             metrics,
             access_log,
             caps,
             client_auth: ClientAuthRule::new(config),
+            guard,
+            logins: Logins::new(&config.hub_paths),
         }
     }
 
@@ -176,15 +185,29 @@ impl Proxy {
         log: &Entry,
         in_flight: InFlight,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // First of all: a banned address costs one lookup and a short page,
+        // and nothing of its request reaches Vaultwarden. Only an address
+        // `[client_ip]` resolved counts, so a forged X-Forwarded-For from an
+        // untrusted peer can neither ban someone else nor escape a ban.
+        if client.unresolved.is_none() {
+            if let Some(retry_after) = self.guard.banned(client.ip) {
+                return Err(ProxyError::Banned { client: client.ip, retry_after });
+            }
+        }
         match classify(&self.rules, &req, client) {
             Route::Refuse(e) => Err(e),
             Route::Forward(target) => {
                 self.client_auth.check(&target, conn, client)?;
                 let wait = self.upstream.response_timeout;
                 let permits = forward::permits(&self.caps, conn, client, wait).await?;
+                let judging = self.logins.of(req.method(), target.uri.path()).map(|login| forward::Judging {
+                    login,
+                    guard: &self.guard,
+                    client: client.ip,
+                });
                 let (mut parts, body) = req.into_parts();
                 self.rewrite_request_head(&mut parts, client, target, conn.cert.as_ref());
-                forward::forward(&self.upstream, &self.body, parts, body, log, permits, conn.worker).await
+                forward::forward(&self.upstream, &self.body, parts, body, log, permits, judging).await
             }
             Route::Hub(target) => {
                 self.client_auth.check(&target, conn, client)?;

@@ -26,6 +26,7 @@ use crate::io::h1_guard::H1Guard;
 use crate::io::proxy_header;
 use crate::io::send_watch::{self, Guarded, Progress, Watched};
 use crate::io::write_batch::WriteBatch;
+use crate::login_guard::Guard;
 use crate::observe::access_log::Sink;
 use crate::observe::metrics::{Metrics, Protocol};
 use crate::proxy::body::OnEnd;
@@ -195,6 +196,7 @@ impl Connection {
         tracker: &Tracker,
         metrics: Arc<Metrics>,
         caps: &Arc<Caps>,
+        guard: &Arc<Guard>,
     ) -> std::io::Result<Connection> {
         let access = Sink::open(config.access_log.clone(), config.access_format)?;
         Ok(Connection {
@@ -207,6 +209,7 @@ impl Connection {
                 Arc::new(access),
                 metrics.clone(),
                 caps.clone(),
+                guard.clone(),
             )),
             handshake_timeout: config.timeouts.tls_handshake,
             keep_alive: config.timeouts.keep_alive,

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::acme;
 use crate::config::{AcmeConfig, Config, LocalCaConfig, TlsSource};
 use crate::conn_limit::{Caps, ConnLimit};
+use crate::login_guard::Guard;
 use crate::observe::metrics::Metrics;
 use crate::shutdown::Tracker;
 use crate::tls;
@@ -64,6 +65,10 @@ pub struct Server {
     workers: Workers,
     /// What is open, counted across reloads.
     caps: Arc<Caps>,
+    /// Failed logins and bans, kept across reloads.
+    guard: Arc<Guard>,
+    /// The guard's once-a-second task; its last tick writes the state file.
+    guard_task: JoinHandle<()>,
 }
 
 /// Waits for every worker to stop accepting, then for the live connections
@@ -136,7 +141,9 @@ impl Server {
         let (tracker, done) = Tracker::new();
         let metrics = Arc::new(Metrics::default());
         let caps = Caps::new(&config.limits);
-        let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone(), &caps)
+        let guard = Guard::new(&config, metrics.clone());
+        let guard_task = tokio::spawn(guard.clone().run(stop_tx.subscribe()));
+        let first = Connection::new(&config, tls, stop_rx, &tracker, metrics.clone(), &caps, &guard)
             .map_err(|source| ServerError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         let (current, conn) = watch::channel(first);
         let limit = caps.connections.clone();
@@ -238,6 +245,8 @@ impl Server {
             local_ca,
             workers,
             caps,
+            guard,
+            guard_task,
         })
     }
 
@@ -276,7 +285,8 @@ impl Server {
             let current = self.current.borrow();
             (current.stop.clone(), current.metrics.clone())
         };
-        let next = Connection::new(&config, tls, stop, &self.tracker, metrics, &self.caps)
+        self.guard.configure(&config);
+        let next = Connection::new(&config, tls, stop, &self.tracker, metrics, &self.caps, &self.guard)
             .map_err(|source| ServerError::AccessLog { path: format!("{:?}", config.access_log), source })?;
         self.current.send_replace(next);
         // Started afresh (the old task stops when dropped): picks up a new
@@ -328,6 +338,8 @@ impl Server {
         // The tracker waits for every holder, these included.
         drop((self.current, self.tracker));
         let _ = self.task.await;
+        // A ban of the last second is on disk before the process ends.
+        let _ = self.guard_task.await;
         // Whatever outlived the drain deadline ends with its worker.
         drop(self.workers);
     }

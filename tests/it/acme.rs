@@ -213,7 +213,8 @@ pub async fn alive_through(tls: tokio_rustls::client::TlsStream<TcpStream>) -> h
 }
 
 fn state_file(state: &Path, name: &str) -> PathBuf {
-    let ca = std::fs::read_dir(state).unwrap().next().unwrap().unwrap().path();
+    // The CA's folder (beside it, files such as the login guard's state).
+    let ca = std::fs::read_dir(state).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir()).unwrap();
     if name == "account.json" {
         ca.join(name)
     } else {

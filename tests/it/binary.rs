@@ -170,6 +170,8 @@ fn check_refuses_a_duration_that_would_overflow_later() {
         ("timeouts", "request_body_idle", "1h"),
         ("timeouts", "request_header", "1h"),
         ("tls", "watch_interval", "1d"),
+        ("login_guard", "window", "1d"),
+        ("login_guard", "ban", "365d"),
     ] {
         let setting = format!("{key} = \"18446744073709551615s\"");
         let toml = ProxyToml::new().certificate_files(TestCa::CERT, TestCa::KEY);

@@ -26,6 +26,7 @@ mod hub_http2;
 mod integrity;
 mod leaks;
 mod local_ca;
+mod login_guard;
 mod operations;
 mod package;
 mod properties;

@@ -18,8 +18,11 @@ pub const CLIENT_IP_DEFAULTS: &str = "[client_ip]\ntrusted_proxies = []\nheader 
 /// A running Vaultwarden (killed on drop) and vaultgate in front of it.
 pub struct Stack {
     pub ca: TestCa,
-    /// Held so vaultgate runs as long as the stack.
-    _proxy: vaultgate::Server,
+    /// Held so vaultgate runs as long as the stack (`None` only while
+    /// [`Stack::restart_proxy`] restarts it).
+    proxy: Option<vaultgate::Server>,
+    /// What vaultgate was started from (written to `ca.dir/proxy.toml`).
+    toml: ProxyToml,
     pub addr: std::net::SocketAddr,
     pub data: tempfile::TempDir,
     pub log_path: PathBuf,
@@ -32,18 +35,23 @@ impl Stack {
     /// Starts both; `proxy_extra` goes into vaultgate's proxy.toml as
     /// [`ProxyToml::extra`] does (before `[client_ip]`).
     pub async fn start(proxy_extra: &str) -> Stack {
+        Stack::start_with(proxy_extra, CLIENT_IP_DEFAULTS, &[]).await
+    }
+
+    /// Starts both, vaultgate with `client_ip` as its `[client_ip]` section
+    /// and Vaultwarden with `vw_env` added to its environment.
+    pub async fn start_with(proxy_extra: &str, client_ip: &str, vw_env: &[(&str, &str)]) -> Stack {
         let bin = tool(Tool::Vaultwarden);
         // Vaultwarden's port first (vaultgate needs it), then vaultgate's
         // (Vaultwarden's DOMAIN needs that).
         let vw_port = super::free_port();
         let ca = TestCa::new();
-        let (proxy, addr) = ProxyToml::new()
+        let toml = ProxyToml::new()
             .upstream_url(format!("http://127.0.0.1:{vw_port}"))
             .extra(proxy_extra)
-            .extra(CLIENT_IP_DEFAULTS)
-            .certificate(&ca)
-            .start(ca.dir.path())
-            .await;
+            .extra(client_ip)
+            .certificate(&ca);
+        let (proxy, addr) = toml.start(ca.dir.path()).await;
         let data = tempfile::tempdir().unwrap();
         let log_path = data.path().join("vaultwarden.log");
         let log = std::fs::File::create(&log_path).unwrap();
@@ -64,12 +72,13 @@ impl Stack {
             .env("LOGIN_RATELIMIT_MAX_BURST", "100")
             .env("LOGIN_RATELIMIT_SECONDS", "1")
             .env("LOG_LEVEL", "info")
+            .envs(vw_env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stack = Stack { ca, _proxy: proxy, addr, data, log_path, vw_port, child };
+        let stack = Stack { ca, proxy: Some(proxy), toml, addr, data, log_path, vw_port, child };
         stack.wait_alive().await;
         stack
     }
@@ -95,7 +104,21 @@ impl Stack {
 
     /// The vaultgate in front (its metrics, for instance).
     pub fn proxy(&self) -> &vaultgate::Server {
-        &self._proxy
+        self.proxy.as_ref().expect("vaultgate runs")
+    }
+
+    /// vaultgate's proxy.toml.
+    pub fn config_path(&self) -> PathBuf {
+        self.ca.dir.path().join("proxy.toml")
+    }
+
+    /// Stops vaultgate (as SIGTERM would) and starts it again from the same
+    /// proxy.toml on the same address: what a restart leaves of its state.
+    pub async fn restart_proxy(&mut self) {
+        self.proxy.take().expect("vaultgate runs").shutdown().await;
+        let (proxy, addr) = self.toml.clone().listen(self.addr).start(self.ca.dir.path()).await;
+        assert_eq!(addr, self.addr);
+        self.proxy = Some(proxy);
     }
 
     pub fn url(&self) -> String {
