@@ -180,9 +180,10 @@ pub struct Connection {
     max_upstream_per_connection: usize,
     /// `[proxy_protocol] from`: the relays whose connections start with a PROXY header.
     relays: Arc<[Cidr]>,
-    /// `[tls.client_auth]` is on: a refused server certificate is not a
-    /// client's (only then are handshake refusals counted by reason).
-    client_auth: bool,
+    /// With `[tls.client_auth]`, the verifier this generation's handshakes
+    /// use (handshake refusals are counted by reason only then: a refused
+    /// server certificate is not a client's).
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     pub stop: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
 }
@@ -197,6 +198,7 @@ impl Connection {
         caps: &Arc<Caps>,
     ) -> std::io::Result<Connection> {
         let access = Sink::open(config.access_log.clone(), config.access_format)?;
+        let client_verifier = tls.client_verifier.clone();
         Ok(Connection {
             acceptor: TlsAcceptor::from(tls.config),
             http: Arc::new(http_builder(config)),
@@ -215,7 +217,7 @@ impl Connection {
             send_idle: config.timeouts.send_idle,
             max_upstream_per_connection: config.limits.max_upstream_per_connection,
             relays: config.proxy_protocol.clone().into(),
-            client_auth: config.tls.client_auth.is_some(),
+            client_verifier,
             stop,
             metrics,
         })
@@ -293,7 +295,7 @@ impl Connection {
                 if let Some(e @ rustls::Error::InvalidCertificate(_)) =
                     e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
                 {
-                    if self.client_auth {
+                    if self.client_verifier.is_some() {
                         self.metrics.client_cert_rejected(tls::client_auth::refusal_reason(e));
                     }
                 }
@@ -305,6 +307,13 @@ impl Connection {
                 return;
             }
         };
+        if let Err(e) = self.verify_resumed(tls.get_ref().1) {
+            // Closed before a byte of HTTP: a ticket must not outlive the
+            // certificate it was issued for.
+            tracing::debug!("resumed TLS session closed: its client certificate no longer verifies: {e}");
+            self.metrics.client_cert_rejected(tls::client_auth::refusal_reason(&e));
+            return;
+        }
         let alpn = tls.get_ref().1.alpn_protocol();
         if alpn == Some(tls::ACME_TLS_ALPN) {
             // RFC 8737: the CA's TLS-ALPN-01 check is the handshake itself.
@@ -331,6 +340,19 @@ impl Connection {
         } else {
             let max_header_line = self.proxy.max_header_line();
             self.serve_http(H1Guard::new(tls, max_header_line), client, current, false).await;
+        }
+    }
+
+    /// A resumed session's chain, verified again: rustls restores it from
+    /// the session without a look at its dates, and a ticket is renewed on
+    /// every resumption, so an expired certificate would otherwise live on
+    /// for as long as its device keeps resuming.
+    fn verify_resumed(&self, tls: &rustls::ServerConnection) -> Result<(), rustls::Error> {
+        match (&self.client_verifier, tls.peer_certificates()) {
+            (Some(verifier), Some(chain)) if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) => {
+                tls::client_auth::verify_again(verifier.as_ref(), chain)
+            }
+            _ => Ok(()),
         }
     }
 

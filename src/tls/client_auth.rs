@@ -88,6 +88,18 @@ fn load_crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     Ok(crls)
 }
 
+/// Verifies `chain` (the leaf first, as the client presented it) again
+/// with `verifier` at the present time: what rustls skips when a session
+/// resumes, and what a connection opened under an older CA or CRL needs
+/// after a reload. The verifier logs a refusal as at a handshake.
+pub fn verify_again(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'_>],
+) -> Result<(), rustls::Error> {
+    let Some((leaf, intermediates)) = chain.split_first() else { return Ok(()) };
+    verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).map(|_| ())
+}
+
 /// Why a client certificate was refused, in a word (the metrics' label).
 pub fn refusal_reason(e: &rustls::Error) -> &'static str {
     match e {

@@ -432,19 +432,7 @@ async fn a_resumed_session_keeps_its_certificate_and_a_reload_ends_resumption() 
         .extra("[limits]\nworkers = 1")
         .tls(&devices.client_auth(&devices.root_path, &format!("crl = \"{}\"", crl.display())));
     let h = Harness::configured(toml.clone()).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(h.ca.ca_der.clone()).unwrap();
-    let (chain, key) = devices.tablet.identity(true);
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let config = std::sync::Arc::new(config);
+    let config = resuming_client(&h, &devices.tablet);
     assert_eq!(resumed_status(&h, &config).await, (Ok(200), false));
     assert_eq!(resumed_status(&h, &config).await, (Ok(200), true), "resumed, and still the tablet's");
 
@@ -454,6 +442,55 @@ async fn a_resumed_session_keeps_its_certificate_and_a_reload_ends_resumption() 
     h.proxy().reload(vaultgate::Config::load(&config_path).unwrap()).unwrap();
     let (status, _) = resumed_status(&h, &config).await;
     assert!(status.is_err(), "the revoked tablet cannot resume its way past the new CRL: {status:?}");
+}
+
+/// A client configuration presenting `device`'s chain over HTTP/1.1, with
+/// rustls's default session cache (so later connections resume).
+fn resuming_client(h: &Harness, device: &Device) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(h.ca.ca_der.clone()).unwrap();
+    let (chain, key) = device.identity(true);
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+#[test]
+fn an_expired_certificate_cannot_resume_its_session() {
+    // rustls restores a resumed session's chain without checking its dates
+    // again, and issues fresh tickets on every resumption: a device whose
+    // short-lived certificate has expired must still be shut out.
+    let logs = LogCapture::new();
+    logs.run(async {
+        let devices = DeviceCa::new();
+        let h = harness(&devices, &devices.root_path, "", "").await;
+        let ends = time::OffsetDateTime::now_utc() + time::Duration::seconds(4);
+        let guest = devices.device_until("guest tablet", 900, ends);
+        let config = resuming_client(&h, &guest);
+        assert_eq!(resumed_status(&h, &config).await, (Ok(200), false));
+        assert_eq!(resumed_status(&h, &config).await, (Ok(200), true), "valid: resumed and served");
+        // Waits for the certificate's own end, not for vaultgate.
+        let left = ends - time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+        tokio::time::sleep(left.try_into().unwrap_or_default()).await;
+        let (status, resumed) = resumed_status(&h, &config).await;
+        assert!(resumed, "the session did resume (else this proves nothing)");
+        assert!(status.is_err(), "expired, resumed: closed before any request: {status:?}");
+        let line = "client certificate CN=guest tablet,O=vaultgate tests refused: it has expired";
+        until(line, || logs.text().contains(line)).await;
+        let fresh = h.client().with_client_cert(guest.identity(true));
+        assert!(status_h1(&fresh, "/alive").await.is_err(), "a fresh handshake is refused too");
+        assert_eq!(h.upstream.requests(), 2, "only the two before it expired");
+        let metrics = h.proxy().metrics().render();
+        let line = "vaultgate_client_cert_rejected_total{reason=\"expired\"} 2";
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    });
 }
 
 #[tokio::test]

@@ -165,6 +165,36 @@ impl DeviceCa {
         params.signed_by(&self.intermediate).unwrap().pem().unwrap()
     }
 
+    /// A further device under the intermediate, valid from an hour ago
+    /// until `not_after` (a short-lived certificate, say), with `serial`.
+    pub fn device_until(&self, name: &str, serial: u64, not_after: time::OffsetDateTime) -> Device {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.distinguished_name.push(DnType::OrganizationName, "vaultgate tests");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        p.not_after = not_after;
+        let cert = p.signed_by(&key, &self.intermediate).unwrap();
+        let file = name.replace(' ', "-");
+        let write = |name: String, text: String| {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let inter = std::fs::read_to_string(&self.intermediate_path).unwrap();
+        Device {
+            subject: format!("CN={name},O=vaultgate tests"),
+            serial: format!("{serial:02x}"),
+            leaf_path: write(format!("{file}.pem"), cert.pem()),
+            chain_path: write(format!("{file}-chain.pem"), format!("{}{inter}", cert.pem())),
+            key_path: write(format!("{file}.key"), key.serialize_pem()),
+            p12_path: None,
+        }
+    }
+
     /// The root and the intermediate in one file (both anchors).
     pub fn both_path(&self) -> PathBuf {
         let p = self.dir.path().join("both.pem");
