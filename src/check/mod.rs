@@ -21,10 +21,11 @@ fn describe_client_auth(
         match &auth.crl {
             None => "no CRL".to_string(),
             Some(file) => format!(
-                "{} CRL{} from {}",
-                loaded.crls,
-                if loaded.crls == 1 { "" } else { "s" },
-                file.display()
+                "{} CRL{} from {} (issued by {})",
+                loaded.crls.len(),
+                if loaded.crls.len() == 1 { "" } else { "s" },
+                file.display(),
+                loaded.crls.join("; ")
             ),
         }
     );

@@ -292,8 +292,9 @@ impl Connection {
                 tracing::debug!("TLS handshake failed: {e}");
                 self.metrics.tls_handshake_failed();
                 // The verifier has logged the certificate's subject and why.
-                if let Some(e @ rustls::Error::InvalidCertificate(_)) =
-                    e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+                if let Some(
+                    e @ (rustls::Error::InvalidCertificate(_) | rustls::Error::InvalidCertRevocationList(_)),
+                ) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
                 {
                     if self.client_verifier.is_some() {
                         self.metrics.client_cert_rejected(tls::client_auth::refusal_reason(e));

@@ -29,8 +29,8 @@ pub struct Loaded {
     pub verifier: Arc<dyn ClientCertVerifier>,
     /// The anchors' subjects, in file order.
     pub anchors: Vec<String>,
-    /// How many CRLs were read (0 without `crl`).
-    pub crls: usize,
+    /// Each CRL's issuer (an anchor's subject), in file order (empty without `crl`).
+    pub crls: Vec<String>,
 }
 
 /// The verifier for `auth`: every certificate in `ca` is a trust anchor (an
@@ -40,15 +40,20 @@ pub fn load(auth: &ClientAuth, provider: Arc<CryptoProvider>) -> Result<Loaded, 
     let certs = load_certs(&auth.ca)?;
     let mut roots = rustls::RootCertStore::empty();
     let mut anchors = Vec::new();
-    for cert in certs {
-        anchors.push(x509::subject(&cert).unwrap_or_else(|| "?".into()));
-        roots.add(cert).map_err(|e| TlsError::BadAnchor { file: auth.ca.clone(), detail: e.to_string() })?;
+    for cert in &certs {
+        anchors.push(x509::subject(cert).unwrap_or_else(|| "?".into()));
+        roots
+            .add(cert.clone())
+            .map_err(|e| TlsError::BadAnchor { file: auth.ca.clone(), detail: e.to_string() })?;
     }
-    let crls = match &auth.crl {
-        None => Vec::new(),
-        Some(file) => load_crls(file)?,
+    let (crls, issuers) = match &auth.crl {
+        None => (Vec::new(), Vec::new()),
+        Some(file) => {
+            let crls = load_crls(file)?;
+            let issuers = check_crls(file, &crls, &certs, &provider)?;
+            (crls, issuers)
+        }
     };
-    let count = crls.len();
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         // The handshake lets anonymous clients in; proxy/ refuses their
         // requests where a certificate is needed, with a page that says so.
@@ -69,7 +74,63 @@ pub fn load(auth: &ClientAuth, provider: Arc<CryptoProvider>) -> Result<Loaded, 
         }
         (_, e) => TlsError::BadAnchor { file: auth.ca.clone(), detail: e.to_string() },
     })?;
-    Ok(Loaded { verifier: Arc::new(Logged { inner }), anchors, crls: count })
+    Ok(Loaded { verifier: Arc::new(Logged { inner }), anchors, crls: issuers })
+}
+
+/// Each CRL must be an anchor's, signed with that anchor's key, and one per
+/// issuer; its issuer's name is returned. Checked here because webpki, at
+/// the handshake, takes the first CRL whose issuer *name* is the
+/// certificate's issuer and, with unknown status allowed, lets a
+/// certificate through when none is: a CRL from the wrong CA (a root's,
+/// revoking what its intermediate issued) would silently revoke nothing.
+/// A second CRL from the same issuer would be ignored just as silently
+/// (`cat old.crl new.crl`), or checked against the wrong key when two
+/// anchors share a name; it is refused rather than picked by CRL number,
+/// because either mistake is the operator's to see, and the newest CRL
+/// lists every earlier revocation anyway.
+fn check_crls(
+    file: &Path,
+    crls: &[CertificateRevocationListDer<'_>],
+    anchors: &[CertificateDer<'_>],
+    provider: &CryptoProvider,
+) -> Result<Vec<String>, TlsError> {
+    let bad = |detail: String| TlsError::BadCrl { file: file.to_path_buf(), detail };
+    let mut issuers: Vec<Vec<u8>> = Vec::new();
+    let mut names = Vec::new();
+    for crl in crls {
+        let parsed = webpki::BorrowedCertRevocationList::from_der(crl).map_err(|e| bad(format!("{e:?}")))?;
+        let issuer = webpki::CertRevocationList::from(parsed).issuer().to_vec();
+        let name = x509::name(&issuer).unwrap_or_else(|| "(unreadable name)".into());
+        if issuers.contains(&issuer) {
+            return Err(TlsError::CrlTwice { file: file.to_path_buf(), issuer: name });
+        }
+        let parts = x509::crl_parts(crl).ok_or_else(|| bad("its signature cannot be read".into()))?;
+        let same_name: Vec<_> = anchors
+            .iter()
+            .filter(|a| webpki::EndEntityCert::try_from(*a).is_ok_and(|c| c.subject() == issuer.as_slice()))
+            .collect();
+        if same_name.is_empty() {
+            return Err(TlsError::CrlNotAnAnchor { file: file.to_path_buf(), issuer: name });
+        }
+        let signer = same_name.into_iter().find(|anchor| {
+            let Ok(cert) = webpki::EndEntityCert::try_from(*anchor) else { return false };
+            provider
+                .signature_verification_algorithms
+                .all
+                .iter()
+                .filter(|alg| alg.signature_alg_id().as_ref() == parts.algorithm)
+                .any(|alg| cert.verify_signature(*alg, parts.signed, parts.signature).is_ok())
+        });
+        let Some(signer) = signer else {
+            return Err(TlsError::CrlWrongKey { file: file.to_path_buf(), issuer: name });
+        };
+        if !x509::ca_use(signer).is_some_and(|u| u.crl_sign) {
+            return Err(TlsError::CrlNotSigner { file: file.to_path_buf(), issuer: name });
+        }
+        issuers.push(issuer);
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// The CRLs in `file`: PEM blocks `BEGIN X509 CRL`, or one DER CRL (what
@@ -110,6 +171,9 @@ pub fn refusal_reason(e: &rustls::Error) -> &'static str {
             CertificateError::UnknownIssuer => "unknown_issuer",
             _ => "invalid",
         },
+        // A CRL that cannot be used for the certificate's issuer (load
+        // refuses the ones it can tell): every device of that CA is refused.
+        rustls::Error::InvalidCertRevocationList(_) => "crl",
         _ => "invalid",
     }
 }
@@ -121,6 +185,7 @@ fn refusal_text(e: &rustls::Error) -> String {
         "expired" => "it has expired".into(),
         "not_yet_valid" => "it is not valid yet".into(),
         "unknown_issuer" => "it is not issued by a [tls.client_auth] ca".into(),
+        "crl" => format!("the [tls.client_auth] crl of its issuer cannot be used ({e})"),
         _ => e.to_string(),
     }
 }
@@ -207,5 +272,8 @@ mod tests {
         assert_eq!(refusal_reason(&e(CertificateError::UnknownIssuer)), "unknown_issuer");
         assert_eq!(refusal_reason(&e(CertificateError::BadSignature)), "invalid");
         assert_eq!(refusal_reason(&rustls::Error::DecryptError), "invalid");
+        let crl = rustls::Error::InvalidCertRevocationList(rustls::CertRevocationListError::BadSignature);
+        assert_eq!(refusal_reason(&crl), "crl");
+        assert!(crate::observe::metrics::CERT_REASONS.contains(&"crl"), "counted under its own label");
     }
 }

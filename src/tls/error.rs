@@ -23,6 +23,14 @@ pub enum TlsError {
     NoCrl { file: PathBuf },
     #[error("{}: the certificate revocation list does not parse: {detail}", file.display())]
     BadCrl { file: PathBuf, detail: String },
+    #[error("{}: [tls.client_auth] crl: this CRL is issued by {issuer}, which is no certificate in ca, so it would revoke nothing; give crl the CRL of the CA that issues your devices (openssl ca -gencrl with that CA's -cert and -keyfile), and put that CA's certificate in ca", file.display())]
+    CrlNotAnAnchor { file: PathBuf, issuer: String },
+    #[error("{}: [tls.client_auth] crl: this CRL names {issuer} as its issuer but is not signed by the key of that certificate in ca (a CA made again under the same name?), so every device would be refused; generate it with that CA's key (openssl ca -gencrl -keyfile …), or put the CA certificate that matches it in ca", file.display())]
+    CrlWrongKey { file: PathBuf, issuer: String },
+    #[error("{}: [tls.client_auth] crl: {issuer} in ca may not sign CRLs (its key usage lacks cRLSign), so every device would be refused; make the CA with keyUsage = keyCertSign, cRLSign", file.display())]
+    CrlNotSigner { file: PathBuf, issuer: String },
+    #[error("{}: [tls.client_auth] crl: more than one CRL from {issuer}, and only the first would count; keep only the newest (each openssl ca -gencrl lists every revocation so far)", file.display())]
+    CrlTwice { file: PathBuf, issuer: String },
     #[error("cannot build the TLS configuration: {0}")]
     Config(String),
     #[error("cannot generate a self-signed certificate: {0}")]

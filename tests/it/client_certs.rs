@@ -191,7 +191,7 @@ async fn a_hub_opens_with_a_certificate_and_is_refused_without_over_both_protoco
 async fn not_required_verifies_a_certificate_when_given_and_never_demands_one() {
     let devices = DeviceCa::new();
     let crl = format!("crl = \"{}\", required = false", devices.crl_path.display());
-    let h = harness(&devices, &devices.root_path, &crl, "").await;
+    let h = harness(&devices, &devices.both_path(), &crl, "").await;
     assert_eq!(status_h1(&h.client(), "/api/sync").await, Ok(200));
     let phone = h.client().with_client_cert(devices.phone.identity(true));
     assert_eq!(status_h1(&phone, "/api/sync").await, Ok(200));
@@ -279,7 +279,7 @@ async fn a_new_crl_on_disk_refuses_new_connections_and_keeps_open_ones() {
     std::fs::copy(&devices.empty_crl_path, &crl).unwrap();
     let config = binary_toml(upstream.addr)
         .tls("watch_interval = \"200ms\"")
-        .tls(&devices.client_auth(&devices.root_path, &format!("crl = \"{}\"", crl.display())))
+        .tls(&devices.client_auth(&devices.both_path(), &format!("crl = \"{}\"", crl.display())))
         .write(TestCa::new().dir.keep().as_path());
     let proxy = RunningBinary::start(&config, "");
     let dir = config.parent().unwrap().to_path_buf();
@@ -339,6 +339,14 @@ fn check_says_what_is_wrong_with_the_files() {
     let key_only = std::fs::read(&devices.phone.key_path).unwrap();
     let key_only = write("key-only.pem", &key_only);
     let bad_crl = write("bad.crl", b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n");
+    // The review's F1: the root revoking what its intermediate issued, with
+    // the intermediate as the anchor, would revoke nothing.
+    let revoked = u64::from_str_radix(&devices.revoked.serial, 16).unwrap();
+    let root_crl = write("root.crl", devices.crl_by(CrlSigner::Root, &[revoked]).as_bytes());
+    let other_key_crl = write("other-key.crl", devices.crl_by(CrlSigner::SameNameOtherKey, &[]).as_bytes());
+    let twice = format!("{}{}", devices.crl(&[]), devices.crl(&[revoked]));
+    let twice = write("twice.crl", twice.as_bytes());
+    let no_crl_sign = devices.intermediate_without_crl_sign();
     let no_crl = write("no.crl", b"nothing\n");
     let crl = |p: &Path| format!("crl = \"{}\"", p.display());
     for (ca_file, more, says) in [
@@ -357,6 +365,43 @@ fn check_says_what_is_wrong_with_the_files() {
             format!("{}: no certificate revocation list found", no_crl.display()),
         ),
         (&devices.root_path, crl(&missing), format!("{}: cannot read the file", missing.display())),
+        (
+            &devices.intermediate_path,
+            crl(&root_crl),
+            format!(
+                "{}: [tls.client_auth] crl: this CRL is issued by CN=vaultgate test devices root, which is no certificate in ca, so it would revoke nothing; give crl the CRL of the CA that issues your devices",
+                root_crl.display()
+            ),
+        ),
+        (
+            &devices.root_path,
+            crl(&devices.crl_path),
+            "is issued by CN=vaultgate test devices intermediate, which is no certificate in ca".into(),
+        ),
+        (
+            &devices.intermediate_path,
+            crl(&other_key_crl),
+            format!(
+                "{}: [tls.client_auth] crl: this CRL names CN=vaultgate test devices intermediate as its issuer but is not signed by the key of that certificate in ca",
+                other_key_crl.display()
+            ),
+        ),
+        (
+            &devices.intermediate_path,
+            crl(&twice),
+            format!(
+                "{}: [tls.client_auth] crl: more than one CRL from CN=vaultgate test devices intermediate, and only the first would count; keep only the newest",
+                twice.display()
+            ),
+        ),
+        (
+            &no_crl_sign,
+            crl(&devices.crl_path),
+            format!(
+                "{}: [tls.client_auth] crl: CN=vaultgate test devices intermediate in ca may not sign CRLs (its key usage lacks cRLSign)",
+                devices.crl_path.display()
+            ),
+        ),
     ] {
         let (ok, text) = check(ca_file, &more);
         assert!(!ok && text.contains(&says), "want {says:?}:\n{text}");
@@ -367,6 +412,7 @@ fn check_says_what_is_wrong_with_the_files() {
         text.contains("client certificates: required (2 trust anchors: CN=vaultgate test devices root; CN=vaultgate test devices intermediate); 1 CRL from"),
         "{text}"
     );
+    assert!(text.contains("(issued by CN=vaultgate test devices intermediate)"), "{text}");
 }
 
 #[test]
@@ -430,7 +476,7 @@ async fn a_resumed_session_keeps_its_certificate_and_a_reload_ends_resumption() 
     std::fs::copy(&devices.empty_crl_path, &crl).unwrap();
     let toml = ProxyToml::new()
         .extra("[limits]\nworkers = 1")
-        .tls(&devices.client_auth(&devices.root_path, &format!("crl = \"{}\"", crl.display())));
+        .tls(&devices.client_auth(&devices.both_path(), &format!("crl = \"{}\"", crl.display())));
     let h = Harness::configured(toml.clone()).await;
     let config = resuming_client(&h, &devices.tablet);
     assert_eq!(resumed_status(&h, &config).await, (Ok(200), false));

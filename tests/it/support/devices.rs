@@ -59,6 +59,17 @@ pub struct DeviceCa {
     /// Of another CA altogether.
     pub stranger: Device,
     intermediate: Issuer<'static, KeyPair>,
+    root: Issuer<'static, KeyPair>,
+}
+
+/// Who signs a CRL made by [`DeviceCa::crl_by`].
+pub enum CrlSigner {
+    /// The intermediate, which issues the devices (the right one).
+    Intermediate,
+    /// The root, which issued only the intermediate.
+    Root,
+    /// A CA named like the intermediate with a key of its own.
+    SameNameOtherKey,
 }
 
 fn ca_params(cn: &str) -> CertificateParams {
@@ -135,6 +146,7 @@ impl DeviceCa {
             expired,
             stranger,
             intermediate,
+            root: root_issuer,
             dir,
         };
         let revoked_serial = u64::from_str_radix(&ca.revoked.serial, 16).unwrap();
@@ -145,6 +157,21 @@ impl DeviceCa {
 
     /// A PEM CRL of the intermediate listing `serials`.
     pub fn crl(&self, serials: &[u64]) -> String {
+        self.crl_by(CrlSigner::Intermediate, serials)
+    }
+
+    /// A PEM CRL signed by `signer`, listing `serials`.
+    pub fn crl_by(&self, signer: CrlSigner, serials: &[u64]) -> String {
+        let impostor;
+        let issuer = match signer {
+            CrlSigner::Intermediate => &self.intermediate,
+            CrlSigner::Root => &self.root,
+            CrlSigner::SameNameOtherKey => {
+                let params = ca_params("vaultgate test devices intermediate");
+                impostor = Issuer::new(params, KeyPair::generate().unwrap());
+                &impostor
+            }
+        };
         let now = time::OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
             this_update: now - time::Duration::hours(1),
@@ -162,7 +189,18 @@ impl DeviceCa {
                 .collect(),
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        params.signed_by(&self.intermediate).unwrap().pem().unwrap()
+        params.signed_by(issuer).unwrap().pem().unwrap()
+    }
+
+    /// The intermediate again (its name and key, under the root), with a
+    /// key usage that lacks cRLSign: an anchor that may not sign its CRL.
+    pub fn intermediate_without_crl_sign(&self) -> PathBuf {
+        let mut params = ca_params("vaultgate test devices intermediate");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = params.signed_by(self.intermediate.key(), &self.root).unwrap();
+        let p = self.dir.path().join("intermediate-no-crlsign.pem");
+        std::fs::write(&p, cert.pem()).unwrap();
+        p
     }
 
     /// A further device under the intermediate, valid from an hour ago
