@@ -29,7 +29,7 @@ use crate::observe::redact::escape;
 use crate::shutdown::Tracker;
 use body::{OnEnd, ProxyBody};
 use classify::{classify, Route, Rules};
-pub use client::{ClientConn, InFlight};
+pub use client::{ClientConn, InFlight, Presented};
 pub use error::ProxyError;
 use forward::BodyLimits;
 use hub::Hubs;
@@ -81,6 +81,9 @@ impl ClientAuthRule {
         conn: &ClientConn,
         client: &client_ip::Client,
     ) -> Result<(), ProxyError> {
+        if conn.revoked() {
+            return Err(ProxyError::CertificateRevoked { peer: conn.peer.ip() });
+        }
         let Some(exempt) = &self.required else { return Ok(()) };
         let path = target.uri.path();
         if conn.cert.is_none() && client_cert::refuses_without(exempt, path, conn.peer.ip(), client.ip) {

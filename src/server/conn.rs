@@ -29,7 +29,7 @@ use crate::io::write_batch::WriteBatch;
 use crate::observe::access_log::Sink;
 use crate::observe::metrics::{Metrics, Protocol};
 use crate::proxy::body::OnEnd;
-use crate::proxy::{ClientConn, Proxy};
+use crate::proxy::{ClientConn, Presented, Proxy};
 use crate::shutdown::{stopped, Tracker};
 use crate::tls;
 
@@ -85,6 +85,44 @@ impl Handler for Clients {
             .instrument(span),
         );
     }
+}
+
+/// Verifies `presented` again if `current` is a newer generation than the
+/// one it was verified under; the verifier logs a refusal, counted here.
+fn recheck(presented: &Presented, current: &Connection) {
+    if let Err(e) = presented.recheck(current.generation, current.client_verifier.as_deref()) {
+        current.metrics.client_cert_rejected(tls::client_auth::refusal_reason(&e));
+        tracing::info!(
+            "closing the connection and its hubs: its client certificate no longer verifies after a reload"
+        );
+    }
+}
+
+/// Verifies the connection's certificate again on every reload, so that
+/// connections with no request to come (an idle HTTP/1.1 keep-alive, one
+/// upgraded to a hub tunnel) are closed too. Ends with the connection and
+/// its tunnels (every holder of `presented` gone), or once it is refused.
+fn watch_reloads(presented: &Arc<Presented>, mut current: watch::Receiver<Connection>) {
+    let weak = Arc::downgrade(presented);
+    let mut gone = presented.subscribe();
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    changed = current.changed() => {
+                        let Some(presented) = weak.upgrade().filter(|_| changed.is_ok()) else { return };
+                        let generation = current.borrow_and_update().clone();
+                        recheck(&presented, &generation);
+                        if presented.is_revoked() {
+                            return;
+                        }
+                    }
+                    _ = gone.changed() => return,
+                }
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 fn warn_refused(limit: &ConnLimit, client: SocketAddr, refused: Refused) {
@@ -161,10 +199,15 @@ pub fn http_builder(config: &Config) -> Http {
     Http { h1, h2 }
 }
 
+/// Numbers the generations, so that a connection can tell whether its
+/// client certificate was verified under the one in force.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What every client connection needs, built from one configuration (a
 /// generation); cloned per connection.
 #[derive(Clone)]
 pub struct Connection {
+    generation: u64,
     acceptor: TlsAcceptor,
     http: Arc<Http>,
     pub proxy: Arc<Proxy>,
@@ -200,6 +243,7 @@ impl Connection {
         let access = Sink::open(config.access_log.clone(), config.access_format)?;
         let client_verifier = tls.client_verifier.clone();
         Ok(Connection {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             acceptor: TlsAcceptor::from(tls.config),
             http: Arc::new(http_builder(config)),
             proxy: Arc::new(Proxy::new(
@@ -325,17 +369,32 @@ impl Connection {
         tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
         // Only a certificate the verifier accepted gets here: one that did
         // not verify has failed the handshake.
-        let cert =
-            tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| ClientCert {
-                subject: tls::x509::subject(leaf).unwrap_or_default(),
-                serial: tls::x509::serial(leaf).unwrap_or_default(),
-            });
+        let chain = tls.get_ref().1.peer_certificates().filter(|c| !c.is_empty());
+        let cert = chain.and_then(|chain| chain.first()).map(|leaf| ClientCert {
+            subject: tls::x509::subject(leaf).unwrap_or_default(),
+            serial: tls::x509::serial(leaf).unwrap_or_default(),
+        });
         if let Some(cert) = &cert {
             tracing::debug!(subject = %cert.subject, serial = %cert.serial, "client certificate verified");
             self.metrics.client_cert_connection(&cert.subject, &cert.serial);
         }
-        let client =
-            Arc::new(ClientConn::new(peer, slot, self.max_upstream_per_connection, sending, worker, cert));
+        let presented = match (chain, &self.client_verifier) {
+            (Some(chain), Some(_)) => {
+                let presented = Arc::new(Presented::new(chain.to_vec(), self.generation));
+                watch_reloads(&presented, current.clone());
+                Some(presented)
+            }
+            _ => None,
+        };
+        let client = Arc::new(ClientConn::new(
+            peer,
+            slot,
+            self.max_upstream_per_connection,
+            sending,
+            worker,
+            cert,
+            presented,
+        ));
         if http2 {
             self.serve_http(WriteBatch::new(tls), client, current, true).await;
         } else {
@@ -370,8 +429,18 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let tracked = activity.clone();
         let sending = client.sending().clone();
+        let revoked = client.presented.as_ref().map(|p| p.on_revoked());
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let proxy = current.borrow().proxy.clone();
+            let proxy = {
+                let current = current.borrow();
+                // The first request after a reload verifies the connection's
+                // certificate again (watch_reloads may not have yet); refused,
+                // the proxy answers 403 and the connection closes.
+                if let Some(presented) = &client.presented {
+                    recheck(presented, &current);
+                }
+                current.proxy.clone()
+            };
             let client = client.clone();
             // Only HTTP/2 connections are closed for idleness by counting
             // requests in flight (HTTP/1.1's is hyper's header read timeout).
@@ -396,17 +465,31 @@ impl Connection {
         // negotiated there (RFC 9113 §3.2), so nothing is sniffed from the bytes.
         let io = TokioIo::new(io);
         let send_idle = self.send_idle;
+        // A certificate a reload refuses closes the connection as idleness
+        // does: what is in flight finishes (the 403), then GOAWAY (HTTP/2) or
+        // the close (HTTP/1.1, also between requests).
+        let revoked = async move {
+            match revoked {
+                Some(revoked) => revoked.await,
+                None => std::future::pending().await,
+            }
+        };
         let served = if http2 {
             let conn = self.http.h2.serve_connection(io, service);
             let idle = activity.idle_for(self.request_header, self.keep_alive);
+            let idle = async move {
+                tokio::select! {
+                    _ = idle => {}
+                    _ = revoked => {}
+                }
+            };
             Guarded::new(self.drive(conn, http2::Connection::graceful_shutdown, idle), sending, send_idle)
                 .await
         } else {
             // HTTP/1.1 keep-alive idleness (and the first request's wait) is
             // bounded by hyper's header read timeout.
             let conn = self.http.h1.serve_connection(io, service).with_upgrades();
-            let driven =
-                self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, std::future::pending());
+            let driven = self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, revoked);
             Guarded::new(driven, sending, send_idle).await
         };
         if served.is_none() {

@@ -272,7 +272,7 @@ async fn curl_with_and_without_a_certificate_over_both_protocols() {
 }
 
 #[tokio::test]
-async fn a_new_crl_on_disk_refuses_new_connections_and_keeps_open_ones() {
+async fn a_new_crl_on_disk_refuses_the_device_on_new_and_open_connections_and_keeps_the_others() {
     let devices = DeviceCa::new();
     let upstream = Upstream::standin().start().await;
     let crl = devices.dir.path().join("current.crl");
@@ -289,14 +289,21 @@ async fn a_new_crl_on_disk_refuses_new_connections_and_keeps_open_ones() {
     let tablet = c.clone().with_client_cert(devices.tablet.identity(true));
     let mut open = tablet.h1().await;
     assert_eq!(open.send_request(get("/alive")).await.unwrap().status(), 200);
+    let phone = c.clone().with_client_cert(devices.phone.identity(true));
+    let mut phone_open = phone.h1().await;
+    assert_eq!(phone_open.send_request(get("/alive")).await.unwrap().status(), 200);
 
     let tablet_serial = u64::from_str_radix(&devices.tablet.serial, 16).unwrap();
     std::fs::write(&crl, devices.crl(&[tablet_serial])).unwrap();
     proxy.wait_for_log(&["reload (the certificate files changed) done"], 20).await;
     assert!(status_h1(&tablet, "/alive").await.is_err(), "a new connection with the tablet is refused");
     proxy.wait_for_log(&["client certificate CN=tablet,O=vaultgate tests refused: it is revoked"], 10).await;
-    assert_eq!(open.send_request(get("/alive")).await.unwrap().status(), 200, "the open one stays");
-    let phone = c.clone().with_client_cert(devices.phone.identity(true));
+    let next = open.send_request(get("/alive")).await.map(|r| r.status().as_u16());
+    assert!(matches!(next, Ok(403) | Err(_)), "the tablet's open connection is refused too: {next:?}");
+    proxy
+        .wait_for_log(&["closing the connection and its hubs: its client certificate no longer verifies"], 10)
+        .await;
+    assert_eq!(phone_open.send_request(get("/alive")).await.unwrap().status(), 200, "the phone's stays");
     assert_eq!(status_h1(&phone, "/alive").await, Ok(200));
 
     // A CRL that does not parse is refused; the last good one stays in force.
@@ -536,6 +543,93 @@ fn an_expired_certificate_cannot_resume_its_session() {
         let metrics = h.proxy().metrics().render();
         let line = "vaultgate_client_cert_rejected_total{reason=\"expired\"} 2";
         assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    });
+}
+
+/// Reads `ws` until the proxy ends the tunnel (a Close frame, or the end).
+async fn until_closed<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, what: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    within(what, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+}
+
+#[test]
+fn a_reload_that_revokes_a_device_closes_the_connections_it_holds_open() {
+    // A revoked phone in someone else's hands must not keep the vault over
+    // a connection it never lets go: a keep-alive HTTP/1.1 connection, an
+    // HTTP/2 one, hubs over both. Valid devices keep theirs.
+    let logs = LogCapture::new();
+    logs.run(async {
+        let devices = DeviceCa::new();
+        let crl = devices.dir.path().join("current.crl");
+        std::fs::copy(&devices.empty_crl_path, &crl).unwrap();
+        let toml = ProxyToml::new()
+            .extra("[limits]\nworkers = 1")
+            .tls(&devices.client_auth(&devices.both_path(), &format!("crl = \"{}\"", crl.display())));
+        let h = Harness::configured(toml.clone()).await;
+        let tablet = h.client().with_client_cert(devices.tablet.identity(true));
+        let phone = h.client().with_client_cert(devices.phone.identity(true));
+        let mut h1 = tablet.h1().await;
+        assert_eq!(h1.send_request(get("/alive")).await.unwrap().status(), 200);
+        let (mut h2, h2_conn) = tablet.h2_with_connection().await;
+        assert_eq!(h2.send_request(get(&h.url("/alive"))).await.unwrap().status(), 200);
+        let mut ws = tablet.ws("/notifications/hub?access_token=t").await;
+        let mut h2_hub = tablet.h2_for::<Empty<bytes::Bytes>>().await;
+        let resp = h2_hub.send_request(extended_connect(&h.url("/notifications/hub?access_token=t"))).await;
+        let mut h2_ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp.unwrap()).await.unwrap()),
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let mut phone_h1 = phone.h1().await;
+        assert_eq!(phone_h1.send_request(get("/alive")).await.unwrap().status(), 200);
+        let served = h.upstream.requests();
+
+        let tablet_serial = u64::from_str_radix(&devices.tablet.serial, 16).unwrap();
+        std::fs::write(&crl, devices.crl(&[tablet_serial])).unwrap();
+        let config_path = toml.certificate(&h.ca).upstream(h.upstream.addr).write(h.ca.dir.path());
+        h.proxy().reload(vaultgate::Config::load(&config_path).unwrap()).unwrap();
+
+        // The next request on either connection is refused (403, or the
+        // connection already closed), and the connections end.
+        let next = h1.send_request(get("/alive")).await.map(|r| r.status().as_u16());
+        assert!(matches!(next, Ok(403) | Err(_)), "HTTP/1.1 keep-alive after the reload: {next:?}");
+        within("the HTTP/1.1 connection closes", async {
+            while h1.ready().await.is_ok() && h1.send_request(get("/alive")).await.is_ok() {}
+        })
+        .await;
+        let next = h2.send_request(get(&h.url("/alive"))).await.map(|r| r.status().as_u16());
+        assert!(matches!(next, Ok(403) | Err(_)), "HTTP/2 after the reload: {next:?}");
+        until_closed(&mut ws, "the HTTP/1.1 hub tunnel closes").await;
+        until_closed(&mut h2_ws, "the RFC 8441 hub tunnel closes").await;
+        let _ = within("the HTTP/2 connection closes (GOAWAY)", h2_conn).await;
+        assert_eq!(
+            h.upstream.requests(),
+            served,
+            "nothing of the tablet's reached the upstream after the reload"
+        );
+        let line = "client certificate CN=tablet,O=vaultgate tests refused: it is revoked";
+        until(line, || logs.text().contains(line)).await;
+
+        assert_eq!(
+            phone_h1.send_request(get("/alive")).await.unwrap().status(),
+            200,
+            "the phone keeps its connection"
+        );
+        let metrics = h.proxy().metrics().render();
+        let line = "vaultgate_client_cert_rejected_total{reason=\"revoked\"} 4";
+        assert!(metrics.lines().any(|l| l == line), "each of the tablet's four connections once: {metrics}");
     });
 }
 
