@@ -33,6 +33,9 @@ pub struct ClientConn {
     pub cert: Option<ClientCert>,
     /// That certificate's chain, verified again after a reload.
     pub presented: Option<Arc<Presented>>,
+    /// A `[proxy_protocol]` relay's own connection (a PROXY LOCAL or
+    /// UNKNOWN header): `peer` is the relay, which is no exempt network.
+    pub relay_itself: bool,
 }
 
 /// The chain a connection's client certificate came with, kept so that a
@@ -119,7 +122,14 @@ impl ClientConn {
             worker,
             cert,
             presented,
+            relay_itself: false,
         }
+    }
+
+    /// Marks it a relay's own connection (see [`ClientConn::relay_itself`]).
+    pub fn of_relay_itself(mut self, relay_itself: bool) -> ClientConn {
+        self.relay_itself = relay_itself;
+        self
     }
 
     /// Its certificate was refused after a reload.

@@ -86,7 +86,8 @@ impl ClientAuthRule {
         }
         let Some(exempt) = &self.required else { return Ok(()) };
         let path = target.uri.path();
-        if conn.cert.is_none() && client_cert::refuses_without(exempt, path, conn.peer.ip(), client.ip) {
+        let peer = (!conn.relay_itself).then(|| conn.peer.ip());
+        if conn.cert.is_none() && client_cert::refuses_without(exempt, path, peer, client.ip) {
             return Err(ProxyError::CertificateRequired { path: path.to_string(), peer: conn.peer.ip() });
         }
         Ok(())

@@ -75,10 +75,10 @@ impl Handler for Clients {
         );
         tokio::spawn(
             async move {
-                if let Some((tcp, peer, slot)) = conn.relayed(tcp, peer, slot, &limit).await {
+                if let Some((tcp, peer, slot, relay_itself)) = conn.relayed(tcp, peer, slot, &limit).await {
                     // Shared: a hub tunnel taken over from this connection
                     // holds its place until it closes.
-                    conn.serve(tcp, peer, Arc::new(slot), current, worker).await;
+                    conn.serve(tcp, peer, Arc::new(slot), current, worker, relay_itself).await;
                 }
                 drop(token);
             }
@@ -273,7 +273,8 @@ impl Connection {
     }
 
     /// A relay's connection, once its PROXY header has named the client:
-    /// the client's address, its place counted under that address. Other
+    /// the client's address, its place counted under that address, and
+    /// whether the relay spoke for itself (LOCAL, UNKNOWN). Other
     /// connections pass as they are. `None`: closed (no header, a
     /// malformed one, or the client is over its cap).
     async fn relayed(
@@ -282,15 +283,17 @@ impl Connection {
         peer: SocketAddr,
         mut slot: Slot,
         limit: &ConnLimit,
-    ) -> Option<(TcpStream, SocketAddr, Slot)> {
+    ) -> Option<(TcpStream, SocketAddr, Slot, bool)> {
         if !self.relays(peer.ip()) {
-            return Some((tcp, peer, slot));
+            return Some((tcp, peer, slot, false));
         }
         let read = tokio::time::timeout(self.handshake_timeout, proxy_header::read(&mut tcp)).await;
-        let client = match read {
-            Ok(Ok(Some(client))) => client,
-            // The relay's own connection (a health check): it is the client.
-            Ok(Ok(None)) => peer,
+        let (client, relay_itself) = match read {
+            Ok(Ok(Some(client))) => (client, false),
+            // The relay's own connection (a health check), or one whose
+            // client it could not name (UNKNOWN, a UNIX socket): the relay
+            // is the client, but it never counts as an exempt network.
+            Ok(Ok(None)) => (peer, true),
             Ok(Err(e)) => {
                 self.metrics.proxy_header_refused();
                 tracing::warn!("connection from relay {peer} closed: {e} ([proxy_protocol] in the config)");
@@ -313,7 +316,7 @@ impl Connection {
                 return None;
             }
         }
-        Some((tcp, client, slot))
+        Some((tcp, client, slot, relay_itself))
     }
 
     /// Serves one client connection: TLS and the protocol with this
@@ -327,6 +330,7 @@ impl Connection {
         slot: Arc<Slot>,
         current: watch::Receiver<Connection>,
         worker: usize,
+        relay_itself: bool,
     ) {
         let _ = tcp.set_nodelay(true);
         let (tcp, sending) = Progress::new(tcp);
@@ -386,15 +390,10 @@ impl Connection {
             }
             _ => None,
         };
-        let client = Arc::new(ClientConn::new(
-            peer,
-            slot,
-            self.max_upstream_per_connection,
-            sending,
-            worker,
-            cert,
-            presented,
-        ));
+        let client = Arc::new(
+            ClientConn::new(peer, slot, self.max_upstream_per_connection, sending, worker, cert, presented)
+                .of_relay_itself(relay_itself),
+        );
         if http2 {
             self.serve_http(WriteBatch::new(tls), client, current, true).await;
         } else {
