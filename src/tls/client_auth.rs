@@ -37,7 +37,10 @@ pub struct Loaded {
 /// intermediate as much as a root: iOS presents the leaf alone), revocation
 /// checked against `crl` when given.
 pub fn load(auth: &ClientAuth, provider: Arc<CryptoProvider>) -> Result<Loaded, TlsError> {
-    let certs = load_certs(&auth.ca)?;
+    let certs = load_certs(&auth.ca).map_err(|e| in_client_auth(e, "ca"))?;
+    if holds(&auth.ca, b"PRIVATE KEY-----") {
+        return Err(TlsError::AnchorWithKey { file: auth.ca.clone() });
+    }
     let mut roots = rustls::RootCertStore::empty();
     let mut anchors = Vec::new();
     for cert in &certs {
@@ -133,10 +136,34 @@ fn check_crls(
     Ok(names)
 }
 
+/// A file error of `key` (`ca`, `crl`) told as that key's, with its own advice
+/// (the server certificate's, "use fullchain.pem", is no help here).
+fn in_client_auth(e: TlsError, key: &'static str) -> TlsError {
+    match e {
+        TlsError::Read { file, source } => TlsError::ClientAuthRead { file, key, source },
+        TlsError::BadPem { file, detail } => TlsError::ClientAuthPem { file, key, detail },
+        TlsError::NoCertificate { file } if holds(&file, b"PRIVATE KEY-----") => {
+            TlsError::AnchorWithKey { file }
+        }
+        TlsError::NoCertificate { file } => TlsError::NoAnchor { file },
+        e => e,
+    }
+}
+
+/// Whether `file` holds a PEM block whose label ends with `label`.
+fn holds(file: &Path, label: &[u8]) -> bool {
+    let text = std::fs::read(file).unwrap_or_default();
+    text.windows(label.len()).any(|w| w == label)
+}
+
 /// The CRLs in `file`: PEM blocks `BEGIN X509 CRL`, or one DER CRL (what
 /// `openssl ca -gencrl -outform DER` writes).
 fn load_crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = std::fs::read(file).map_err(|source| TlsError::Read { file: file.to_path_buf(), source })?;
+    let bytes = std::fs::read(file).map_err(|source| TlsError::ClientAuthRead {
+        file: file.to_path_buf(),
+        key: "crl",
+        source,
+    })?;
     if bytes.first() == Some(&0x30) {
         return Ok(vec![CertificateRevocationListDer::from(bytes)]);
     }
@@ -144,7 +171,14 @@ fn load_crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::BadCrl { file: file.to_path_buf(), detail: e.to_string() })?;
     if crls.is_empty() {
-        return Err(TlsError::NoCrl { file: file.to_path_buf() });
+        let held = if holds(file, b"PRIVATE KEY-----") {
+            " (the file holds a private key: never give vaultgate a CA's key)"
+        } else if holds(file, b"BEGIN CERTIFICATE-----") {
+            " (the file holds a certificate: the CA's goes in ca)"
+        } else {
+            ""
+        };
+        return Err(TlsError::NoCrl { file: file.to_path_buf(), held });
     }
     Ok(crls)
 }

@@ -356,22 +356,48 @@ fn check_says_what_is_wrong_with_the_files() {
     let no_crl_sign = devices.intermediate_without_crl_sign();
     let no_crl = write("no.crl", b"nothing\n");
     let crl = |p: &Path| format!("crl = \"{}\"", p.display());
+    let with_key = write(
+        "ca-and-key.pem",
+        format!(
+            "{}{}",
+            std::fs::read_to_string(&devices.root_path).unwrap(),
+            std::fs::read_to_string(&devices.phone.key_path).unwrap()
+        )
+        .as_bytes(),
+    );
+    let ca_key = "the file holds a private key; ca wants your device CA's certificate alone (devices-ca.pem), never its key";
     for (ca_file, more, says) in [
-        (missing.as_path(), String::new(), format!("{}: cannot read the file", missing.display())),
-        (&not_pem, String::new(), format!("{}: no certificate found", not_pem.display())),
-        (&broken_pem, String::new(), format!("{}: not valid PEM", broken_pem.display())),
-        (&key_only, String::new(), format!("{}: no certificate found", key_only.display())),
+        (missing.as_path(), String::new(), format!("{}: [tls.client_auth] ca: cannot read the file", missing.display())),
+        (
+            &not_pem,
+            String::new(),
+            format!("{}: [tls.client_auth] ca: no certificate found; ca wants your device CA's certificate", not_pem.display()),
+        ),
+        (&broken_pem, String::new(), format!("{}: [tls.client_auth] ca: not valid PEM", broken_pem.display())),
+        (&key_only, String::new(), format!("{}: [tls.client_auth] ca: {ca_key}", key_only.display())),
+        (&with_key, String::new(), format!("{}: [tls.client_auth] ca: {ca_key}", with_key.display())),
         (
             &devices.root_path,
             crl(&bad_crl),
-            format!("{}: the certificate revocation list does not parse", bad_crl.display()),
+            format!("{}: [tls.client_auth] crl: the certificate revocation list does not parse", bad_crl.display()),
         ),
         (
             &devices.root_path,
             crl(&no_crl),
-            format!("{}: no certificate revocation list found", no_crl.display()),
+            format!("{}: [tls.client_auth] crl: no certificate revocation list found;", no_crl.display()),
         ),
-        (&devices.root_path, crl(&missing), format!("{}: cannot read the file", missing.display())),
+        (
+            &devices.root_path,
+            crl(&devices.root_path),
+            "no certificate revocation list found (the file holds a certificate: the CA's goes in ca)".into(),
+        ),
+        (
+            &devices.root_path,
+            crl(&key_only),
+            "no certificate revocation list found (the file holds a private key: never give vaultgate a CA's key)"
+                .into(),
+        ),
+        (&devices.root_path, crl(&missing), format!("{}: [tls.client_auth] crl: cannot read the file", missing.display())),
         (
             &devices.intermediate_path,
             crl(&root_crl),
@@ -412,6 +438,7 @@ fn check_says_what_is_wrong_with_the_files() {
     ] {
         let (ok, text) = check(ca_file, &more);
         assert!(!ok && text.contains(&says), "want {says:?}:\n{text}");
+        assert!(!text.contains("fullchain"), "the server certificate's advice: {text}");
     }
     let (ok, text) = check(&devices.both_path(), &crl(&devices.crl_path));
     assert!(ok, "{text}");
