@@ -77,7 +77,7 @@ pub fn load(auth: &ClientAuth, provider: Arc<CryptoProvider>) -> Result<Loaded, 
         }
         (_, e) => TlsError::BadAnchor { file: auth.ca.clone(), detail: e.to_string() },
     })?;
-    Ok(Loaded { verifier: Arc::new(Logged { inner }), anchors, crls: issuers })
+    Ok(Loaded { verifier: Arc::new(Logged { inner, budget: WarnBudget::default() }), anchors, crls: issuers })
 }
 
 /// Each CRL must be an anchor's, signed with that anchor's key, and one per
@@ -224,10 +224,37 @@ fn refusal_text(e: &rustls::Error) -> String {
     }
 }
 
-/// The WebPKI verifier, with a log line for every certificate it refuses.
+/// The WebPKI verifier, with a log line for the certificates it refuses
+/// (the first few each minute).
 #[derive(Debug)]
 struct Logged {
     inner: Arc<dyn ClientCertVerifier>,
+    budget: WarnBudget,
+}
+
+/// Refusals logged per minute: anyone can present any certificate as often
+/// as handshakes go, and must not fill the log (the metrics count them all).
+const WARNINGS_PER_MINUTE: u32 = 10;
+
+/// How many refusals the current minute has seen.
+#[derive(Debug, Default)]
+struct WarnBudget {
+    window: std::sync::Mutex<(u64, u32)>,
+}
+
+impl WarnBudget {
+    /// Whether to log a refusal in `minute`, and how many refusals the
+    /// window before went unlogged (said once, with the first line after).
+    fn take(&self, minute: u64) -> (bool, u32) {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut missed = 0;
+        if window.0 != minute {
+            missed = window.1.saturating_sub(WARNINGS_PER_MINUTE);
+            *window = (minute, 0);
+        }
+        window.1 = window.1.saturating_add(1);
+        (window.1 <= WARNINGS_PER_MINUTE, missed)
+    }
 }
 
 /// Bytes of an unverified subject a log line shows (the client chose it).
@@ -253,18 +280,39 @@ impl ClientCertVerifier for Logged {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.inner.verify_client_cert(end_entity, intermediates, now).inspect_err(|e| {
-            // Not verified: the subject is what the client wrote, so it is
-            // cut short and escaped (x509::subject is printable ASCII already).
+            let minute = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() / 60);
+            let (log, missed) = self.budget.take(minute);
+            if missed > 0 {
+                tracing::warn!(
+                    "{missed} more refused client certificates were not logged \
+                     (vaultgate_client_cert_rejected_total counts them all)"
+                );
+            }
+            if !log {
+                return;
+            }
+            // The subject is what the client wrote, so it is cut short and
+            // escaped (x509::subject is printable ASCII already). Only a
+            // revoked certificate has had its signatures checked (webpki
+            // checks the dates and finds the issuer first): the others only
+            // claim to be whoever they name.
             let mut subject = x509::subject(end_entity).unwrap_or_else(|| "(unreadable)".into());
             if subject.len() > LOGGED_SUBJECT {
                 subject.truncate(LOGGED_SUBJECT);
                 subject.push('…');
             }
             let serial = x509::serial(end_entity).unwrap_or_else(|| "?".into());
+            let what = if refusal_reason(e) == "revoked" {
+                "client certificate"
+            } else {
+                "unverified certificate claiming"
+            };
             tracing::warn!(
                 subject = %escape(&subject),
                 serial = %serial.get(..64).unwrap_or(&serial),
-                "client certificate {} refused: {}",
+                "{what} {} refused: {}",
                 escape(&subject),
                 refusal_text(e)
             );
@@ -297,6 +345,19 @@ impl ClientCertVerifier for Logged {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_few_refusals_a_minute_are_logged_and_the_rest_counted_once() {
+        let budget = WarnBudget::default();
+        for _ in 0..WARNINGS_PER_MINUTE {
+            assert_eq!(budget.take(7), (true, 0));
+        }
+        for _ in 0..5 {
+            assert_eq!(budget.take(7), (false, 0));
+        }
+        assert_eq!(budget.take(8), (true, 5), "the next minute says how many were not");
+        assert_eq!(budget.take(8), (true, 0));
+    }
 
     #[test]
     fn reasons_in_a_word() {

@@ -117,7 +117,11 @@ fn revoked_expired_and_strangers_are_refused_at_the_handshake_with_a_log_line() 
             let refused = status_h1(&c, "/alive").await;
             assert!(refused.is_err(), "{}: {refused:?}", device.subject);
             assert!(status_h2(&c, &h.url("/alive")).await.is_err(), "{}", device.subject);
-            let line = format!("client certificate {} refused: {why}", device.subject);
+            // Only a revoked certificate's signatures were checked: the others
+            // merely claim their subject.
+            let what =
+                if why == "it is revoked" { "client certificate" } else { "unverified certificate claiming" };
+            let line = format!("{what} {} refused: {why}", device.subject);
             until(&line, || logs.text().contains(&line)).await;
         }
         // The CRL names only the revoked one.
@@ -474,6 +478,36 @@ fn a_huge_hostile_subject_is_cut_and_escaped_in_the_log_and_the_server_goes_on()
     });
 }
 
+#[test]
+fn a_flood_of_refused_certificates_writes_a_few_log_lines_and_counts_them_all() {
+    // Anyone may present a self-made "CN=alice-phone" as often as handshakes
+    // go: the log gets the first few a minute, worded as a claim.
+    let logs = LogCapture::new();
+    logs.run(async {
+        let devices = DeviceCa::new();
+        let h = harness(&devices, &devices.root_path, "", "").await;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "alice-phone");
+        let forged = p.self_signed(&key).unwrap();
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+        let c = h.client().with_client_cert((vec![forged.der().clone()], der.into()));
+        const TRIES: usize = 25;
+        for _ in 0..TRIES {
+            assert!(status_h1(&c, "/alive").await.is_err());
+        }
+        let metrics = h.proxy().metrics().render();
+        let counted = format!("vaultgate_client_cert_rejected_total{{reason=\"unknown_issuer\"}} {TRIES}");
+        assert!(metrics.lines().any(|l| l == counted), "{counted}\n{metrics}");
+        let claim = "unverified certificate claiming CN=alice-phone refused: it is not issued by a [tls.client_auth] ca";
+        until(claim, || logs.text().contains(claim)).await;
+        let lines = logs.text().lines().filter(|l| l.contains(claim)).count();
+        // Ten a minute; twice that if the flood straddled a minute's turn.
+        assert!(lines <= 20, "{lines} log lines for {TRIES} refusals");
+        assert!(!logs.text().contains("client certificate CN=alice-phone"), "worded as the device's own");
+    });
+}
+
 /// A request over a fresh connection made with `config` (its session cache
 /// shared with earlier connections, so TLS resumes); the status, or why none,
 /// and whether the handshake was a resumption.
@@ -562,7 +596,8 @@ fn an_expired_certificate_cannot_resume_its_session() {
         let (status, resumed) = resumed_status(&h, &config).await;
         assert!(resumed, "the session did resume (else this proves nothing)");
         assert!(status.is_err(), "expired, resumed: closed before any request: {status:?}");
-        let line = "client certificate CN=guest tablet,O=vaultgate tests refused: it has expired";
+        let line =
+            "unverified certificate claiming CN=guest tablet,O=vaultgate tests refused: it has expired";
         until(line, || logs.text().contains(line)).await;
         let fresh = h.client().with_client_cert(guest.identity(true));
         assert!(status_h1(&fresh, "/alive").await.is_err(), "a fresh handshake is refused too");
