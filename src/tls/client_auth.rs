@@ -31,6 +31,48 @@ pub struct Loaded {
     pub anchors: Vec<String>,
     /// Each CRL's issuer (an anchor's subject), in file order (empty without `crl`).
     pub crls: Vec<String>,
+    /// What `check` should warn about the anchors (they load, but may not do
+    /// what the operator thinks).
+    pub warnings: Vec<String>,
+}
+
+/// More anchors than a household's device CAs: likely a system bundle.
+const MANY_ANCHORS: usize = 20;
+
+/// Anchors that load but weaken what `ca` means: webpki keeps neither an
+/// anchor's basicConstraints nor its dates, and never checks an anchor
+/// against a CRL.
+fn anchor_warnings(file: &Path, certs: &[CertificateDer<'_>]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let now = std::time::SystemTime::now();
+    for cert in certs {
+        let subject = x509::subject(cert).unwrap_or_else(|| "?".into());
+        if x509::ca_use(cert).is_some_and(|u| !u.is_ca) {
+            warnings.push(format!(
+                "{}: [tls.client_auth] ca: {subject} is not a CA certificate (no basicConstraints CA:TRUE), \
+                 yet it is trusted as one: whoever holds its key can make more certificates that vaultgate \
+                 accepts, and no CRL covers them; put the CA that issued your devices in ca, not a device's own",
+                file.display()
+            ));
+        }
+        if let Some((_, end)) = x509::validity(cert).filter(|(_, end)| *end < now) {
+            let date = time::OffsetDateTime::from(end).date();
+            warnings.push(format!(
+                "{}: [tls.client_auth] ca: {subject} expired on {date}, and is still trusted as an anchor \
+                 (an anchor's dates are not checked): replace it with the CA's renewed certificate, or remove it",
+                file.display()
+            ));
+        }
+    }
+    if certs.len() > MANY_ANCHORS {
+        warnings.push(format!(
+            "{}: [tls.client_auth] ca: {} certificates, each a device CA: is this a system bundle \
+             (ca-certificates.crt)? Then a certificate from any public CA gets in; give ca only your own device CA",
+            file.display(),
+            certs.len()
+        ));
+    }
+    warnings
 }
 
 /// The verifier for `auth`: every certificate in `ca` is a trust anchor (an
@@ -77,7 +119,9 @@ pub fn load(auth: &ClientAuth, provider: Arc<CryptoProvider>) -> Result<Loaded, 
         }
         (_, e) => TlsError::BadAnchor { file: auth.ca.clone(), detail: e.to_string() },
     })?;
-    Ok(Loaded { verifier: Arc::new(Logged { inner, budget: WarnBudget::default() }), anchors, crls: issuers })
+    let warnings = anchor_warnings(&auth.ca, &certs);
+    let verifier = Arc::new(Logged { inner, budget: WarnBudget::default() });
+    Ok(Loaded { verifier, anchors, crls: issuers, warnings })
 }
 
 /// Each CRL must be an anchor's, signed with that anchor's key, and one per

@@ -446,11 +446,71 @@ fn check_says_what_is_wrong_with_the_files() {
     }
     let (ok, text) = check(&devices.both_path(), &crl(&devices.crl_path));
     assert!(ok, "{text}");
+    assert!(!text.contains("warning: /"), "{text}");
     assert!(
         text.contains("client certificates: required (2 trust anchors: CN=vaultgate test devices root; CN=vaultgate test devices intermediate); 1 CRL from"),
         "{text}"
     );
     assert!(text.contains("(issued by CN=vaultgate test devices intermediate)"), "{text}");
+}
+
+#[test]
+fn check_warns_of_anchors_and_exempt_networks_that_let_more_in_than_meant() {
+    let devices = DeviceCa::new();
+    let ca = TestCa::new();
+    let dir = devices.dir.path();
+    let check = |ca_file: &Path, more: &str| {
+        let config = ProxyToml::new()
+            .upstream("127.0.0.1:8000".parse().unwrap())
+            .certificate(&ca)
+            .tls(&devices.client_auth(ca_file, more))
+            .write(dir);
+        let out = std::process::Command::new(RunningBinary::PATH)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "warnings only: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let ca_cert = |cn: &str, expired: bool| {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2018, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        p.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+    };
+    // A device's own certificate as the anchor (the nginx self-signed habit).
+    let text = check(&devices.phone.leaf_path, "");
+    assert!(text.contains("warning: ") && text.contains("ca: CN=phone,O=vaultgate tests is not a CA certificate (no basicConstraints CA:TRUE), yet it is trusted as one"), "{text}");
+    let expired = dir.join("expired-ca.pem");
+    std::fs::write(&expired, ca_cert("old devices", true)).unwrap();
+    let text = check(&expired, "");
+    assert!(
+        text.contains("ca: CN=old devices expired on 2020-01-01, and is still trusted as an anchor"),
+        "{text}"
+    );
+    let bundle = dir.join("bundle.pem");
+    std::fs::write(&bundle, (0..21).map(|i| ca_cert(&format!("public CA {i}"), false)).collect::<String>())
+        .unwrap();
+    let text = check(&bundle, "");
+    assert!(text.contains("ca: 21 certificates, each a device CA: is this a system bundle"), "{text}");
+    for (net, covers) in [
+        ("172.16.0.0/12", "172.17.0.1, Docker's bridge gateway"),
+        ("127.0.0.0/8", "127.0.0.1, loopback"),
+        ("::1/128", "::1, loopback"),
+    ] {
+        let text = check(&devices.root_path, &format!("exempt_networks = [\"{net}\"]"));
+        assert!(
+            text.contains(&format!("[tls.client_auth] exempt_networks: {net} covers {covers}")),
+            "{net}: {text}"
+        );
+    }
+    let text = check(&devices.root_path, "exempt_networks = [\"192.168.1.0/24\"]");
+    assert!(!text.contains("[tls.client_auth]"), "a LAN is what exempt_networks is for: {text}");
 }
 
 #[test]
