@@ -23,10 +23,11 @@ fn describe_client_auth(
         match &auth.crl {
             None => "no CRL".to_string(),
             Some(file) => format!(
-                "{} CRL{} from {}",
-                loaded.crls,
-                if loaded.crls == 1 { "" } else { "s" },
-                file.display()
+                "{} CRL{} from {} (issued by {})",
+                loaded.crls.len(),
+                if loaded.crls.len() == 1 { "" } else { "s" },
+                file.display(),
+                loaded.crls.join("; ")
             ),
         }
     );
@@ -39,6 +40,41 @@ fn describe_client_auth(
         ));
     }
     text
+}
+
+/// Addresses from which vaultgate may see the internet arrive, on this
+/// host, though nothing there is the LAN: loopback (a tunnel on the host:
+/// frp, rathole, ngrok, cloudflared in TCP mode) and Docker's default
+/// bridges' gateways (docker-proxy hands on IPv6 clients, or all clients
+/// with userland-proxy, from there).
+const MASQUERADED: [(&str, &str); 4] = [
+    ("127.0.0.1", "loopback, where a tunnel on this host (frp, rathole, ngrok) delivers the internet"),
+    ("::1", "loopback, where a tunnel on this host (frp, rathole, ngrok) delivers the internet"),
+    ("172.17.0.1", "Docker's bridge gateway, where docker-proxy delivers clients of a published port"),
+    ("172.18.0.1", "a Docker network's gateway, where docker-proxy delivers clients of a published port"),
+];
+
+/// `exempt_networks` that cover an address behind which the whole internet
+/// can hide, with nothing (`[proxy_protocol]`) to tell who is really there.
+fn exempt_network_warnings(config: &Config, auth: &crate::config::ClientAuth) -> Vec<String> {
+    if !auth.required || !config.proxy_protocol.is_empty() {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    for net in &auth.exempt_networks {
+        for (addr, what) in MASQUERADED {
+            if net.contains(addr.parse().expect("a literal address")) {
+                warnings.push(format!(
+                    "{}: [tls.client_auth] exempt_networks: {net} covers {addr}, {what}; NAT or a tunnel there \
+                     makes every client look local and skip the certificate. Narrow the network to your LAN, \
+                     or have the relay send a PROXY header ([proxy_protocol] from)",
+                    config.source.display()
+                ));
+                break;
+            }
+        }
+    }
+    warnings
 }
 
 /// Checks the file at `path` (and with `probe` the running proxy it
@@ -87,7 +123,12 @@ pub fn run(path: &Path, probe: bool) -> bool {
         // Loaded once more for what it holds (tls::load above has refused
         // a missing file, one without certificates, a CRL that does not parse).
         match crate::tls::client_auth::load(auth, crate::tls::provider()) {
-            Ok(loaded) => println!("{}", describe_client_auth(auth, &loaded)),
+            Ok(loaded) => {
+                println!("{}", describe_client_auth(auth, &loaded));
+                for warning in loaded.warnings.iter().chain(&exempt_network_warnings(&config, auth)) {
+                    eprintln!("warning: {warning}");
+                }
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return false;

@@ -25,7 +25,11 @@ pub struct Exemptions {
 
 /// Whether a request without a certificate is refused: on `normalized_path`
 /// (what Vaultwarden will route, after `path::normalize`), over a
-/// connection from `peer`, for the resolved `client`.
+/// connection from `peer`, for the resolved `client`. `peer` is `None`
+/// when nobody is known to be at the other end: a relay's connection whose
+/// PROXY header named no client (LOCAL, UNKNOWN) is the relay's, and a
+/// relay inside an exempt network would otherwise exempt whatever it
+/// forwards that way.
 ///
 /// The network exemption is about where the connection comes from: the TCP
 /// peer must be in an exempt network, and so must the client it speaks for
@@ -39,9 +43,14 @@ pub struct Exemptions {
 /// exemption widens access, so `/ICONS/…` or `/icons;x/…` are not exempt
 /// (Vaultwarden's routes are case-sensitive, so they are nothing it serves
 /// as icons either).
-pub fn refuses_without(exempt: &Exemptions, normalized_path: &str, peer: IpAddr, client: IpAddr) -> bool {
+pub fn refuses_without(
+    exempt: &Exemptions,
+    normalized_path: &str,
+    peer: Option<IpAddr>,
+    client: IpAddr,
+) -> bool {
     let from_exempt_network = |ip: IpAddr| exempt.networks.iter().any(|c| c.contains(ip));
-    if from_exempt_network(peer) && from_exempt_network(client) {
+    if peer.is_some_and(from_exempt_network) && from_exempt_network(client) {
         return false;
     }
     !exempt.paths.iter().any(|prefix| under(normalized_path, prefix))
@@ -77,7 +86,7 @@ mod tests {
         let out = ip("203.0.113.5");
         for p in ["/icons", "/icons/", "/icons/vault.example.com/icon.png", "/alive", "/x/../icons/a"] {
             let n = normalize(p).unwrap();
-            assert!(!refuses_without(&e, &n, out, out), "{p} is exempt");
+            assert!(!refuses_without(&e, &n, Some(out), out), "{p} is exempt");
         }
         for p in [
             "/iconsx",
@@ -91,7 +100,7 @@ mod tests {
             "//icons/../api",
         ] {
             let n = normalize(p).unwrap();
-            assert!(refuses_without(&e, &n, out, out), "{p} ({n}) needs a certificate");
+            assert!(refuses_without(&e, &n, Some(out), out), "{p} ({n}) needs a certificate");
         }
     }
 
@@ -100,20 +109,22 @@ mod tests {
         let e = exempt(&[], &["192.168.0.0/16", "::1"]);
         let lan = ip("192.168.1.20");
         let out = ip("203.0.113.5");
-        assert!(!refuses_without(&e, "/api", lan, lan));
-        assert!(!refuses_without(&e, "/api", ip("::1"), ip("::1")));
-        assert!(!refuses_without(&e, "/api", ip("::ffff:192.168.1.20"), lan), "mapped IPv4");
-        assert!(refuses_without(&e, "/api", out, out));
+        assert!(!refuses_without(&e, "/api", Some(lan), lan));
+        assert!(!refuses_without(&e, "/api", Some(ip("::1")), ip("::1")));
+        assert!(!refuses_without(&e, "/api", Some(ip("::ffff:192.168.1.20")), lan), "mapped IPv4");
+        assert!(refuses_without(&e, "/api", Some(out), out));
         // A LAN proxy forwarding the internet: not exempt.
-        assert!(refuses_without(&e, "/api", lan, out));
+        assert!(refuses_without(&e, "/api", Some(lan), out));
         // A client reported inside, over a connection from outside: not exempt.
-        assert!(refuses_without(&e, "/api", out, lan));
+        assert!(refuses_without(&e, "/api", Some(out), lan));
+        // A relay's own connection (no client named): never exempt by network.
+        assert!(refuses_without(&e, "/api", None, lan));
     }
 
     #[test]
     fn no_exemptions_refuse_everything() {
         let e = Exemptions::default();
-        assert!(refuses_without(&e, "/", ip("127.0.0.1"), ip("127.0.0.1")));
-        assert!(refuses_without(&e, "/icons/x", ip("127.0.0.1"), ip("127.0.0.1")));
+        assert!(refuses_without(&e, "/", Some(ip("127.0.0.1")), ip("127.0.0.1")));
+        assert!(refuses_without(&e, "/icons/x", Some(ip("127.0.0.1")), ip("127.0.0.1")));
     }
 }

@@ -62,7 +62,8 @@ pub struct Metrics {
 }
 
 /// Why a client certificate was refused at the handshake (`tls::client_auth`'s words).
-pub const CERT_REASONS: [&str; 5] = ["revoked", "expired", "not_yet_valid", "unknown_issuer", "invalid"];
+pub const CERT_REASONS: [&str; 6] =
+    ["revoked", "expired", "not_yet_valid", "unknown_issuer", "crl", "invalid"];
 
 /// Distinct certificates counted one by one; past this many, the rest are
 /// counted together (only certificates the configured CA issued get here,

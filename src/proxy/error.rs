@@ -42,6 +42,8 @@ pub enum ProxyError {
     Forbidden { path: String, client: IpAddr },
     #[error("{path:?} needs a client certificate and the connection from {peer} presented none")]
     CertificateRequired { path: String, peer: IpAddr },
+    #[error("the client certificate of the connection from {peer} no longer verifies after a reload (revoked, expired or no longer under ca)")]
+    CertificateRevoked { peer: IpAddr },
     #[error("{0} is not supported")]
     MethodNotAllowed(Method),
     #[error(
@@ -79,7 +81,9 @@ impl ProxyError {
             ProxyError::HeaderTooLong { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Forbidden { .. } | ProxyError::CertificateRequired { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden { .. }
+            | ProxyError::CertificateRequired { .. }
+            | ProxyError::CertificateRevoked { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NotAHub { .. } => StatusCode::NOT_FOUND,
             ProxyError::TooManyHubs { .. }
@@ -138,6 +142,9 @@ impl ProxyError {
                  system certificate store and open the connection again"
                     .into()
             }
+            ProxyError::CertificateRevoked { .. } => {
+                "this device's certificate is no longer accepted; ask the vault's owner for a new one".into()
+            }
             ProxyError::MethodNotAllowed(_) => "this method is not supported".into(),
             ProxyError::NotAHub { .. } => "tunnels are offered only for WebSockets on the hub paths".into(),
             ProxyError::TooManyHubs { limit, .. } => {
@@ -182,7 +189,10 @@ impl ProxyError {
         }
         if matches!(
             self,
-            ProxyError::TooLarge { .. } | ProxyError::BodyTimeout(_) | ProxyError::BadRequestBody
+            ProxyError::TooLarge { .. }
+                | ProxyError::BodyTimeout(_)
+                | ProxyError::BadRequestBody
+                | ProxyError::CertificateRevoked { .. }
         ) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -219,6 +229,7 @@ mod tests {
                 ProxyError::CertificateRequired { path: "/api".into(), peer: "192.0.2.1".parse().unwrap() },
                 403,
             ),
+            (ProxyError::CertificateRevoked { peer: "192.0.2.1".parse().unwrap() }, 403),
             (ProxyError::MethodNotAllowed(Method::CONNECT), 405),
             (ProxyError::NotAHub { protocol: "websocket".into(), path: "/api".into() }, 404),
             (ProxyError::TooManyHubs { client: "192.0.2.1".parse().unwrap(), limit: 32 }, 429),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::body::{self, ProxyBody};
-use super::client::{ClientConn, InFlight};
+use super::client::{ClientConn, InFlight, Presented};
 use super::error::ProxyError;
 use super::upstream::Upstream;
 use crate::config::Config;
@@ -54,6 +54,8 @@ pub struct HubPlaces {
     _in_flight: InFlight,
     /// The client connection's send watch (see [`ClientConn`]).
     sending: Arc<SendWatch>,
+    /// The connection's client certificate: the tunnel ends when a reload refuses it.
+    presented: Option<Arc<Presented>>,
 }
 
 /// Takes a hub tunnel's places (see [`HubPlaces`]); `trusted`: the
@@ -84,7 +86,8 @@ pub fn places(
     // An HTTP/1.1 tunnel owns its connection's socket and is watched on
     // it; an HTTP/2 one shares the connection, whose guard watches it.
     let sending = if http2 { SendWatch::new() } else { conn.sending.clone() };
-    Ok(HubPlaces { _hub: hub, _connection: connection, _in_flight: in_flight, sending })
+    let presented = conn.presented.clone();
+    Ok(HubPlaces { _hub: hub, _connection: connection, _in_flight: in_flight, sending, presented })
 }
 
 impl Hubs {
@@ -182,6 +185,7 @@ impl Hubs {
     ) {
         let idle = self.idle;
         let (send_idle, sending) = (self.send_idle, held.sending.clone());
+        let revoked = held.presented.as_ref().map(|p| p.on_revoked());
         let metrics = self.metrics.clone();
         let mut stop = self.stop.clone();
         let token = self.tracker.token();
@@ -198,13 +202,23 @@ impl Hubs {
                 }
             };
             let _open = metrics.hub(protocol);
-            // Shutdown, or a ban of its client, closes the tunnel (with
-            // Close frames, at a frame boundary).
+            // Shutdown, a ban of its client, or a reload that refuses the
+            // connection's certificate: each closes the tunnel with Close
+            // frames, at a frame boundary.
             let shutdown = async move {
+                let revoked = async {
+                    match revoked {
+                        Some(revoked) => revoked.await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = stopped(&mut stop) => {}
                     _ = guard.until_banned(client_ip) => {
                         tracing::info!(client = %client_ip, "closing a hub of a banned address");
+                    }
+                    _ = revoked => {
+                        tracing::info!(client = %client_ip, "hub closed: its connection's client certificate no longer verifies");
                     }
                 }
             };

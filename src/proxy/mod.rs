@@ -31,7 +31,7 @@ use crate::observe::redact::escape;
 use crate::shutdown::Tracker;
 use body::{OnEnd, ProxyBody};
 use classify::{classify, Route, Rules};
-pub use client::{ClientConn, InFlight};
+pub use client::{ClientConn, InFlight, Presented};
 pub use error::ProxyError;
 use forward::BodyLimits;
 use hub::Hubs;
@@ -87,9 +87,13 @@ impl ClientAuthRule {
         conn: &ClientConn,
         client: &client_ip::Client,
     ) -> Result<(), ProxyError> {
+        if conn.revoked() {
+            return Err(ProxyError::CertificateRevoked { peer: conn.peer.ip() });
+        }
         let Some(exempt) = &self.required else { return Ok(()) };
         let path = target.uri.path();
-        if conn.cert.is_none() && client_cert::refuses_without(exempt, path, conn.peer.ip(), client.ip) {
+        let peer = (!conn.relay_itself).then(|| conn.peer.ip());
+        if conn.cert.is_none() && client_cert::refuses_without(exempt, path, peer, client.ip) {
             return Err(ProxyError::CertificateRequired { path: path.to_string(), peer: conn.peer.ip() });
         }
         Ok(())

@@ -30,7 +30,7 @@ use crate::login_guard::Guard;
 use crate::observe::access_log::Sink;
 use crate::observe::metrics::{Metrics, Protocol};
 use crate::proxy::body::OnEnd;
-use crate::proxy::{ClientConn, Proxy};
+use crate::proxy::{ClientConn, Presented, Proxy};
 use crate::shutdown::{stopped, Tracker};
 use crate::tls;
 
@@ -76,16 +76,54 @@ impl Handler for Clients {
         );
         tokio::spawn(
             async move {
-                if let Some((tcp, peer, slot)) = conn.relayed(tcp, peer, slot, &limit).await {
+                if let Some((tcp, peer, slot, relay_itself)) = conn.relayed(tcp, peer, slot, &limit).await {
                     // Shared: a hub tunnel taken over from this connection
                     // holds its place until it closes.
-                    conn.serve(tcp, peer, Arc::new(slot), current, worker).await;
+                    conn.serve(tcp, peer, Arc::new(slot), current, worker, relay_itself).await;
                 }
                 drop(token);
             }
             .instrument(span),
         );
     }
+}
+
+/// Verifies `presented` again if `current` is a newer generation than the
+/// one it was verified under; the verifier logs a refusal, counted here.
+fn recheck(presented: &Presented, current: &Connection) {
+    if let Err(e) = presented.recheck(current.generation, current.client_verifier.as_deref()) {
+        current.metrics.client_cert_rejected(tls::client_auth::refusal_reason(&e));
+        tracing::info!(
+            "closing the connection and its hubs: its client certificate no longer verifies after a reload"
+        );
+    }
+}
+
+/// Verifies the connection's certificate again on every reload, so that
+/// connections with no request to come (an idle HTTP/1.1 keep-alive, one
+/// upgraded to a hub tunnel) are closed too. Ends with the connection and
+/// its tunnels (every holder of `presented` gone), or once it is refused.
+fn watch_reloads(presented: &Arc<Presented>, mut current: watch::Receiver<Connection>) {
+    let weak = Arc::downgrade(presented);
+    let mut gone = presented.subscribe();
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    changed = current.changed() => {
+                        let Some(presented) = weak.upgrade().filter(|_| changed.is_ok()) else { return };
+                        let generation = current.borrow_and_update().clone();
+                        recheck(&presented, &generation);
+                        if presented.is_revoked() {
+                            return;
+                        }
+                    }
+                    _ = gone.changed() => return,
+                }
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 fn warn_refused(limit: &ConnLimit, client: SocketAddr, refused: Refused) {
@@ -162,10 +200,15 @@ pub fn http_builder(config: &Config) -> Http {
     Http { h1, h2 }
 }
 
+/// Numbers the generations, so that a connection can tell whether its
+/// client certificate was verified under the one in force.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// What every client connection needs, built from one configuration (a
 /// generation); cloned per connection.
 #[derive(Clone)]
 pub struct Connection {
+    generation: u64,
     acceptor: TlsAcceptor,
     http: Arc<Http>,
     pub proxy: Arc<Proxy>,
@@ -181,9 +224,10 @@ pub struct Connection {
     max_upstream_per_connection: usize,
     /// `[proxy_protocol] from`: the relays whose connections start with a PROXY header.
     relays: Arc<[Cidr]>,
-    /// `[tls.client_auth]` is on: a refused server certificate is not a
-    /// client's (only then are handshake refusals counted by reason).
-    client_auth: bool,
+    /// With `[tls.client_auth]`, the verifier this generation's handshakes
+    /// use (handshake refusals are counted by reason only then: a refused
+    /// server certificate is not a client's).
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     pub stop: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
 }
@@ -199,7 +243,9 @@ impl Connection {
         guard: &Arc<Guard>,
     ) -> std::io::Result<Connection> {
         let access = Sink::open(config.access_log.clone(), config.access_format)?;
+        let client_verifier = tls.client_verifier.clone();
         Ok(Connection {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             acceptor: TlsAcceptor::from(tls.config),
             http: Arc::new(http_builder(config)),
             proxy: Arc::new(Proxy::new(
@@ -218,7 +264,7 @@ impl Connection {
             send_idle: config.timeouts.send_idle,
             max_upstream_per_connection: config.limits.max_upstream_per_connection,
             relays: config.proxy_protocol.clone().into(),
-            client_auth: config.tls.client_auth.is_some(),
+            client_verifier,
             stop,
             metrics,
         })
@@ -230,7 +276,8 @@ impl Connection {
     }
 
     /// A relay's connection, once its PROXY header has named the client:
-    /// the client's address, its place counted under that address. Other
+    /// the client's address, its place counted under that address, and
+    /// whether the relay spoke for itself (LOCAL, UNKNOWN). Other
     /// connections pass as they are. `None`: closed (no header, a
     /// malformed one, or the client is over its cap).
     async fn relayed(
@@ -239,15 +286,17 @@ impl Connection {
         peer: SocketAddr,
         mut slot: Slot,
         limit: &ConnLimit,
-    ) -> Option<(TcpStream, SocketAddr, Slot)> {
+    ) -> Option<(TcpStream, SocketAddr, Slot, bool)> {
         if !self.relays(peer.ip()) {
-            return Some((tcp, peer, slot));
+            return Some((tcp, peer, slot, false));
         }
         let read = tokio::time::timeout(self.handshake_timeout, proxy_header::read(&mut tcp)).await;
-        let client = match read {
-            Ok(Ok(Some(client))) => client,
-            // The relay's own connection (a health check): it is the client.
-            Ok(Ok(None)) => peer,
+        let (client, relay_itself) = match read {
+            Ok(Ok(Some(client))) => (client, false),
+            // The relay's own connection (a health check), or one whose
+            // client it could not name (UNKNOWN, a UNIX socket): the relay
+            // is the client, but it never counts as an exempt network.
+            Ok(Ok(None)) => (peer, true),
             Ok(Err(e)) => {
                 self.metrics.proxy_header_refused();
                 tracing::warn!("connection from relay {peer} closed: {e} ([proxy_protocol] in the config)");
@@ -270,7 +319,7 @@ impl Connection {
                 return None;
             }
         }
-        Some((tcp, client, slot))
+        Some((tcp, client, slot, relay_itself))
     }
 
     /// Serves one client connection: TLS and the protocol with this
@@ -284,6 +333,7 @@ impl Connection {
         slot: Arc<Slot>,
         current: watch::Receiver<Connection>,
         worker: usize,
+        relay_itself: bool,
     ) {
         let _ = tcp.set_nodelay(true);
         let (tcp, sending) = Progress::new(tcp);
@@ -293,10 +343,11 @@ impl Connection {
                 tracing::debug!("TLS handshake failed: {e}");
                 self.metrics.tls_handshake_failed();
                 // The verifier has logged the certificate's subject and why.
-                if let Some(e @ rustls::Error::InvalidCertificate(_)) =
-                    e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+                if let Some(
+                    e @ (rustls::Error::InvalidCertificate(_) | rustls::Error::InvalidCertRevocationList(_)),
+                ) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
                 {
-                    if self.client_auth {
+                    if self.client_verifier.is_some() {
                         self.metrics.client_cert_rejected(tls::client_auth::refusal_reason(e));
                     }
                 }
@@ -308,6 +359,13 @@ impl Connection {
                 return;
             }
         };
+        if let Err(e) = self.verify_resumed(tls.get_ref().1) {
+            // Closed before a byte of HTTP: a ticket must not outlive the
+            // certificate it was issued for.
+            tracing::debug!("resumed TLS session closed: its client certificate no longer verifies: {e}");
+            self.metrics.client_cert_rejected(tls::client_auth::refusal_reason(&e));
+            return;
+        }
         let alpn = tls.get_ref().1.alpn_protocol();
         if alpn == Some(tls::ACME_TLS_ALPN) {
             // RFC 8737: the CA's TLS-ALPN-01 check is the handshake itself.
@@ -318,22 +376,45 @@ impl Connection {
         tracing::Span::current().record("protocol", if http2 { "h2" } else { "http/1.1" });
         // Only a certificate the verifier accepted gets here: one that did
         // not verify has failed the handshake.
-        let cert =
-            tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| ClientCert {
-                subject: tls::x509::subject(leaf).unwrap_or_default(),
-                serial: tls::x509::serial(leaf).unwrap_or_default(),
-            });
+        let chain = tls.get_ref().1.peer_certificates().filter(|c| !c.is_empty());
+        let cert = chain.and_then(|chain| chain.first()).map(|leaf| ClientCert {
+            subject: tls::x509::subject(leaf).unwrap_or_default(),
+            serial: tls::x509::serial(leaf).unwrap_or_default(),
+        });
         if let Some(cert) = &cert {
             tracing::debug!(subject = %cert.subject, serial = %cert.serial, "client certificate verified");
             self.metrics.client_cert_connection(&cert.subject, &cert.serial);
         }
-        let client =
-            Arc::new(ClientConn::new(peer, slot, self.max_upstream_per_connection, sending, worker, cert));
+        let presented = match (chain, &self.client_verifier) {
+            (Some(chain), Some(_)) => {
+                let presented = Arc::new(Presented::new(chain.to_vec(), self.generation));
+                watch_reloads(&presented, current.clone());
+                Some(presented)
+            }
+            _ => None,
+        };
+        let client = Arc::new(
+            ClientConn::new(peer, slot, self.max_upstream_per_connection, sending, worker, cert, presented)
+                .of_relay_itself(relay_itself),
+        );
         if http2 {
             self.serve_http(WriteBatch::new(tls), client, current, true).await;
         } else {
             let max_header_line = self.proxy.max_header_line();
             self.serve_http(H1Guard::new(tls, max_header_line), client, current, false).await;
+        }
+    }
+
+    /// A resumed session's chain, verified again: rustls restores it from
+    /// the session without a look at its dates, and a ticket is renewed on
+    /// every resumption, so an expired certificate would otherwise live on
+    /// for as long as its device keeps resuming.
+    fn verify_resumed(&self, tls: &rustls::ServerConnection) -> Result<(), rustls::Error> {
+        match (&self.client_verifier, tls.peer_certificates()) {
+            (Some(verifier), Some(chain)) if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) => {
+                tls::client_auth::verify_again(verifier.as_ref(), chain)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -350,8 +431,18 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let tracked = activity.clone();
         let sending = client.sending().clone();
+        let revoked = client.presented.as_ref().map(|p| p.on_revoked());
         let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let proxy = current.borrow().proxy.clone();
+            let proxy = {
+                let current = current.borrow();
+                // The first request after a reload verifies the connection's
+                // certificate again (watch_reloads may not have yet); refused,
+                // the proxy answers 403 and the connection closes.
+                if let Some(presented) = &client.presented {
+                    recheck(presented, &current);
+                }
+                current.proxy.clone()
+            };
             let client = client.clone();
             // Only HTTP/2 connections are closed for idleness by counting
             // requests in flight (HTTP/1.1's is hyper's header read timeout).
@@ -376,17 +467,31 @@ impl Connection {
         // negotiated there (RFC 9113 §3.2), so nothing is sniffed from the bytes.
         let io = TokioIo::new(io);
         let send_idle = self.send_idle;
+        // A certificate a reload refuses closes the connection as idleness
+        // does: what is in flight finishes (the 403), then GOAWAY (HTTP/2) or
+        // the close (HTTP/1.1, also between requests).
+        let revoked = async move {
+            match revoked {
+                Some(revoked) => revoked.await,
+                None => std::future::pending().await,
+            }
+        };
         let served = if http2 {
             let conn = self.http.h2.serve_connection(io, service);
             let idle = activity.idle_for(self.request_header, self.keep_alive);
+            let idle = async move {
+                tokio::select! {
+                    _ = idle => {}
+                    _ = revoked => {}
+                }
+            };
             Guarded::new(self.drive(conn, http2::Connection::graceful_shutdown, idle), sending, send_idle)
                 .await
         } else {
             // HTTP/1.1 keep-alive idleness (and the first request's wait) is
             // bounded by hyper's header read timeout.
             let conn = self.http.h1.serve_connection(io, service).with_upgrades();
-            let driven =
-                self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, std::future::pending());
+            let driven = self.drive(conn, http1::UpgradeableConnection::graceful_shutdown, revoked);
             Guarded::new(driven, sending, send_idle).await
         };
         if served.is_none() {

@@ -13,6 +13,7 @@ pub mod x509;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::ResolvesServerCert;
 use rustls::ServerConfig;
 
@@ -29,6 +30,9 @@ use crate::config::{TlsConfig, TlsSource};
 pub struct Tls {
     pub config: Arc<ServerConfig>,
     pub local_ca_notice: Option<String>,
+    /// With `[tls.client_auth]`: the verifier its handshakes use, kept to
+    /// verify a chain again where rustls does not (a resumed session).
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 /// ALPN protocols offered to clients, most preferred first.
@@ -116,17 +120,23 @@ fn build(tls: &TlsConfig, live: &Arc<Live>, write: bool) -> Result<Tls, TlsError
     // Read afresh on every load: a reload (SIGHUP, the files changing)
     // gives new connections the new anchors and CRLs; connections already
     // open keep the configuration they were accepted with.
-    let builder = match &tls.client_auth {
+    let client_verifier = match &tls.client_auth {
+        None => None,
+        Some(auth) => Some(client_auth::load(auth, provider)?.verifier),
+    };
+    let builder = match &client_verifier {
         None => builder.with_no_client_auth(),
-        Some(auth) => builder.with_client_cert_verifier(client_auth::load(auth, provider)?.verifier),
+        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
     };
     // The session cache stays this configuration's own (rustls's default):
     // a resumed session skips the certificate check, so one verified under
-    // an older CA or CRL must not resume into a newer configuration.
+    // an older CA or CRL must not resume into a newer configuration. Within
+    // one configuration, server/conn.rs verifies a resumed chain again (it
+    // may have expired since).
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     if matches!(tls.source, TlsSource::Acme(_)) {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }
-    Ok(Tls { config: Arc::new(config), local_ca_notice })
+    Ok(Tls { config: Arc::new(config), local_ca_notice, client_verifier })
 }

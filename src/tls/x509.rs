@@ -52,10 +52,16 @@ pub fn serial(cert: &[u8]) -> Option<String> {
 /// comes out: anything else in a value is `\xNN`, and `,`, `=`, `+` and
 /// `\` are escaped, so the text is safe in a log line or a header value.
 pub fn subject(cert: &[u8]) -> Option<String> {
-    let (tag, mut rdns, _) = tlv(tbs_fields(cert)?.subject)?;
+    let (tag, rdns, _) = tlv(tbs_fields(cert)?.subject)?;
     if tag != 0x30 {
         return None;
     }
+    name(rdns)
+}
+
+/// A distinguished name (the RDNs inside its SEQUENCE, as rustls-webpki's
+/// `subject()` and a CRL's `issuer()` give them) rendered as [`subject`] does.
+pub fn name(mut rdns: &[u8]) -> Option<String> {
     let mut out = String::new();
     while !rdns.is_empty() {
         let (tag, mut set, rest) = tlv(rdns)?;
@@ -142,6 +148,83 @@ pub fn is_self_issued(cert: &[u8]) -> Option<bool> {
 /// with a key's own to tell that the two belong together.
 pub fn public_key_info(cert: &[u8]) -> Option<&[u8]> {
     whole_tlv(tlv(tbs_fields(cert)?.subject)?.2)
+}
+
+/// What a CA certificate's extensions say about its use as an anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaUse {
+    /// basicConstraints cA is TRUE.
+    pub is_ca: bool,
+    /// The key usage lets it sign CRLs (true without a key usage extension,
+    /// as RFC 5280 has it).
+    pub crl_sign: bool,
+    /// Issuer and subject are the same name (a root, or a leaf made to sign itself).
+    pub self_issued: bool,
+}
+
+/// basicConstraints, keyUsage and self-issuance of a certificate (DER).
+pub fn ca_use(cert: &[u8]) -> Option<CaUse> {
+    let fields = tbs_fields(cert)?;
+    let (_, subject, _) = tlv(fields.subject)?;
+    let (_, issuer, _) = tlv(fields.issuer)?;
+    let mut found = CaUse { is_ca: false, crl_sign: true, self_issued: issuer == subject };
+    // subjectPublicKeyInfo, then [1] and [2] unique IDs, then [3] extensions.
+    let mut rest = tlv(tlv(fields.subject)?.2)?.2;
+    while !rest.is_empty() {
+        let (tag, value, after) = tlv(rest)?;
+        rest = after;
+        if tag != 0xa3 {
+            continue;
+        }
+        let (_, mut extensions, _) = tlv(value)?;
+        while !extensions.is_empty() {
+            let (_, extension, after) = tlv(extensions)?;
+            extensions = after;
+            let (_, oid, mut rest) = tlv(extension)?;
+            let (tag, _, after) = tlv(rest)?;
+            if tag == 0x01 {
+                rest = after; // critical
+            }
+            let (_, inner, _) = tlv(rest)?;
+            match oid {
+                // basicConstraints: SEQUENCE { cA BOOLEAN DEFAULT FALSE, … }
+                [0x55, 0x1d, 0x13] => {
+                    let (_, constraints, _) = tlv(inner)?;
+                    found.is_ca = matches!(tlv(constraints), Some((0x01, [v], _)) if *v != 0);
+                }
+                // keyUsage: BIT STRING, cRLSign is bit 6.
+                [0x55, 0x1d, 0x0f] => {
+                    let (_, bits, _) = tlv(inner)?;
+                    found.crl_sign = bits.get(1).is_some_and(|b| b & 0x02 != 0);
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(found)
+}
+
+/// What of a CRL (DER) is checked against its anchor at load: the signed
+/// bytes, the signature algorithm and the signature.
+pub struct CrlParts<'a> {
+    /// tbsCertList, tag and length included (what the signature covers).
+    pub signed: &'a [u8],
+    /// The signatureAlgorithm's AlgorithmIdentifier, inside its SEQUENCE.
+    pub algorithm: &'a [u8],
+    /// The signature's bits (the BIT STRING's unused-bits octet dropped).
+    pub signature: &'a [u8],
+}
+
+pub fn crl_parts(crl: &[u8]) -> Option<CrlParts<'_>> {
+    let (_, list, _) = tlv(crl)?;
+    let (_, _, after_tbs) = tlv(list)?;
+    let signed = &list[..list.len() - after_tbs.len()];
+    let (_, algorithm, after_alg) = tlv(after_tbs)?;
+    let (tag, bits, _) = tlv(after_alg)?;
+    if tag != 0x03 || bits.first() != Some(&0) {
+        return None;
+    }
+    Some(CrlParts { signed, algorithm, signature: &bits[1..] })
 }
 
 /// The fields of tbsCertificate that are read here, each with what follows it.
@@ -321,11 +404,59 @@ mod tests {
     }
 
     #[test]
+    fn what_a_certificate_says_about_signing() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let root = ca.self_signed(&key).unwrap();
+        assert_eq!(ca_use(root.der()), Some(CaUse { is_ca: true, crl_sign: true, self_issued: true }));
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        let no_crl = ca.self_signed(&key).unwrap();
+        assert_eq!(ca_use(no_crl.der()).map(|u| u.crl_sign), Some(false));
+        let mut leaf = rcgen::CertificateParams::new(vec!["phone".to_string()]).unwrap();
+        leaf.distinguished_name.push(rcgen::DnType::CommonName, "phone");
+        let issuer = rcgen::Issuer::new(ca, key);
+        let leaf = leaf.signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer).unwrap();
+        assert_eq!(ca_use(leaf.der()), Some(CaUse { is_ca: false, crl_sign: true, self_issued: false }));
+    }
+
+    #[test]
+    fn a_crl_in_its_parts() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_usages = vec![rcgen::KeyUsagePurpose::CrlSign];
+        let issuer = rcgen::Issuer::new(ca, key);
+        let now = time::OffsetDateTime::now_utc();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(0x1234u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        let parts = crl_parts(crl.der()).unwrap();
+        assert_eq!(
+            parts.algorithm,
+            [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02],
+            "ECDSA SHA-256"
+        );
+        assert_eq!(parts.signed.first(), Some(&0x30));
+        assert!(crl_parts(b"\x30\x03junk").is_none());
+    }
+
+    #[test]
     fn junk_is_none() {
         assert_eq!(subject(b"\x30\x03junk"), None);
         assert_eq!(serial(b""), None);
         assert_eq!(validity(b"\x30\x03junk"), None);
         assert_eq!(validity(b""), None);
         assert_eq!(validity(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(ca_use(b"\x30\x03junk"), None);
+        assert!(crl_parts(b"").is_none());
     }
 }

@@ -293,3 +293,31 @@ async fn a_header_in_pieces_and_a_health_check_are_served() {
     let echo = echoed(c.send_request(get("/api/config")).await.unwrap()).await;
     assert_eq!(echoed_header(&echo, "x-real-ip"), [RELAY]);
 }
+
+#[tokio::test]
+async fn a_relay_speaking_for_itself_is_never_an_exempt_network() {
+    // HAProxy on the LAN, itself in exempt_networks: a header naming a
+    // client there is exempt, but LOCAL (its health check) and UNKNOWN
+    // (a frontend whose addresses are not IP) name no client, and the
+    // relay's own address must not let what it forwards skip the certificate.
+    let devices = crate::support::DeviceCa::new();
+    let auth = devices.client_auth(&devices.root_path, &format!("exempt_networks = [\"{RELAY}/32\"]"));
+    let h = Harness::configured(relayed_toml("").tls(&auth)).await;
+    let status = |header: Vec<u8>| {
+        let h = &h;
+        async move {
+            let mut tcp = from_relay(h).await;
+            tcp.write_all(&header).await.unwrap();
+            let mut c = h1_on(h, tcp).await.expect("TLS after the header");
+            c.send_request(get("/api/sync")).await.unwrap().status().as_u16()
+        }
+    };
+    let mut named = b"PROXY TCP4 ".to_vec();
+    named.extend_from_slice(format!("{RELAY} 127.0.0.1 4000 443\r\n").as_bytes());
+    assert_eq!(status(named).await, 200, "a client named inside the exempt network");
+    let mut local = v2_tcp4([0, 0, 0, 0], 0);
+    local[12] = 0x20;
+    assert_eq!(status(local).await, 403, "v2 LOCAL");
+    assert_eq!(status(b"PROXY UNKNOWN\r\n".to_vec()).await, 403, "v1 UNKNOWN");
+    assert_eq!(h.upstream.requests(), 1);
+}

@@ -59,6 +59,17 @@ pub struct DeviceCa {
     /// Of another CA altogether.
     pub stranger: Device,
     intermediate: Issuer<'static, KeyPair>,
+    root: Issuer<'static, KeyPair>,
+}
+
+/// Who signs a CRL made by [`DeviceCa::crl_by`].
+pub enum CrlSigner {
+    /// The intermediate, which issues the devices (the right one).
+    Intermediate,
+    /// The root, which issued only the intermediate.
+    Root,
+    /// A CA named like the intermediate with a key of its own.
+    SameNameOtherKey,
 }
 
 fn ca_params(cn: &str) -> CertificateParams {
@@ -135,6 +146,7 @@ impl DeviceCa {
             expired,
             stranger,
             intermediate,
+            root: root_issuer,
             dir,
         };
         let revoked_serial = u64::from_str_radix(&ca.revoked.serial, 16).unwrap();
@@ -145,6 +157,21 @@ impl DeviceCa {
 
     /// A PEM CRL of the intermediate listing `serials`.
     pub fn crl(&self, serials: &[u64]) -> String {
+        self.crl_by(CrlSigner::Intermediate, serials)
+    }
+
+    /// A PEM CRL signed by `signer`, listing `serials`.
+    pub fn crl_by(&self, signer: CrlSigner, serials: &[u64]) -> String {
+        let impostor;
+        let issuer = match signer {
+            CrlSigner::Intermediate => &self.intermediate,
+            CrlSigner::Root => &self.root,
+            CrlSigner::SameNameOtherKey => {
+                let params = ca_params("vaultgate test devices intermediate");
+                impostor = Issuer::new(params, KeyPair::generate().unwrap());
+                &impostor
+            }
+        };
         let now = time::OffsetDateTime::now_utc();
         let params = CertificateRevocationListParams {
             this_update: now - time::Duration::hours(1),
@@ -162,7 +189,48 @@ impl DeviceCa {
                 .collect(),
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        params.signed_by(&self.intermediate).unwrap().pem().unwrap()
+        params.signed_by(issuer).unwrap().pem().unwrap()
+    }
+
+    /// The intermediate again (its name and key, under the root), with a
+    /// key usage that lacks cRLSign: an anchor that may not sign its CRL.
+    pub fn intermediate_without_crl_sign(&self) -> PathBuf {
+        let mut params = ca_params("vaultgate test devices intermediate");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = params.signed_by(self.intermediate.key(), &self.root).unwrap();
+        let p = self.dir.path().join("intermediate-no-crlsign.pem");
+        std::fs::write(&p, cert.pem()).unwrap();
+        p
+    }
+
+    /// A further device under the intermediate, valid from an hour ago
+    /// until `not_after` (a short-lived certificate, say), with `serial`.
+    pub fn device_until(&self, name: &str, serial: u64, not_after: time::OffsetDateTime) -> Device {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.distinguished_name.push(DnType::OrganizationName, "vaultgate tests");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        p.not_after = not_after;
+        let cert = p.signed_by(&key, &self.intermediate).unwrap();
+        let file = name.replace(' ', "-");
+        let write = |name: String, text: String| {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let inter = std::fs::read_to_string(&self.intermediate_path).unwrap();
+        Device {
+            subject: format!("CN={name},O=vaultgate tests"),
+            serial: format!("{serial:02x}"),
+            leaf_path: write(format!("{file}.pem"), cert.pem()),
+            chain_path: write(format!("{file}-chain.pem"), format!("{}{inter}", cert.pem())),
+            key_path: write(format!("{file}.key"), key.serialize_pem()),
+            p12_path: None,
+        }
     }
 
     /// The root and the intermediate in one file (both anchors).

@@ -42,7 +42,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 pub use client::{raw_status, Connector, Http1, Http2, Ws};
-pub use devices::{Device, DeviceCa};
+pub use devices::{CrlSigner, Device, DeviceCa};
 pub use proxy_toml::ProxyToml;
 pub use tools::{js_dir, optional_tool, tool, Tool};
 pub use upstream::Upstream;
