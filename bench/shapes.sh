@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# Issue 15's benchmark: vaultgate against its two peers, nginx and HAProxy
+# (Debian's, each configured as Vaultwarden's wiki shows: TLS, HTTP/2 in,
+# HTTP/1.1 keep-alive to the upstream, the WebSocket upgrade), at every
+# ordinary load shape rather than one:
+#
+#   keep-alive GET (wrk):  1, 16, 64, 256 connections x 1 and 2 threads
+#   HTTP/2 GET (h2load):   1, 16, 64 connections x 1, 10, 100 streams, 1 thread
+#   256 MiB upload (curl)
+#   hub echo (wsload):     16, 64, 256 hubs
+#
+# Each round runs every shape against the three proxies in turn, the order
+# rotating from round to round; the table holds medians of the rounds, and
+# for each metric the ratio of vaultgate to the best peer (> 1 is better for
+# rates, < 1 for CPU and latency). CPU is utime+stime of the proxy's
+# processes from /proc, per request or message. The load generators, the
+# upstream and the proxy share the machine: run it on a quiet one.
+#
+#   bench/shapes.sh [rounds=3] [seconds=5] [out=bench/shapes]
+#
+# Writes OUT/results.tsv (round, proxy, shape, metric, value), OUT/table.md
+# and, with gnuplot, OUT/*.png. Runs as root (installs nginx-light, haproxy,
+# wrk, nghttp2-client, gnuplot-nox); uses 127.0.0.1:18102 and :18545-18547.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+secs=${2:-5}
+out=${3:-bench/shapes}
+
+. bench/common.sh
+install_missing nginx:nginx-light haproxy:haproxy wrk:wrk h2load:nghttp2-client curl:curl gnuplot:gnuplot-nox
+cargo build --release --quiet --bin vaultgate --example upstream --example wsload
+limit=$(ulimit -Hn)
+[ "$limit" = unlimited ] && limit=1048576
+ulimit -n "$limit"
+mkdir -p "$out"
+dir=$(mktemp -d)
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null
+  [ -f "$dir/haproxy.pid" ] && kill "$(cat "$dir/haproxy.pid")" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# One address is the whole load here: the per-address caps would answer 429.
+proxy_setup "$dir" 18102 18545 $'max_connections = 100000\nmax_connections_per_ip = 100000\nmax_upstream_per_ip = 1000000'
+./target/release/vaultgate --config "$dir/proxy.toml" 2>>"$dir/vaultgate.log" &
+vg_pid=$!
+
+cat >"$dir/nginx.conf" <<NGINX
+worker_processes 2;
+worker_rlimit_nofile $limit;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 50000; }
+http {
+  access_log off;
+  # h2load and wrk do not reconnect: no cap on requests per connection.
+  keepalive_requests 100000000;
+  upstream vaultwarden-default { server 127.0.0.1:18102; keepalive 32; }
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ""; }
+  server {
+    listen 127.0.0.1:18546 ssl http2;
+    ssl_certificate $dir/cert.pem;
+    ssl_certificate_key $dir/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    client_max_body_size 525M;
+    location / {
+      proxy_http_version 1.1;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_pass http://vaultwarden-default;
+    }
+  }
+}
+NGINX
+nginx -c "$dir/nginx.conf" -e "$dir/nginx-error.log"
+
+cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"
+# HAProxy as the wiki has it: HTTP/2 and HTTP/1.1 in, keep-alive and
+# connection reuse to the upstream, WebSocket upgrades passed (timeout tunnel).
+cat >"$dir/haproxy.cfg" <<HAPROXY
+global
+  nbthread 2
+  maxconn $(((limit - 100) / 2))
+  pidfile $dir/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  option http-keep-alive
+  http-reuse always
+frontend vaultwarden
+  bind 127.0.0.1:18547 ssl crt $dir/combined.pem alpn h2,http/1.1
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto https
+  default_backend vaultwarden
+backend vaultwarden
+  server vw 127.0.0.1:18102
+HAPROXY
+haproxy -D -f "$dir/haproxy.cfg"
+sleep 1
+
+declare -A port=([vaultgate]=18545 [nginx]=18546 [haproxy]=18547)
+pids_of() {
+  case $1 in
+    vaultgate) echo "$vg_pid" ;;
+    nginx) pgrep -f "nginx: worker process" | tr '\n' ' ' ;;
+    haproxy) cat "$dir/haproxy.pid" ;;
+  esac
+}
+hz=$(getconf CLK_TCK)
+ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+us_per() { awk -v t="$1" -v hz="$hz" -v n="$2" 'BEGIN {printf "%.1f", (n > 0) ? t / hz * 1e6 / n : 0}'; }
+results="$out/results.tsv"
+: >"$results"
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$1" "$2" "$3" "$4" >>"$results"; printf '  %-9s %-14s %-16s %s\n' "$1" "$2" "$3" "$4"; }
+
+keepalive() { # proxy threads connections
+  local shape="ka-t$2-c$3" pids before res n
+  pids=$(pids_of "$1"); before=$(ticks $pids)
+  res=$(wrk -t"$2" -c"$3" -d"${secs}s" --latency "https://localhost:${port[$1]}/alive" 2>&1)
+  n=$(awk '/requests in/ {print $1}' <<<"$res")
+  record "$1" "$shape" req_per_s "$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$res")"
+  record "$1" "$shape" p99_us "$(awk '$1 == "99%" {
+    v = $2 + 0; if ($2 ~ /us$/) m = 1; else if ($2 ~ /ms$/) m = 1000; else m = 1000000
+    printf "%.0f", v * m }' <<<"$res")"
+  record "$1" "$shape" cpu_us "$(us_per $(($(ticks $pids) - before)) "$n")"
+}
+
+http2() { # proxy connections streams
+  local shape="h2-c$2-m$3" pids before res n
+  pids=$(pids_of "$1"); before=$(ticks $pids)
+  res=$(h2load -D "$secs" -c "$2" -m "$3" -t 1 "https://localhost:${port[$1]}/alive" 2>&1)
+  n=$(awk '/^requests:/ {print $8}' <<<"$res")
+  record "$1" "$shape" req_per_s "$(awk '/^finished in/ {printf "%.0f", $4}' <<<"$res")"
+  # h2load gives no percentiles: the mean time per request, and the failures.
+  record "$1" "$shape" mean_us "$(awk '/^time for request:/ {
+    v = $6 + 0; if ($6 ~ /us$/) m = 1; else if ($6 ~ /ms$/) m = 1000; else m = 1000000
+    printf "%.0f", v * m }' <<<"$res")"
+  record "$1" "$shape" failed "$(awk '/^requests:/ {print $10 + $12}' <<<"$res")"
+  record "$1" "$shape" cpu_us "$(us_per $(($(ticks $pids) - before)) "$n")"
+}
+
+upload() { # proxy
+  local size=$((256 * 1024 * 1024)) pids before up
+  pids=$(pids_of "$1"); before=$(ticks $pids)
+  up=$(head -c "$size" /dev/zero | curl -sSk -o /dev/null -w '%{speed_upload}' -T - -X POST "https://localhost:${port[$1]}/api/upload")
+  record "$1" upload-256M MiB_per_s "$(awk -v b="$up" 'BEGIN {printf "%.0f", b / 1048576}')"
+  record "$1" upload-256M cpu_us_per_MiB "$(us_per $(($(ticks $pids) - before)) 256)"
+}
+
+echo_hubs() { # proxy hubs
+  local shape="echo-$2" pids before res
+  pids=$(pids_of "$1"); before=$(ticks $pids)
+  res=$(./target/release/examples/wsload echo "wss://localhost:${port[$1]}/notifications/hub?access_token=x" "$2" "$secs")
+  record "$1" "$shape" msgs_per_s "$(awk '{printf "%.0f", $7}' <<<"$res")"
+  record "$1" "$shape" p99_us "$(awk '{print $11}' <<<"$res")"
+  record "$1" "$shape" cpu_us "$(us_per $(($(ticks $pids) - before)) "$(awk '{print $3}' <<<"$res")")"
+}
+
+peers=(vaultgate nginx haproxy)
+for round in $(seq "$rounds"); do
+  # Rotate who goes first, so that no proxy always meets a warmer machine.
+  order=("${peers[@]:$(((round - 1) % 3))}" "${peers[@]:0:$(((round - 1) % 3))}")
+  echo "round $round: ${order[*]}"
+  for t in 1 2; do for c in 1 16 64 256; do for p in "${order[@]}"; do keepalive "$p" "$t" "$c"; done; done; done
+  for c in 1 16 64; do for m in 1 10 100; do for p in "${order[@]}"; do http2 "$p" "$c" "$m"; done; done; done
+  for p in "${order[@]}"; do upload "$p"; done
+  for h in 16 64 256; do for p in "${order[@]}"; do echo_hubs "$p" "$h"; done; done
+done
+
+# Medians, and vaultgate against the best peer: higher is better for rates
+# (*_per_s), lower for the rest.
+awk -F'\t' '
+  { k = $3 SUBSEP $4; v[$2, k, ++n[$2, k]] = $5 + 0; if (!(k in seen)) { seen[k] = 1; keys[++m] = k } }
+  function median(p, k,   c, i, j, a, t) {
+    c = n[p, k]; if (!c) return ""
+    for (i = 1; i <= c; i++) a[i] = v[p, k, i]
+    for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return a[int((c + 1) / 2)]
+  }
+  END {
+    print "| shape | metric | vaultgate | nginx | haproxy | vaultgate / best peer |"
+    print "|---|---|---|---|---|---|"
+    for (i = 1; i <= m; i++) {
+      split(keys[i], sk, SUBSEP); vg = median("vaultgate", keys[i]); ng = median("nginx", keys[i]); hp = median("haproxy", keys[i])
+      higher = sk[2] ~ /per_s$/
+      best = higher ? (ng > hp ? ng : hp) : (ng < hp ? ng : hp)
+      ratio = (sk[2] == "failed" || best == 0) ? "" : sprintf("%.2f", vg / best)
+      printf "| %s | %s | %s | %s | %s | %s |\n", sk[1], sk[2], vg, ng, hp, ratio
+      print sk[1], sk[2], vg, ng, hp > "'"$out"'/medians.dat"
+    }
+  }' "$results" | tee "$out/table.md"
+
+# One plot per family and metric: the three proxies side by side per shape.
+plot() { # family metric title
+  local data="$dir/plot-$1-$2.dat"
+  awk -v f="$1" -v m="$2" '$1 ~ "^" f && $2 == m {print $1, $3, $4, $5}' "$out/medians.dat" >"$data"
+  [ -s "$data" ] || return 0
+  gnuplot <<GNUPLOT
+set terminal pngcairo size 1000,420 noenhanced
+set output "$out/$1-$2.png"
+set title "$3"
+set style data histogram
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30
+set key top left
+set grid ytics
+set yrange [0:*]
+plot "$data" using 2:xtic(1) title "vaultgate", "" using 3 title "nginx", "" using 4 title "haproxy"
+GNUPLOT
+}
+if command -v gnuplot >/dev/null; then
+  plot ka req_per_s "keep-alive GET (wrk -tT -cC): requests/s"
+  plot ka cpu_us "keep-alive GET: proxy CPU per request (us)"
+  plot ka p99_us "keep-alive GET: p99 latency (us)"
+  plot h2 req_per_s "HTTP/2 GET (h2load -cC -mM -t1): requests/s"
+  plot h2 cpu_us "HTTP/2 GET: proxy CPU per request (us)"
+  plot echo msgs_per_s "hub echo (wsload, N hubs): messages/s"
+  plot echo cpu_us "hub echo: proxy CPU per message (us)"
+  plot echo p99_us "hub echo: round-trip p99 (us)"
+fi
+echo "results in $out/ (results.tsv, table.md, *.png)"
