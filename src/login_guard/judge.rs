@@ -25,11 +25,22 @@
 //! - `POST {base}/admin` (the admin page's login form): 401 is a wrong
 //!   token, a 2xx or 3xx the admin page (a success).
 //!
+//! - `POST {base}/api/two-factor/send-email-login` (asks for the e-mail
+//!   code; it checks the master password first, without a session, so it
+//!   is a second front door for guessing whenever e-mail two-factor is on):
+//!   a 400 whose message is "Username or password is incorrect" is **a
+//!   failure**; any other answer is neither (a 200 only means a code was
+//!   sent, so it resets nothing).
+//!
 //! Not counted: the `/api/accounts/…` password checks (`verify-password`,
 //! changing the password or KDF, deleting the account). Each needs a
 //! valid access token first, that is a completed login: they are not the
 //! front door, and a wrong password there answers 400 from a session the
 //! attacker already holds.
+//!
+//! Paths are compared segment by segment with empty segments dropped, as
+//! Vaultwarden's router (Rocket) matches them: `/identity/connect/token/`
+//! and `//identity//connect/token` reach the same handler.
 //!
 //! `base` is the path of Vaultwarden's `DOMAIN`, taken from `hub_paths`
 //! (`/vault/notifications/hub` → `/vault`).
@@ -47,6 +58,9 @@ pub enum Login {
     Token,
     /// The admin page's login.
     Admin,
+    /// `/api/two-factor/send-email-login`: the password checked before an
+    /// e-mail code is sent.
+    EmailCode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +83,17 @@ pub enum Needs {
 pub struct Logins {
     token: String,
     admin: String,
+    email_code: String,
 }
 
 impl Logins {
     pub fn new(hub_paths: &[String]) -> Logins {
         let base = hub_paths.iter().find_map(|p| p.strip_suffix("/notifications/hub")).unwrap_or("");
-        Logins { token: format!("{base}/identity/connect/token"), admin: format!("{base}/admin") }
+        Logins {
+            token: format!("{base}/identity/connect/token"),
+            admin: format!("{base}/admin"),
+            email_code: format!("{base}/api/two-factor/send-email-login"),
+        }
     }
 
     /// Which login `method` on `path` (normalised) is, if any.
@@ -82,14 +101,26 @@ impl Logins {
         if method != Method::POST {
             return None;
         }
-        if path == self.token {
+        if same_route(path, &self.token) {
             Some(Login::Token)
-        } else if path == self.admin || path.strip_suffix('/') == Some(self.admin.as_str()) {
+        } else if same_route(path, &self.admin) {
             Some(Login::Admin)
+        } else if same_route(path, &self.email_code) {
+            Some(Login::EmailCode)
         } else {
             None
         }
     }
+}
+
+/// Whether Vaultwarden's router takes `path` for `route`: the same
+/// segments, empty ones dropped (a trailing or doubled `/` changes nothing).
+fn same_route(path: &str, route: &str) -> bool {
+    fn segments(p: &str) -> impl Iterator<Item = &str> {
+        p.split('/').filter(|s| !s.is_empty())
+    }
+    // Most paths are no login at all: their length alone tells.
+    path.len() >= route.len() && segments(path).eq(segments(route))
 }
 
 /// What Vaultwarden's status (and headers) say about a `login`.
@@ -103,17 +134,31 @@ pub fn by_status(login: Login, status: StatusCode, headers: &HeaderMap) -> Needs
         {
             Needs::Body
         }
+        Login::EmailCode
+            if status == StatusCode::BAD_REQUEST && !headers.contains_key(http::header::CONTENT_ENCODING) =>
+        {
+            Needs::Body
+        }
         Login::Admin if status == StatusCode::UNAUTHORIZED => Needs::Verdict(Verdict::Failed),
         Login::Admin if status.is_success() || status.is_redirection() => Needs::Verdict(Verdict::Succeeded),
         _ => Needs::Verdict(Verdict::Neither),
     }
 }
 
-/// What a token endpoint's 400 `body` (whole) says.
-pub fn by_body(body: &[u8]) -> Verdict {
+/// What a 400 `body` (whole) to `login` says.
+pub fn by_body(login: Login, body: &[u8]) -> Verdict {
     let Ok(serde_json::Value::Object(answer)) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Verdict::Neither;
     };
+    if login == Login::EmailCode {
+        // Its other refusals (no such two-factor, a disabled account after
+        // the right password) say nothing about a guess.
+        let wrong_password = answer
+            .get("message")
+            .and_then(|m| m.as_str())
+            .is_some_and(|m| m.starts_with("Username or password is incorrect"));
+        return if wrong_password { Verdict::Failed } else { Verdict::Neither };
+    }
     if answer.keys().any(|k| k.eq_ignore_ascii_case("TwoFactorProviders")) {
         return Verdict::Neither;
     }
@@ -139,6 +184,7 @@ mod tests {
 
     #[test]
     fn token_answers() {
+        let by_body = |b: &[u8]| by_body(Login::Token, b);
         assert_eq!(by_body(WRONG_PASSWORD.as_bytes()), Verdict::Failed);
         assert_eq!(by_body(WRONG_TOTP.as_bytes()), Verdict::Failed);
         assert_eq!(by_body(TWO_FACTOR_REQUIRED.as_bytes()), Verdict::Neither, "a normal 2FA step");
@@ -152,6 +198,23 @@ mod tests {
             let s = StatusCode::from_u16(s).unwrap();
             assert_eq!(by_status(Login::Token, s, &h), Needs::Verdict(Verdict::Neither), "{s}");
         }
+    }
+
+    #[test]
+    fn email_code_answers() {
+        // Vaultwarden's `send_email_login`: the password checked first, then
+        // whether e-mail two-factor is set up.
+        const NOT_SET_UP: &str = r#"{"message":"Two factor not found","validationErrors":{"":["Two factor not found"]},"errorModel":{"message":"Two factor not found","object":"error"},"error":"","error_description":"","exceptionMessage":null,"exceptionStackTrace":null,"innerExceptionMessage":null,"object":"error"}"#;
+        let h = HeaderMap::new();
+        assert_eq!(by_status(Login::EmailCode, StatusCode::BAD_REQUEST, &h), Needs::Body);
+        assert_eq!(
+            by_status(Login::EmailCode, StatusCode::OK, &h),
+            Needs::Verdict(Verdict::Neither),
+            "a code sent"
+        );
+        assert_eq!(by_body(Login::EmailCode, WRONG_PASSWORD.as_bytes()), Verdict::Failed);
+        assert_eq!(by_body(Login::EmailCode, NOT_SET_UP.as_bytes()), Verdict::Neither);
+        assert_eq!(by_body(Login::EmailCode, TWO_FACTOR_REQUIRED.as_bytes()), Verdict::Neither);
     }
 
     #[test]
@@ -175,6 +238,16 @@ mod tests {
         assert_eq!(plain.of(&Method::POST, "/admin/"), Some(Login::Admin));
         assert_eq!(plain.of(&Method::POST, "/admin/users/x/delete"), None);
         assert_eq!(plain.of(&Method::POST, "/api/accounts/verify-password"), None);
+        // Rocket drops empty segments: these reach the same handlers.
+        for spelled in ["/identity/connect/token/", "//identity//connect/token", "/identity/connect/token//"]
+        {
+            assert_eq!(plain.of(&Method::POST, spelled), Some(Login::Token), "{spelled}");
+        }
+        assert_eq!(plain.of(&Method::POST, "/identity/connect/tokens"), None);
+        assert_eq!(plain.of(&Method::POST, "/identity/connect"), None);
+        assert_eq!(plain.of(&Method::POST, "//admin//"), Some(Login::Admin));
+        assert_eq!(plain.of(&Method::POST, "/api/two-factor/send-email-login"), Some(Login::EmailCode));
+        assert_eq!(plain.of(&Method::POST, "/api/two-factor/send-email-login/"), Some(Login::EmailCode));
         let sub = Logins::new(&["/vault/notifications/hub".into()]);
         assert_eq!(sub.of(&Method::POST, "/vault/identity/connect/token"), Some(Login::Token));
         assert_eq!(sub.of(&Method::POST, "/identity/connect/token"), None);

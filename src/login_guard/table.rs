@@ -136,10 +136,15 @@ impl Table {
         Table { rules, ipv6_prefix, counting: Recent::new(counted), banned: Recent::new(banned) }
     }
 
-    /// New rules (a reload); counts and bans stay.
+    /// New rules (a reload); counts and bans stay, but for addresses the
+    /// new `allow` covers.
     pub fn set_rules(&mut self, rules: LoginGuard, ipv6_prefix: u8) {
         self.rules = rules;
         self.ipv6_prefix = ipv6_prefix;
+        let allowed: Vec<IpAddr> = self.banned.iter().map(|(k, _)| *k).filter(|k| self.allowed(*k)).collect();
+        for key in allowed {
+            self.banned.remove(&key);
+        }
     }
 
     /// What `ip` is counted and banned as: itself, or its IPv6 network.
@@ -156,7 +161,9 @@ impl Table {
         if !self.rules.enabled {
             return None;
         }
-        self.banned.get(&self.key(ip)).copied().filter(|b| b.until > now)
+        // An allowed host is never banned, also when the IPv6 network it
+        // is grouped with is.
+        self.banned.get(&self.key(ip)).copied().filter(|b| b.until > now && !self.allowed(ip))
     }
 
     /// Whether a failed login from `ip` at `now` is counted: not when the
@@ -425,6 +432,20 @@ mod tests {
         assert_eq!(fail_n(&mut t, "2001:db8:1:2::3", 100, 0), None);
         assert_eq!(t.counted_count(), 0, "not even counted");
         assert!(fail_n(&mut t, "192.169.0.1", 10, 0).is_some());
+    }
+
+    #[test]
+    fn an_allowed_host_is_not_banned_with_its_ipv6_network_and_a_reload_lifts_what_it_allows() {
+        let monitor = ip("2001:db8:1:2::5");
+        let mut t = Table::new(rules(|r| r.allow = vec!["2001:db8:1:2::5/128".parse().unwrap()]), 64);
+        assert!(fail_n(&mut t, "2001:db8:1:2::6", 10, 0).is_some(), "its neighbour's /64 is banned");
+        assert!(t.ban_of(ip("2001:db8:1:2::7"), 20_000).is_some());
+        assert!(t.ban_of(monitor, 20_000).is_none(), "the allowed host is not");
+        fail_n(&mut t, "192.0.2.9", 10, 0);
+        assert!(t.ban_of(ip("192.0.2.9"), 20_000).is_some());
+        t.set_rules(rules(|r| r.allow = vec!["192.0.2.0/24".parse().unwrap()]), 64);
+        assert!(t.ban_of(ip("192.0.2.9"), 20_000).is_none(), "allowed now");
+        assert_eq!(t.banned_count(), 1, "its ban is gone, not just hidden; the /64's stays");
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub async fn forward(
                 }
                 // Longer than Vaultwarden's refusals: passed on unjudged.
                 if ahead.complete {
-                    judging.apply(judge::by_body(&ahead.data));
+                    judging.apply(judge::by_body(judging.login, &ahead.data));
                 }
             }
         }
