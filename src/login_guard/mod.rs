@@ -46,6 +46,18 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A login sent and not yet answered (see [`Guard::begin`]).
+pub struct Pending<'a> {
+    guard: &'a Guard,
+    ip: IpAddr,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.guard.lock().answered(self.ip);
+    }
+}
+
 impl Guard {
     /// The guard for `config`, with the bans its state file holds and any
     /// unban requests left while no vaultgate ran.
@@ -146,6 +158,15 @@ impl Guard {
         if let Some(b) = banned {
             self.on_ban(b);
         }
+    }
+
+    /// A login from `ip` about to go to Vaultwarden: `None` when the
+    /// failures counted and the logins unanswered already reach the
+    /// limit; else the ticket that marks it unanswered until dropped.
+    pub fn begin(&self, ip: IpAddr) -> Option<Pending<'_>> {
+        // The lock is let go first: a ticket's drop takes it again.
+        let sent = self.lock().begin(ip, now_ms());
+        sent.then(|| Pending { guard: self, ip })
     }
 
     /// Vaultwarden accepted a login from `ip`.

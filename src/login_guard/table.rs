@@ -125,6 +125,11 @@ pub struct Table {
     ipv6_prefix: u8,
     counting: Recent<Counting>,
     banned: Recent<Ban>,
+    /// Logins sent to Vaultwarden and not yet answered, per address: with
+    /// the failures so far they may not exceed `max_failures`, or a burst
+    /// of parallel guesses would all be let through before the ban lands.
+    /// Bounded by the requests in flight (the upstream caps).
+    pending: HashMap<IpAddr, u32>,
 }
 
 impl Table {
@@ -133,7 +138,13 @@ impl Table {
     }
 
     pub fn bounded(rules: LoginGuard, ipv6_prefix: u8, counted: usize, banned: usize) -> Table {
-        Table { rules, ipv6_prefix, counting: Recent::new(counted), banned: Recent::new(banned) }
+        Table {
+            rules,
+            ipv6_prefix,
+            counting: Recent::new(counted),
+            banned: Recent::new(banned),
+            pending: HashMap::new(),
+        }
     }
 
     /// New rules (a reload); counts and bans stay, but for addresses the
@@ -170,6 +181,43 @@ impl Table {
     /// guard is off, the address allowed or already banned.
     pub fn counts(&self, ip: IpAddr, now: u64) -> bool {
         self.rules.enabled && !self.allowed(ip) && self.ban_of(ip, now).is_none()
+    }
+
+    /// A login from `ip` about to be sent at `now`: `false` when the failures
+    /// counted in the window and the logins still unanswered already reach
+    /// `max_failures` (it must wait for those answers). Each `true` is
+    /// followed by one [`Table::answered`].
+    pub fn begin(&mut self, ip: IpAddr, now: u64) -> bool {
+        if !self.rules.enabled || self.allowed(ip) {
+            return true;
+        }
+        let key = self.key(ip);
+        let window = self.rules.window.as_millis() as u64;
+        let failures = self
+            .counting
+            .get(&key)
+            .filter(|c| now.saturating_sub(c.first) <= window)
+            .map_or(0, |c| c.failures);
+        let pending = self.pending.entry(key).or_insert(0);
+        if failures + *pending >= self.rules.max_failures {
+            if *pending == 0 {
+                self.pending.remove(&key);
+            }
+            return false;
+        }
+        *pending += 1;
+        true
+    }
+
+    /// The login [`Table::begin`] let through has its answer (or none).
+    pub fn answered(&mut self, ip: IpAddr) {
+        let key = self.key(ip);
+        if let Some(pending) = self.pending.get_mut(&key) {
+            *pending -= 1;
+            if *pending == 0 {
+                self.pending.remove(&key);
+            }
+        }
     }
 
     /// A failed login from `ip` at `now`; `Some` when it bans the address.
@@ -432,6 +480,28 @@ mod tests {
         assert_eq!(fail_n(&mut t, "2001:db8:1:2::3", 100, 0), None);
         assert_eq!(t.counted_count(), 0, "not even counted");
         assert!(fail_n(&mut t, "192.169.0.1", 10, 0).is_some());
+    }
+
+    #[test]
+    fn parallel_logins_wait_once_failures_and_unanswered_ones_reach_the_limit() {
+        let mut t = Table::new(rules(|_| {}), 64);
+        let who = ip("192.0.2.4");
+        fail_n(&mut t, "192.0.2.4", 7, 0);
+        // 50 guesses sent at once: only three go out before any answer.
+        let sent = (0..50).filter(|_| t.begin(who, 10)).count();
+        assert_eq!(sent, 3);
+        // Their answers: the third failure bans, nothing more was guessed.
+        t.answered(who);
+        assert_eq!(t.failed(who, 11), None);
+        t.answered(who);
+        assert_eq!(t.failed(who, 12), None);
+        t.answered(who);
+        assert!(t.failed(who, 13).is_some());
+        assert!(t.pending.is_empty(), "every begin answered");
+        // Another address is not held back meanwhile, nor an allowed one.
+        assert!(t.begin(ip("192.0.2.5"), 14));
+        t.answered(ip("192.0.2.5"));
+        assert!(t.pending.is_empty());
     }
 
     #[test]

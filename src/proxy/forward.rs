@@ -31,6 +31,8 @@ pub struct Judging<'a> {
     /// The client as `[client_ip]` resolved it: the only address a verdict
     /// is ever about.
     pub client: std::net::IpAddr,
+    /// Marks the login unanswered until its verdict is in.
+    pub _pending: crate::login_guard::Pending<'a>,
 }
 
 impl Judging<'_> {

@@ -204,11 +204,26 @@ impl Proxy {
                 self.client_auth.check(&target, conn, client)?;
                 let wait = self.upstream.response_timeout;
                 let permits = forward::permits(&self.caps, conn, client, wait).await?;
-                let judging = self.logins.of(req.method(), target.uri.path()).map(|login| forward::Judging {
-                    login,
-                    guard: &self.guard,
-                    client: client.ip,
-                });
+                let judging = match self.logins.of(req.method(), target.uri.path()) {
+                    Some(login) if client.unresolved.is_none() => {
+                        // Banned while it waited for its permits, or as many
+                        // guesses in flight as the ban allows: it waits.
+                        if let Some(retry_after) = self.guard.banned(client.ip) {
+                            return Err(ProxyError::Banned { client: client.ip, retry_after });
+                        }
+                        let Some(pending) = self.guard.begin(client.ip) else {
+                            let retry_after = std::time::Duration::from_secs(1);
+                            return Err(ProxyError::Banned { client: client.ip, retry_after });
+                        };
+                        Some(forward::Judging {
+                            login,
+                            guard: &self.guard,
+                            client: client.ip,
+                            _pending: pending,
+                        })
+                    }
+                    _ => None,
+                };
                 let (mut parts, body) = req.into_parts();
                 self.rewrite_request_head(&mut parts, client, target, conn.cert.as_ref());
                 forward::forward(&self.upstream, &self.body, parts, body, log, permits, judging).await

@@ -418,8 +418,8 @@ async fn failures_are_logged_with_what_to_check() {
     let upstream = Upstream::standin().start().await;
     let work = tempfile::tempdir().unwrap();
 
-    // No ACME server at the directory URL.
-    let dead = free_port();
+    // No ACME server at the directory URL (and none can start there).
+    let (dead, _held) = refused_port();
     let metrics = free_port();
     let path = ProxyToml::new()
         .upstream(upstream.addr)

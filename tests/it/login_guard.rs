@@ -627,3 +627,90 @@ async fn over_http2_failures_count_and_the_ban_holds_on_every_stream() {
     let req = Request::post(url.as_str()).header("x-shape", "small").body(Full::new(Bytes::new())).unwrap();
     assert_eq!(within("another client", other.send_request(req)).await.unwrap().status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_reach_vaultwarden_no_more_often_than_the_ban_allows() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Every login that reaches the stand-in is counted and held unanswered
+    // until the test opens the gate.
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (seen, gate_seen) = (arrived.clone(), gate.clone());
+    let upstream = Upstream::script(move |mut conn| {
+        let (arrived, mut gate) = (seen.clone(), gate_seen.clone());
+        async move {
+            loop {
+                let head = conn.read_head().await;
+                if head.is_empty() {
+                    return;
+                }
+                if !head.starts_with("POST /identity/connect/token ") {
+                    // Anything else (the harness's own checks) is answered at once.
+                    if conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                arrived.fetch_add(1, Ordering::SeqCst);
+                let _ = gate.wait_for(|open| *open).await;
+                let body = r#"{"message":"Username or password is incorrect. Try again","error":"","object":"error"}"#;
+                let answer = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if conn.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .start()
+    .await;
+    drop(gate);
+    let h = Harness::in_front_of(upstream, ProxyToml::new().extra("[login_guard]\nmax_failures = 3\n")).await;
+    let h2 = h.client().from("127.0.0.8").h2().await;
+    let url = h.url("/identity/connect/token");
+    // Twenty guesses at once on one connection's streams.
+    let guesses: Vec<_> = (0..20)
+        .map(|_| {
+            let mut h2 = h2.clone();
+            let req = Request::post(url.as_str()).body(Full::new(Bytes::new())).unwrap();
+            tokio::spawn(async move {
+                let resp = h2.send_request(req).await.unwrap();
+                let status = resp.status().as_u16();
+                resp.into_body().collect().await.unwrap();
+                status
+            })
+        })
+        .collect();
+    // All but the three the ban leaves room for are told to wait, while
+    // those three are still unanswered.
+    let mut guesses: futures_util::stream::FuturesUnordered<_> = guesses.into_iter().collect();
+    let mut statuses = Vec::new();
+    within("17 answers while three guesses are held", async {
+        use futures_util::StreamExt;
+        while statuses.len() < 17 {
+            statuses.push(guesses.next().await.unwrap().unwrap());
+        }
+    })
+    .await;
+    assert!(statuses.iter().all(|s| *s == 429), "{statuses:?}");
+    // The three let through may still be on their way to the stand-in.
+    until("the three guesses let through to arrive", || arrived.load(Ordering::SeqCst) >= 3).await;
+    assert_eq!(arrived.load(Ordering::SeqCst), 3, "no more guesses reached Vaultwarden than the ban allows");
+    open.send(true).unwrap();
+    assert_eq!(harness_metric(&h, "vaultgate_bans_total"), 0, "no answer yet, no ban yet");
+    within("the three held answers, then the ban", async {
+        use futures_util::StreamExt;
+        while let Some(status) = guesses.next().await {
+            assert_eq!(status.unwrap(), 400, "a held guess gets Vaultwarden's answer");
+        }
+    })
+    .await;
+    assert_eq!(harness_metric(&h, "vaultgate_bans_total"), 1);
+    let req = Request::post(url.as_str()).body(Full::new(Bytes::new())).unwrap();
+    let mut h2 = h2.clone();
+    assert_eq!(within("after the ban", h2.send_request(req)).await.unwrap().status(), 429);
+    assert_eq!(arrived.load(Ordering::SeqCst), 3);
+}

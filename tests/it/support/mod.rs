@@ -219,6 +219,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port where connections are refused for as long as the returned socket
+/// lives: bound but never listening, so no other test can take it meanwhile
+/// (a port from [`free_port`] can be taken by the next test's listener).
+pub fn refused_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap().port(), socket)
+}
+
 /// The built `vaultgate` binary, started as a user would, with its stderr
 /// read line by line.
 pub struct RunningBinary {
