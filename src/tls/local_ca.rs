@@ -146,11 +146,25 @@ impl Root {
         if let Some(root) = Root::open(dir)? {
             return Ok(root);
         }
-        if dir.join(ROOT_KEY).exists() {
-            // The key is written first: a key without a certificate is a
-            // creation that was cut short, which no device can have installed.
+        let orphan = dir.join(ROOT_KEY);
+        if orphan.exists() {
+            // The key is written first: a key without a certificate is most
+            // likely a creation cut short. But it may be a root whose
+            // root.pem was lost (a partial restore): the key is moved aside,
+            // never overwritten, so that root can still be put back.
+            let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let aside = dir.join(format!("{ROOT_KEY}.orphan-{secs}"));
+            std::fs::rename(&orphan, &aside).map_err(|e| {
+                problem(
+                    &orphan,
+                    format!("has no root.pem beside it and cannot be moved aside: {e}"),
+                    "put the root.pem that belongs to it back, or move the key away yourself to make a new root",
+                )
+            })?;
             tracing::warn!(
-                "local CA: {} has no root.pem beside it (an interrupted start?); making a new root",
+                "local CA: {} has no root.pem beside it (an interrupted start, or a lost root.pem?); it is kept as {} and a new root is made. If devices trust the old root, stop vaultgate, put its root.pem back and rename the key back to {}",
+                orphan.display(),
+                aside.display(),
                 ROOT_KEY
             );
         }
@@ -589,5 +603,14 @@ mod tests {
         write_private(&state.join(ROOT_KEY), b"half a creation").unwrap();
         let root = Root::open_or_create(&state).unwrap();
         assert_eq!(Root::open(&state).unwrap().unwrap().der, root.der);
+        // The old key is kept aside, never overwritten: it may be a root
+        // whose certificate was lost, that devices still trust.
+        let kept: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".orphan-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"half a creation");
     }
 }
