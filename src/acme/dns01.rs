@@ -175,22 +175,31 @@ impl Dns01 {
     /// `propagation_timeout`; the CA is told to look only then.
     pub async fn wait_visible(&self, fqdn: &Name, value: &str) -> Result<(), String> {
         let timeout = self.config.propagation_timeout;
-        let servers = self.check_servers(fqdn).await?;
+        // The whole wait is bounded, name-server discovery and every
+        // question included: a zone's servers (or whoever answers for them)
+        // may be slow, silent or many.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let servers = tokio::time::timeout_at(deadline, self.check_servers(fqdn)).await.map_err(|_| {
+            format!(
+                "finding the name servers of {fqdn}'s zone took longer than acme.dns.propagation_timeout ({} s): set acme.dns.check_servers",
+                timeout.as_secs()
+            )
+        })??;
         let names: Vec<String> = servers.iter().map(|(label, addr)| show(label, *addr)).collect();
         tracing::info!(
             "ACME: waiting up to {} s for the TXT record {fqdn} to be visible on {}",
             timeout.as_secs(),
             names.join(", ")
         );
-        let deadline = tokio::time::Instant::now() + timeout;
         let mut pending = servers;
         loop {
             let mut still = Vec::new();
             for (label, addr) in pending {
-                let why = match dns::txt_visible(fqdn, value, addr).await {
-                    Ok(true) => continue,
-                    Ok(false) => "not there yet".to_string(),
-                    Err(e) => e,
+                let why = match tokio::time::timeout_at(deadline, dns::txt_visible(fqdn, value, addr)).await {
+                    Ok(Ok(true)) => continue,
+                    Ok(Ok(false)) => "not there yet".to_string(),
+                    Ok(Err(e)) => e,
+                    Err(_) => "no answer before the deadline".to_string(),
                 };
                 still.push((label, addr, why));
             }

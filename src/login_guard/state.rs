@@ -58,17 +58,19 @@ pub fn save(path: &Path, bans: &[(IpAddr, Ban)]) -> std::io::Result<()> {
             .collect(),
     };
     let text = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
-    write_atomically(path, &sibling(path, ".tmp"), &text)
+    // 0600, as the ACME files beside it: who was banned is the operator's business.
+    write_atomically(path, &sibling(path, ".tmp"), &text, 0o600)
 }
 
 /// Writes `text` to `tmp`, flushes it to disk and renames it to `path`, then
 /// flushes the directory so the rename itself survives a power cut.
-fn write_atomically(path: &Path, tmp: &Path, text: &[u8]) -> std::io::Result<()> {
+fn write_atomically(path: &Path, tmp: &Path, text: &[u8], mode: u32) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    // 0600, as the ACME files beside it: who was banned is the operator's business.
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(tmp)?;
+    // Whatever the umask of whoever runs this.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
     f.write_all(text)?;
     f.sync_all()?;
     drop(f);
@@ -98,7 +100,10 @@ pub fn request_unban(path: &Path, address: IpAddr) -> std::io::Result<PathBuf> {
     let request = sibling(path, &unique);
     // Written under a name no reader picks up, then renamed into place:
     // a reader never sees half a request.
-    write_atomically(&request, &sibling(path, &format!(".tmp{unique}")), address.to_string().as_bytes())?;
+    // Readable by all (the 0700 directory keeps others out): `sudo vaultgate
+    // unban` writes it as root, and the daemon reads it as its own user.
+    let tmp = sibling(path, &format!(".tmp{unique}"));
+    write_atomically(&request, &tmp, address.to_string().as_bytes(), 0o644)?;
     Ok(request)
 }
 
@@ -115,7 +120,14 @@ pub fn take_unban_requests(path: &Path) -> Vec<IpAddr> {
             continue;
         }
         let file = entry.path();
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                // Left in place: `vaultgate unban` then says it was not taken.
+                tracing::warn!("cannot read the unban request {}: {e}", file.display());
+                continue;
+            }
+        };
         match text.trim().parse::<IpAddr>() {
             Ok(ip) => out.push(ip),
             Err(_) => tracing::warn!("ignoring {}: not an unban request", file.display()),
@@ -129,6 +141,22 @@ pub fn take_unban_requests(path: &Path) -> Vec<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unban_request_is_readable_by_the_daemon_and_an_unreadable_one_is_left_for_the_cli_to_see() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("login_guard.json");
+        let request = request_unban(&state, "192.0.2.1".parse().unwrap()).unwrap();
+        // Written by root (`sudo vaultgate unban`), read by the daemon's user.
+        assert_eq!(std::fs::metadata(&request).unwrap().permissions().mode() & 0o777, 0o644);
+        // One that cannot be read (here: a directory by a request's name).
+        let unreadable = dir.path().join("login_guard.json.unban-x");
+        std::fs::create_dir(&unreadable).unwrap();
+        assert_eq!(take_unban_requests(&state), vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        assert!(!request.exists(), "taken");
+        assert!(unreadable.exists(), "left in place, so that unban says it was not taken");
+    }
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
