@@ -4,7 +4,7 @@
 # HTTP/1.1 keep-alive to the upstream, the WebSocket upgrade), at every
 # ordinary load shape rather than one:
 #
-#   keep-alive GET (wrk):  1, 16, 64, 256 connections x 1 and 2 threads
+#   keep-alive GET (wrk):  1, 16, 64, 256 connections x 1 and 2 threads (2 only from 16)
 #   HTTP/2 GET (h2load):   1, 16, 64 connections x 1, 10, 100 streams, 1 thread
 #   256 MiB upload (curl)
 #   hub echo (wsload):     16, 64, 256 hubs
@@ -174,7 +174,11 @@ for round in $(seq "$rounds"); do
   # Rotate who goes first, so that no proxy always meets a warmer machine.
   order=("${peers[@]:$(((round - 1) % 3))}" "${peers[@]:0:$(((round - 1) % 3))}")
   echo "round $round: ${order[*]}"
-  for t in 1 2; do for c in 1 16 64 256; do for p in "${order[@]}"; do keepalive "$p" "$t" "$c"; done; done; done
+  # wrk needs a connection per thread: no 1-connection, 2-thread shape.
+  for t in 1 2; do for c in 1 16 64 256; do
+    [ "$c" -lt "$t" ] && continue
+    for p in "${order[@]}"; do keepalive "$p" "$t" "$c"; done
+  done; done
   for c in 1 16 64; do for m in 1 10 100; do for p in "${order[@]}"; do http2 "$p" "$c" "$m"; done; done; done
   for p in "${order[@]}"; do upload "$p"; done
   for h in 16 64 256; do for p in "${order[@]}"; do echo_hubs "$p" "$h"; done; done
