@@ -49,12 +49,15 @@ fn now_ms() -> u64 {
 /// A login sent and not yet answered (see [`Guard::begin`]).
 pub struct Pending<'a> {
     guard: &'a Guard,
-    ip: IpAddr,
+    /// What it is counted under; `None`: not counted (allowed, or off).
+    key: Option<IpAddr>,
 }
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        self.guard.lock().answered(self.ip);
+        if let Some(key) = self.key {
+            self.guard.lock().answered(key);
+        }
     }
 }
 
@@ -166,7 +169,7 @@ impl Guard {
     pub fn begin(&self, ip: IpAddr) -> Option<Pending<'_>> {
         // The lock is let go first: a ticket's drop takes it again.
         let sent = self.lock().begin(ip, now_ms());
-        sent.then(|| Pending { guard: self, ip })
+        sent.ok().map(|key| Pending { guard: self, key })
     }
 
     /// Vaultwarden accepted a login from `ip`.

@@ -183,13 +183,15 @@ impl Table {
         self.rules.enabled && !self.allowed(ip) && self.ban_of(ip, now).is_none()
     }
 
-    /// A login from `ip` about to be sent at `now`: `false` when the failures
+    /// A login from `ip` about to be sent at `now`: `Err` when the failures
     /// counted in the window and the logins still unanswered already reach
-    /// `max_failures` (it must wait for those answers). Each `true` is
-    /// followed by one [`Table::answered`].
-    pub fn begin(&mut self, ip: IpAddr, now: u64) -> bool {
+    /// `max_failures` (it must wait for those answers); `Ok(Some(key))`
+    /// when it is now unanswered under `key`, to be followed by one
+    /// [`Table::answered`] with that key; `Ok(None)` when it is not counted
+    /// (the guard off, the address allowed).
+    pub fn begin(&mut self, ip: IpAddr, now: u64) -> Result<Option<IpAddr>, ()> {
         if !self.rules.enabled || self.allowed(ip) {
-            return true;
+            return Ok(None);
         }
         let key = self.key(ip);
         let window = self.rules.window.as_millis() as u64;
@@ -203,15 +205,14 @@ impl Table {
             if *pending == 0 {
                 self.pending.remove(&key);
             }
-            return false;
+            return Err(());
         }
         *pending += 1;
-        true
+        Ok(Some(key))
     }
 
-    /// The login [`Table::begin`] let through has its answer (or none).
-    pub fn answered(&mut self, ip: IpAddr) {
-        let key = self.key(ip);
+    /// The login [`Table::begin`] let through under `key` has its answer (or none).
+    pub fn answered(&mut self, key: IpAddr) {
         if let Some(pending) = self.pending.get_mut(&key) {
             *pending -= 1;
             if *pending == 0 {
@@ -484,23 +485,25 @@ mod tests {
 
     #[test]
     fn parallel_logins_wait_once_failures_and_unanswered_ones_reach_the_limit() {
-        let mut t = Table::new(rules(|_| {}), 64);
+        let allow = vec!["2001:db8:9:9::5/128".parse().unwrap()];
+        let mut t = Table::new(rules(|r| r.allow = allow), 64);
         let who = ip("192.0.2.4");
         fail_n(&mut t, "192.0.2.4", 7, 0);
         // 50 guesses sent at once: only three go out before any answer.
-        let sent = (0..50).filter(|_| t.begin(who, 10)).count();
-        assert_eq!(sent, 3);
+        let sent: Vec<_> = (0..50).filter_map(|_| t.begin(who, 10).ok()).collect();
+        assert_eq!(sent, vec![Some(t.key(who)); 3]);
         // Their answers: the third failure bans, nothing more was guessed.
-        t.answered(who);
-        assert_eq!(t.failed(who, 11), None);
-        t.answered(who);
-        assert_eq!(t.failed(who, 12), None);
-        t.answered(who);
-        assert!(t.failed(who, 13).is_some());
+        for (i, key) in sent.into_iter().enumerate() {
+            t.answered(key.unwrap());
+            assert_eq!(t.failed(who, 11 + i as u64).is_some(), i == 2, "answer {i}");
+        }
         assert!(t.pending.is_empty(), "every begin answered");
-        // Another address is not held back meanwhile, nor an allowed one.
-        assert!(t.begin(ip("192.0.2.5"), 14));
-        t.answered(ip("192.0.2.5"));
+        // Another address is not held back meanwhile; an allowed host is not
+        // counted, and its logins never stand for its /64's.
+        let neighbour = t.begin(ip("2001:db8:9:9::6"), 14).unwrap().unwrap();
+        assert_eq!(t.begin(ip("2001:db8:9:9::5"), 14), Ok(None));
+        assert_eq!(t.pending.get(&neighbour), Some(&1));
+        t.answered(neighbour);
         assert!(t.pending.is_empty());
     }
 
