@@ -44,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 # One address is the whole load here: the per-address caps would answer 429.
-proxy_setup "$dir" 18102 18545 $'max_connections = 100000\nmax_connections_per_ip = 100000\nmax_upstream_per_ip = 1000000'
+proxy_setup "$dir" 18102 18545 $'max_connections = 100000\nmax_connections_per_ip = 100000\nmax_upstream_per_ip = 1000000\nmax_hubs_per_ip = 100000'
 ./target/release/vaultgate --config "$dir/proxy.toml" 2>>"$dir/vaultgate.log" &
 vg_pid=$!
 
