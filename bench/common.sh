@@ -35,3 +35,46 @@ level = "warn"
 access = "off"
 TOML
 }
+
+# nginx as Vaultwarden's wiki configures it (2 workers, HTTP/2, buffering
+# off, 525M bodies, the upgrade headers), in DIR/nginx.conf, listening on
+# 127.0.0.1:LISTEN_PORT in front of 127.0.0.1:UPSTREAM_PORT with DIR's
+# certificate; the caller starts and stops it.
+#   nginx_setup DIR UPSTREAM_PORT LISTEN_PORT FILE_LIMIT
+nginx_setup() {
+  local dir=$1 upstream=$2 listen=$3 limit=$4
+  cat >"$dir/nginx.conf" <<NGINX
+worker_processes 2;
+worker_rlimit_nofile $limit;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 50000; }
+http {
+  access_log off;
+  # h2load and wrk do not reconnect: no cap on requests per connection.
+  keepalive_requests 100000000;
+  upstream vaultwarden-default { server 127.0.0.1:$upstream; keepalive 32; }
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' ""; }
+  server {
+    # Debian 12's nginx 1.22 spells HTTP/2 on the listen line.
+    listen 127.0.0.1:$listen ssl http2;
+    ssl_certificate $dir/cert.pem;
+    ssl_certificate_key $dir/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    client_max_body_size 525M;
+    location / {
+      proxy_http_version 1.1;
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header Host \$host;
+      proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_pass http://vaultwarden-default;
+    }
+  }
+}
+NGINX
+}

@@ -41,38 +41,7 @@ start_vaultgate() {
   vg_pid=$!
 }
 start_vaultgate
-cat >"$dir/nginx.conf" <<NGINX
-worker_processes 2;
-worker_rlimit_nofile $limit;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log warn;
-events { worker_connections 50000; }
-http {
-  access_log off;
-  upstream vaultwarden-default { server 127.0.0.1:18002; keepalive 32; }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' ""; }
-  server {
-    # Debian 12's nginx 1.22 spells HTTP/2 on the listen line.
-    listen 127.0.0.1:18446 ssl http2;
-    ssl_certificate $dir/cert.pem;
-    ssl_certificate_key $dir/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    client_max_body_size 525M;
-    location / {
-      proxy_http_version 1.1;
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_pass http://vaultwarden-default;
-    }
-  }
-}
-NGINX
+nginx_setup "$dir" 18002 18446 "$limit"
 start_nginx() { nginx -c "$dir/nginx.conf" -e "$dir/nginx-error.log"; }
 start_nginx
 sleep 1

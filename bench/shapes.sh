@@ -48,39 +48,7 @@ proxy_setup "$dir" 18102 18545 $'max_connections = 100000\nmax_connections_per_i
 ./target/release/vaultgate --config "$dir/proxy.toml" 2>>"$dir/vaultgate.log" &
 vg_pid=$!
 
-cat >"$dir/nginx.conf" <<NGINX
-worker_processes 2;
-worker_rlimit_nofile $limit;
-pid $dir/nginx.pid;
-error_log $dir/nginx-error.log warn;
-events { worker_connections 50000; }
-http {
-  access_log off;
-  # h2load and wrk do not reconnect: no cap on requests per connection.
-  keepalive_requests 100000000;
-  upstream vaultwarden-default { server 127.0.0.1:18102; keepalive 32; }
-  map \$http_upgrade \$connection_upgrade { default upgrade; '' ""; }
-  server {
-    listen 127.0.0.1:18546 ssl http2;
-    ssl_certificate $dir/cert.pem;
-    ssl_certificate_key $dir/key.pem;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    client_max_body_size 525M;
-    location / {
-      proxy_http_version 1.1;
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_set_header Upgrade \$http_upgrade;
-      proxy_set_header Connection \$connection_upgrade;
-      proxy_set_header Host \$host;
-      proxy_set_header X-Real-IP \$remote_addr;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_pass http://vaultwarden-default;
-    }
-  }
-}
-NGINX
+nginx_setup "$dir" 18102 18546 "$limit"
 nginx -c "$dir/nginx.conf" -e "$dir/nginx-error.log"
 
 cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"

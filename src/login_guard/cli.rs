@@ -92,16 +92,7 @@ pub fn bans(config_path: &Path) -> bool {
         }
         Ok(out)
     };
-    match run() {
-        Ok(text) => {
-            print!("{text}");
-            true
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            false
-        }
-    }
+    report(run())
 }
 
 /// `vaultgate unban ADDRESS`: asks the running vaultgate to lift the ban on
@@ -136,7 +127,12 @@ pub fn unban(config_path: &Path, address: &str) -> bool {
         }
         Ok(format!("unbanned {shown}\n"))
     };
-    match run() {
+    report(run())
+}
+
+/// Prints a command's answer (stdout) or error (stderr); whether it worked.
+fn report(result: Result<String, String>) -> bool {
+    match result {
         Ok(text) => {
             print!("{text}");
             true
