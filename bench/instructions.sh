@@ -3,10 +3,11 @@
 # callgrind: numbers that do not move with the machine's noise, for
 # comparing two versions of the code (BENCHMARKS.md, "Levers tried").
 #
-#   bench/instructions.sh h1|h2|echo [binary=target/release/vaultgate]
+#   bench/instructions.sh h1|h2|h2x1|h2x100|echo [binary=target/release/vaultgate]
 #
 # h1: a keep-alive HTTPS GET (h2load --h1, 10 connections);
-# h2: an HTTP/2 GET (h2load, 10 connections, 10 streams each);
+# h2: an HTTP/2 GET (h2load, 10 connections, 10 streams each; h2x1 and
+#     h2x100 with 1 and 100 streams each);
 # echo: one hub WebSocket message there and back (wsload, 10 hubs).
 # Each is measured twice, small and large (1,000 and 3,000 requests; 3 and 6
 # seconds of echo), and the difference divided by the difference in work, so
@@ -14,7 +15,7 @@
 # valgrind and nghttp2-client); uses 127.0.0.1:18012 and :18455.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what=${1:?usage: bench/instructions.sh h1|h2|echo [binary]}
+what=${1:?usage: bench/instructions.sh h1|h2|h2x1|h2x100|echo [binary]}
 . bench/common.sh
 install_missing valgrind:valgrind h2load:nghttp2-client
 cargo build --release --quiet --bin vaultgate --example upstream --example wsload
@@ -46,10 +47,13 @@ counted() {
 }
 
 case $what in
-  h1 | h2)
+  h1 | h2 | h2x1 | h2x100)
     # HTTP/1.1: one request at a time per connection (no pipelining).
-    how=(-m 10)
-    [ "$what" = h1 ] && how=(--h1 -m 1)
+    case $what in
+      h1) how=(--h1 -m 1) ;;
+      h2) how=(-m 10) ;;
+      *) how=(-m "${what#h2x}") ;;
+    esac
     small=$(counted h2load "${how[@]}" -n 1000 -c 10 https://localhost:18455/alive)
     grep -q "1000 succeeded" "$dir/load" || { cat "$dir/load"; exit 1; }
     large=$(counted h2load "${how[@]}" -n 3000 -c 10 https://localhost:18455/alive)
@@ -66,7 +70,7 @@ case $what in
       "($small for $small_msgs, $large for $large_msgs)"
     ;;
   *)
-    echo "usage: bench/instructions.sh h1|h2|echo [binary]" >&2
+    echo "usage: bench/instructions.sh h1|h2|h2x1|h2x100|echo [binary]" >&2
     exit 2
     ;;
 esac

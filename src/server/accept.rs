@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::conn_limit::{ConnLimit, Refused, Slot};
+use crate::io::linger::Linger;
 use crate::proxy::body::ProxyBody;
 use crate::shutdown::stopped;
 
@@ -112,7 +113,7 @@ where
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tcp), service);
+                .serve_connection(TokioIo::new(Linger::new(tcp)), service);
             let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
             drop(slot);
         });

@@ -23,6 +23,7 @@ use crate::conn_limit::{Caps, ConnLimit, Refused, Slot};
 use crate::http::client_cert::ClientCert;
 use crate::http::client_ip::Cidr;
 use crate::io::h1_guard::H1Guard;
+use crate::io::linger::Linger;
 use crate::io::proxy_header;
 use crate::io::send_watch::{self, Guarded, Progress, Watched};
 use crate::io::write_batch::WriteBatch;
@@ -337,6 +338,7 @@ impl Connection {
     ) {
         let _ = tcp.set_nodelay(true);
         let (tcp, sending) = Progress::new(tcp);
+        let tcp = Linger::new(tcp);
         let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
