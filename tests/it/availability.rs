@@ -377,8 +377,20 @@ async fn pipelined_requests_from_a_client_that_never_reads_are_cut() {
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(new_connection_is_served(&h).await, "one place of two is held");
+    // The kernel takes megabytes of answers before the socket is full, as
+    // fast as the proxy makes them: waiting until the upstream has seen no
+    // request for longer than send_idle makes sure the stall was that long.
+    let stalled = async {
+        loop {
+            let before = h.upstream.requests();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if h.upstream.requests() == before {
+                return;
+            }
+        }
+    };
+    within("the proxy to stop answering a client that never reads", stalled).await;
     // Now read: everything until the proxy closes, which it must do.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     closed_within(&mut reader, 10, "a connection whose client never read its pipelined answers").await;
     drop(writing);
     other_client_is_served(&h).await;
