@@ -152,56 +152,5 @@ for round in $(seq "$rounds"); do
   for h in 16 64 256; do for p in "${order[@]}"; do echo_hubs "$p" "$h"; done; done
 done
 
-# Medians, and vaultgate against the best peer: higher is better for rates
-# (*_per_s), lower for the rest.
-awk -F'\t' '
-  { k = $3 SUBSEP $4; v[$2, k, ++n[$2, k]] = $5 + 0; if (!(k in seen)) { seen[k] = 1; keys[++m] = k } }
-  function median(p, k,   c, i, j, a, t) {
-    c = n[p, k]; if (!c) return ""
-    for (i = 1; i <= c; i++) a[i] = v[p, k, i]
-    for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-    return a[int((c + 1) / 2)]
-  }
-  END {
-    print "| shape | metric | vaultgate | nginx | haproxy | vaultgate / best peer |"
-    print "|---|---|---|---|---|---|"
-    for (i = 1; i <= m; i++) {
-      split(keys[i], sk, SUBSEP); vg = median("vaultgate", keys[i]); ng = median("nginx", keys[i]); hp = median("haproxy", keys[i])
-      higher = sk[2] ~ /per_s$/
-      best = higher ? (ng > hp ? ng : hp) : (ng < hp ? ng : hp)
-      ratio = (sk[2] == "failed" || best == 0) ? "" : sprintf("%.2f", vg / best)
-      printf "| %s | %s | %s | %s | %s | %s |\n", sk[1], sk[2], vg, ng, hp, ratio
-      print sk[1], sk[2], vg, ng, hp > "'"$out"'/medians.dat"
-    }
-  }' "$results" | tee "$out/table.md"
-
-# One plot per family and metric: the three proxies side by side per shape.
-plot() { # family metric title
-  local data="$dir/plot-$1-$2.dat"
-  awk -v f="$1" -v m="$2" '$1 ~ "^" f && $2 == m {print $1, $3, $4, $5}' "$out/medians.dat" >"$data"
-  [ -s "$data" ] || return 0
-  gnuplot <<GNUPLOT
-set terminal pngcairo size 1000,420 noenhanced
-set output "$out/$1-$2.png"
-set title "$3"
-set style data histogram
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set xtics rotate by -30
-set key top left
-set grid ytics
-set yrange [0:*]
-plot "$data" using 2:xtic(1) title "vaultgate", "" using 3 title "nginx", "" using 4 title "haproxy"
-GNUPLOT
-}
-if command -v gnuplot >/dev/null; then
-  plot ka req_per_s "keep-alive GET (wrk -tT -cC): requests/s"
-  plot ka cpu_us "keep-alive GET: proxy CPU per request (us)"
-  plot ka p99_us "keep-alive GET: p99 latency (us)"
-  plot h2 req_per_s "HTTP/2 GET (h2load -cC -mM -t1): requests/s"
-  plot h2 cpu_us "HTTP/2 GET: proxy CPU per request (us)"
-  plot echo msgs_per_s "hub echo (wsload, N hubs): messages/s"
-  plot echo cpu_us "hub echo: proxy CPU per message (us)"
-  plot echo p99_us "hub echo: round-trip p99 (us)"
-fi
+bench/shapes-report.sh "$out"
 echo "results in $out/ (results.tsv, table.md, *.png)"
