@@ -11,7 +11,9 @@
 # echo: one hub WebSocket message there and back (wsload, 10 hubs).
 # Each is measured twice, small and large (1,000 and 3,000 requests; 3 and 6
 # seconds of echo), and the difference divided by the difference in work, so
-# that start-up and the TLS handshakes cancel out. Runs as root (installs
+# that start-up and the TLS handshakes cancel out. With KEEP=DIR, callgrind's
+# two outputs are kept there (callgrind_annotate DIR/large.out, or
+# --diff against small.out, shows where the instructions go). Runs as root (installs
 # valgrind and nghttp2-client); uses 127.0.0.1:18012 and :18455.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +30,10 @@ cleanup() {
 trap cleanup EXIT
 
 # One worker: under valgrind the threads take turns, and a second worker
-# would only change how work is batched, from run to run.
-proxy_setup "$dir" 18012 18455 "workers = 1"
+# would only change how work is batched, from run to run. One address is the
+# whole load (h2x100: 1,000 requests at once): the per-address caps would answer 429.
+proxy_setup "$dir" 18012 18455 $'workers = 1\nmax_connections_per_ip = 100000\nmax_upstream_per_ip = 1000000'
+
 
 # Total instructions of one run of vaultgate under callgrind while `load`
 # (the rest of the arguments) runs against it; the load's own output goes to
@@ -43,6 +47,10 @@ counted() {
   "$@" >"$dir/load" 2>&1
   kill -INT "$pid"
   wait "$pid" || true
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    if [ -f "$KEEP/small.out" ]; then cp "$out" "$KEEP/large.out"; else cp "$out" "$KEEP/small.out"; fi
+  fi
   awk '/^totals:/ {print $2}' "$out"
 }
 

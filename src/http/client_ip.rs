@@ -76,6 +76,8 @@ impl Default for Policy {
 pub struct Client {
     /// Goes into `X-Real-IP` and the access log.
     pub ip: IpAddr,
+    /// `ip` written out, for `X-Real-IP` (and `[client_ip] header`).
+    pub real_ip: HeaderValue,
     /// Goes into `X-Forwarded-For`: just the client, or, behind trusted
     /// proxies, the client and the trusted hops after it, peer last.
     /// Whatever stood left of the client (written by the client itself) is
@@ -86,6 +88,30 @@ pub struct Client {
     /// request must be refused. `ip` is then the unspecified address, never
     /// the peer's, so nothing can mistake the client for the trusted proxy.
     pub unresolved: Option<Unresolved>,
+}
+
+/// A connection's peer, its address written out once for all the
+/// connection's requests (`X-Real-IP` and `X-Forwarded-For` of every request
+/// from an untrusted peer are this text).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    ip: IpAddr,
+    text: HeaderValue,
+}
+
+impl Peer {
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+impl From<IpAddr> for Peer {
+    /// An IPv4-mapped IPv6 address is its IPv4 one (fail2ban and access
+    /// lists see the plain address).
+    fn from(ip: IpAddr) -> Peer {
+        let ip = ip.to_canonical();
+        Peer { ip, text: ip_value(ip) }
+    }
 }
 
 /// A trusted proxy's report that does not name a client.
@@ -117,27 +143,37 @@ impl Policy {
     /// that client and is never looked at. An entry reached on the way that
     /// does not parse makes the request unresolved: never the peer, which
     /// would make the client the trusted proxy.
-    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
-        let peer = peer.to_canonical();
-        let alone = |ip: IpAddr| Client { ip, forwarded_for: ip_value(ip), unresolved: None };
+    pub fn resolve(&self, peer: impl Into<Peer>, headers: &HeaderMap) -> Client {
+        let Peer { ip: peer, text } = peer.into();
+        // The peer itself is the client: its text, written once per connection.
+        let itself =
+            || Client { ip: peer, real_ip: text.clone(), forwarded_for: text.clone(), unresolved: None };
+        let alone = |ip: IpAddr| {
+            let text = ip_value(ip);
+            Client { ip, real_ip: text.clone(), forwarded_for: text, unresolved: None }
+        };
         if !self.is_trusted(peer) {
-            return alone(peer);
+            return itself();
         }
-        let unresolved = || Client {
-            ip: if peer.is_ipv4() {
+        let unresolved = || {
+            let ip = if peer.is_ipv4() {
                 IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
             } else {
                 IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-            },
-            forwarded_for: ip_value(peer),
-            unresolved: Some(Unresolved { peer }),
+            };
+            Client {
+                ip,
+                real_ip: ip_value(ip),
+                forwarded_for: text.clone(),
+                unresolved: Some(Unresolved { peer }),
+            }
         };
         match &self.source {
             Source::Single(name) => {
                 let mut values = headers.get_all(name).iter();
                 match (values.next(), values.next()) {
                     // The trusted proxy itself is the client (a health check).
-                    (None, _) => alone(peer),
+                    (None, _) => itself(),
                     (Some(v), None) => match std::str::from_utf8(v.as_bytes()).ok().and_then(parse_ip) {
                         Some(ip) => alone(ip),
                         None => unresolved(),
@@ -172,12 +208,12 @@ impl Policy {
                 // Every hop trusted: the leftmost one sent the request itself.
                 let client = *hops.last().expect("the peer is always there");
                 if hops.len() == 1 {
-                    return alone(client);
+                    return itself();
                 }
                 let joined: Vec<String> = hops.iter().rev().map(IpAddr::to_string).collect();
                 let forwarded_for =
                     HeaderValue::from_str(&joined.join(", ")).expect("addresses are valid header values");
-                Client { ip: client, forwarded_for, unresolved: None }
+                Client { ip: client, real_ip: ip_value(client), forwarded_for, unresolved: None }
             }
         }
     }
@@ -464,6 +500,30 @@ mod tests {
         // The same header from an untrusted peer is ignored.
         let c = policy.resolve(ip("8.8.8.8"), &headers(&[("cf-connecting-ip", "198.51.100.20")]));
         assert_eq!(c.ip, ip("8.8.8.8"));
+    }
+
+    #[test]
+    fn real_ip_is_the_client_written_out_whichever_way_it_was_found() {
+        let cf = Policy {
+            trusted_proxies: cidrs(&["173.245.48.0/20"]),
+            source: Source::Single(HeaderName::from_static("cf-connecting-ip")),
+        };
+        let cases = [
+            (Policy::default(), "203.0.113.9", xff(&["1.1.1.1"])),
+            (Policy::default(), "::ffff:203.0.113.9", HeaderMap::new()),
+            (Policy::default(), "2001:db8::7", HeaderMap::new()),
+            (xff_policy(), "10.0.0.2", HeaderMap::new()),
+            (xff_policy(), "10.0.0.2", xff(&["198.51.100.9, 10.0.0.7"])),
+            (xff_policy(), "10.0.0.2", xff(&["10.9.9.9"])),
+            (xff_policy(), "10.0.0.2", xff(&["junk"])),
+            (xff_policy(), "::1", xff(&["junk"])),
+            (cf.clone(), "173.245.48.1", headers(&[("cf-connecting-ip", "198.51.100.20")])),
+            (cf.clone(), "173.245.48.1", HeaderMap::new()),
+        ];
+        for (policy, peer, h) in cases {
+            let c = policy.resolve(ip(peer), &h);
+            assert_eq!(c.real_ip.to_str().unwrap(), c.ip.to_string(), "{peer} {h:?}");
+        }
     }
 
     proptest::proptest! {

@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::client_ip::{ip_value, Client};
+use super::client_ip::Client;
 use super::names::{
     KEEP_ALIVE, PROXY_CONNECTION, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP,
 };
@@ -108,12 +108,12 @@ pub fn set_forwarding(
     // Room for these four and `Host` at once, rather than growing the map
     // (and rehashing it) part-way through.
     headers.reserve(5);
-    headers.insert(X_REAL_IP, ip_value(client.ip));
+    headers.insert(X_REAL_IP, client.real_ip.clone());
     headers.insert(X_FORWARDED_FOR, client.forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     headers.insert(X_FORWARDED_HOST, host.clone());
     if let Some(name) = single.filter(|n| **n != X_FORWARDED_FOR) {
-        headers.insert(name.clone(), ip_value(client.ip));
+        headers.insert(name.clone(), client.real_ip.clone());
     }
 }
 
@@ -153,11 +153,8 @@ mod tests {
     use super::*;
 
     fn client(ip: &str) -> Client {
-        Client {
-            ip: ip.parse().unwrap(),
-            forwarded_for: HeaderValue::from_str(ip).unwrap(),
-            unresolved: None,
-        }
+        super::super::client_ip::Policy::default()
+            .resolve(ip.parse::<std::net::IpAddr>().unwrap(), &HeaderMap::new())
     }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -250,6 +247,7 @@ mod tests {
         let mut h = map(&[]);
         let chain = Client {
             ip: "192.0.2.7".parse().unwrap(),
+            real_ip: HeaderValue::from_static("192.0.2.7"),
             forwarded_for: HeaderValue::from_static("192.0.2.7, 10.0.0.1"),
             unresolved: None,
         };

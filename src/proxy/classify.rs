@@ -147,11 +147,8 @@ mod tests {
     }
 
     fn client() -> Client {
-        Client {
-            ip: "192.0.2.7".parse().unwrap(),
-            forwarded_for: HeaderValue::from_static("192.0.2.7"),
-            unresolved: None,
-        }
+        crate::http::client_ip::Policy::default()
+            .resolve("192.0.2.7".parse::<std::net::IpAddr>().unwrap(), &http::HeaderMap::new())
     }
 
     fn get(target: &str, headers: &[(&str, &str)]) -> Request<Empty<bytes::Bytes>> {

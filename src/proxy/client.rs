@@ -10,6 +10,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::conn_limit::Slot;
 use crate::http::client_cert::ClientCert;
+use crate::http::client_ip::Peer;
 use crate::io::send_watch::SendWatch;
 
 /// What the server keeps alive for as long as a request lasts, a hub tunnel
@@ -19,6 +20,8 @@ pub type InFlight = Option<Arc<dyn Send + Sync>>;
 /// One client connection, as the requests on it see it.
 pub struct ClientConn {
     pub peer: SocketAddr,
+    /// Its address, written out once for all its requests' forwarding headers.
+    pub peer_ip: Peer,
     /// Its place under `max_connections`: a hub tunnel taken over from an
     /// HTTP/1.1 connection keeps it until the tunnel closes.
     pub(super) slot: Arc<Slot>,
@@ -116,6 +119,7 @@ impl ClientConn {
     ) -> ClientConn {
         ClientConn {
             peer,
+            peer_ip: Peer::from(peer.ip()),
             slot,
             upstream: Arc::new(Semaphore::new(max_upstream)),
             sending,

@@ -137,7 +137,7 @@ impl Proxy {
         conn: &ClientConn,
         in_flight: InFlight,
     ) -> Response<ProxyBody> {
-        let client = self.client_ip.resolve(conn.peer.ip(), req.headers());
+        let client = self.client_ip.resolve(conn.peer_ip.clone(), req.headers());
         let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let mut log = Entry::new(
             client.ip,
