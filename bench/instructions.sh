@@ -3,11 +3,13 @@
 # callgrind: numbers that do not move with the machine's noise, for
 # comparing two versions of the code (BENCHMARKS.md, "Levers tried").
 #
-#   bench/instructions.sh h1|h2|h2x1|h2x100|echo [binary=target/release/vaultgate]
+#   bench/instructions.sh h1|h2|h2x1|h2x100|h1bw|h2bw|echo [binary=target/release/vaultgate]
 #
 # h1: a keep-alive HTTPS GET (h2load --h1, 10 connections);
 # h2: an HTTP/2 GET (h2load, 10 connections, 10 streams each; h2x1 and
-#     h2x100 with 1 and 100 streams each);
+#     h2x100 with 1 and 100 streams each); h1bw and h2bw: the same with the
+#     headers a Bitwarden client sends on every API call (a bearer token of
+#     a kilobyte, its device and version headers): about 1.3 KB of head;
 # echo: one hub WebSocket message there and back (wsload, 10 hubs).
 # Each is measured twice, small and large (1,000 and 3,000 requests; 3 and 6
 # seconds of echo), and the difference divided by the difference in work, so
@@ -17,7 +19,7 @@
 # valgrind and nghttp2-client); uses 127.0.0.1:18012 and :18455.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what=${1:?usage: bench/instructions.sh h1|h2|h2x1|h2x100|echo [binary]}
+what=${1:?usage: bench/instructions.sh h1|h2|h2x1|h2x100|h1bw|h2bw|echo [binary]}
 . bench/common.sh
 install_missing valgrind:valgrind h2load:nghttp2-client
 cargo build --release --quiet --bin vaultgate --example upstream --example wsload
@@ -55,13 +57,21 @@ counted() {
 }
 
 case $what in
-  h1 | h2 | h2x1 | h2x100)
+  h1 | h2 | h2x1 | h2x100 | h1bw | h2bw)
     # HTTP/1.1: one request at a time per connection (no pipelining).
     case $what in
       h1) how=(--h1 -m 1) ;;
       h2) how=(-m 10) ;;
+      h1bw) how=(--h1 -m 1) ;;
+      h2bw) how=(-m 10) ;;
       *) how=(-m "${what#h2x}") ;;
     esac
+    if [[ $what == *bw ]]; then
+      token=$(head -c 1000 /dev/zero | tr '\0' 'e')
+      how+=(-H "authorization: Bearer $token" -H "device-type: 8" -H "bitwarden-client-name: desktop"
+        -H "bitwarden-client-version: 2025.1.0" -H "accept-language: en-US,en;q=0.9"
+        -H "user-agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Bitwarden/2025.1.0 Chrome/130.0.0.0 Electron/33.2.1 Safari/537.36")
+    fi
     small=$(counted h2load "${how[@]}" -n 1000 -c 10 https://localhost:18455/alive)
     grep -q "1000 succeeded" "$dir/load" || { cat "$dir/load"; exit 1; }
     large=$(counted h2load "${how[@]}" -n 3000 -c 10 https://localhost:18455/alive)
@@ -78,7 +88,7 @@ case $what in
       "($small for $small_msgs, $large for $large_msgs)"
     ;;
   *)
-    echo "usage: bench/instructions.sh h1|h2|h2x1|h2x100|echo [binary]" >&2
+    echo "usage: bench/instructions.sh h1|h2|h2x1|h2x100|h1bw|h2bw|echo [binary]" >&2
     exit 2
     ;;
 esac
