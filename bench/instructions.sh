@@ -15,13 +15,16 @@
 # seconds of echo), and the difference divided by the difference in work, so
 # that start-up and the TLS handshakes cancel out. With KEEP=DIR, callgrind's
 # two outputs are kept there (callgrind_annotate DIR/large.out, or
-# --diff against small.out, shows where the instructions go). Runs as root (installs
+# --diff against small.out, shows where the instructions go). With
+# PROXY=haproxy, Debian's HAProxy (one thread, configured as in
+# bench/shapes.sh) is counted instead, under the same load (not echo). Runs as root (installs
 # valgrind and nghttp2-client); uses 127.0.0.1:18012 and :18455.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: bench/instructions.sh h1|h2|h2x1|h2x100|h1bw|h2bw|echo [binary]}
 . bench/common.sh
 install_missing valgrind:valgrind h2load:nghttp2-client
+[ "${PROXY:-vaultgate}" = haproxy ] && install_missing haproxy:haproxy
 cargo build --release --quiet --bin vaultgate --example upstream --example wsload
 bin=$(realpath "${2:-target/release/vaultgate}")
 dir=$(mktemp -d)
@@ -35,6 +38,31 @@ trap cleanup EXIT
 # would only change how work is batched, from run to run. One address is the
 # whole load (h2x100: 1,000 requests at once): the per-address caps would answer 429.
 proxy_setup "$dir" 18012 18455 $'workers = 1\nmax_connections_per_ip = 100000\nmax_upstream_per_ip = 1000000'
+server=("$bin" --config "$dir/proxy.toml")
+if [ "${PROXY:-vaultgate}" = haproxy ]; then
+  cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"
+  cat >"$dir/haproxy.cfg" <<HAPROXY
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend vaultwarden
+  bind 127.0.0.1:18455 ssl crt $dir/combined.pem alpn h2,http/1.1
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto https
+  default_backend vaultwarden
+backend vaultwarden
+  server vw 127.0.0.1:18012
+HAPROXY
+  # -db: in the foreground, one process; SIGUSR1 below stops it softly.
+  server=(haproxy -db -f "$dir/haproxy.cfg")
+fi
 
 
 # Total instructions of one run of vaultgate under callgrind while `load`
@@ -43,11 +71,11 @@ proxy_setup "$dir" 18012 18455 $'workers = 1\nmax_connections_per_ip = 100000\nm
 counted() {
   local out="$dir/callgrind.out" pid
   rm -f "$out"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --config "$dir/proxy.toml" 2>"$dir/valgrind.log" &
+  valgrind --tool=callgrind --callgrind-out-file="$out" "${server[@]}" 2>"$dir/valgrind.log" &
   pid=$!
   for _ in $(seq 150); do ss -ltn | grep -q 127.0.0.1:18455 && break; sleep 0.2; done
   "$@" >"$dir/load" 2>&1
-  kill -INT "$pid"
+  if [ "${PROXY:-vaultgate}" = haproxy ]; then kill -USR1 "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true
   if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP"
