@@ -17,7 +17,11 @@
 # two outputs are kept there (callgrind_annotate DIR/large.out, or
 # --diff against small.out, shows where the instructions go). With
 # PROXY=haproxy, Debian's HAProxy (one thread, configured as in
-# bench/shapes.sh) is counted instead, under the same load (not echo). Runs as root (installs
+# bench/shapes.sh) is counted instead, under the same load (not echo). With
+# CACHE=1, callgrind also simulates the caches and the HTTP loads print the
+# first-level instruction and data cache misses and the last-level misses
+# per request too (the cost that instruction counts hide; the simulated
+# caches are valgrind's model of this machine's, not measured ones). Runs as root (installs
 # valgrind and nghttp2-client); uses 127.0.0.1:18012 and :18455.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,7 +75,9 @@ fi
 counted() {
   local out="$dir/callgrind.out" pid
   rm -f "$out"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "${server[@]}" 2>"$dir/valgrind.log" &
+  local sim=()
+  [ -n "${CACHE:-}" ] && sim=(--cache-sim=yes)
+  valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$out" "${server[@]}" 2>"$dir/valgrind.log" &
   pid=$!
   for _ in $(seq 150); do ss -ltn | grep -q 127.0.0.1:18455 && break; sleep 0.2; done
   "$@" >"$dir/load" 2>&1
@@ -81,7 +87,15 @@ counted() {
     mkdir -p "$KEEP"
     if [ -f "$KEEP/small.out" ]; then cp "$out" "$KEEP/large.out"; else cp "$out" "$KEEP/small.out"; fi
   fi
-  awk '/^totals:/ {print $2}' "$out"
+  # Instructions; with CACHE=1 also D1 misses (read + write) and LL misses.
+  if [ -n "${CACHE:-}" ]; then
+    awk '/^events:/ {for (i = 2; i <= NF; i++) at[$i] = i}
+      /^totals:/ {print $at["Ir"], $at["D1mr"] + $at["D1mw"], $at["ILmr"] + $at["DLmr"] + $at["DLmw"], $at["I1mr"]}' "$out" >"$dir/cache"
+    tail -1 "$dir/cache" >>"$dir/caches"
+    cut -d' ' -f1 "$dir/cache"
+  else
+    awk '/^totals:/ {print $2}' "$out"
+  fi
 }
 
 case $what in
@@ -105,6 +119,9 @@ case $what in
     large=$(counted h2load "${how[@]}" -n 3000 -c 10 https://localhost:18455/alive)
     grep -q "3000 succeeded" "$dir/load" || { cat "$dir/load"; exit 1; }
     echo "$what: $(((large - small) / 2000)) instructions per request ($small for 1,000, $large for 3,000)"
+    if [ -n "${CACHE:-}" ]; then
+      awk 'NR == 1 {d = $2; l = $3; i = $4} NR == 2 {printf "%s: %d I1, %d D1 and %d LL misses per request\n", w, ($4 - i) / 2000, ($2 - d) / 2000, ($3 - l) / 2000}' w="$what" "$dir/caches"
+    fi
     ;;
   echo)
     url="wss://localhost:18455/notifications/hub?access_token=x"
