@@ -78,3 +78,36 @@ http {
 }
 NGINX
 }
+
+# HAProxy as Vaultwarden's wiki has it (HTTP/2 and HTTP/1.1 in, keep-alive
+# and connection reuse to the upstream, WebSocket upgrades passed: timeout
+# tunnel), in DIR/haproxy.cfg, with THREADS threads, listening on
+# 127.0.0.1:LISTEN_PORT in front of 127.0.0.1:UPSTREAM_PORT with DIR's
+# certificate (as DIR/combined.pem); the caller starts and stops it.
+#   haproxy_setup DIR UPSTREAM_PORT LISTEN_PORT THREADS MAXCONN
+haproxy_setup() {
+  local dir=$1 upstream=$2 listen=$3 threads=$4 maxconn=$5
+  cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"
+  cat >"$dir/haproxy.cfg" <<HAPROXY
+global
+  nbthread $threads
+  maxconn $maxconn
+  pidfile $dir/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  option http-keep-alive
+  http-reuse always
+frontend vaultwarden
+  bind 127.0.0.1:$listen ssl crt $dir/combined.pem alpn h2,http/1.1
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto https
+  default_backend vaultwarden
+backend vaultwarden
+  server vw 127.0.0.1:$upstream
+HAPROXY
+}

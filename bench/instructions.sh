@@ -14,10 +14,10 @@
 # Each is measured twice, small and large (1,000 and 3,000 requests; 3 and 6
 # seconds of echo), and the difference divided by the difference in work, so
 # that start-up and the TLS handshakes cancel out. With KEEP=DIR, callgrind's
-# two outputs are kept there (callgrind_annotate DIR/large.out, or
-# --diff against small.out, shows where the instructions go). With
+# two outputs are kept there (callgrind_annotate DIR/large.out shows where
+# the instructions go). With
 # PROXY=haproxy, Debian's HAProxy (one thread, configured as in
-# bench/shapes.sh) is counted instead, under the same load (not echo). With
+# bench/common.sh) is counted instead, under the same load (not echo). With
 # CACHE=1, callgrind also simulates the caches and the HTTP loads print the
 # first-level instruction and data cache misses and the last-level misses
 # per request too (the cost that instruction counts hide; the simulated
@@ -44,26 +44,8 @@ trap cleanup EXIT
 proxy_setup "$dir" 18012 18455 $'workers = 1\nmax_connections_per_ip = 100000\nmax_upstream_per_ip = 1000000'
 server=("$bin" --config "$dir/proxy.toml")
 if [ "${PROXY:-vaultgate}" = haproxy ]; then
-  cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"
-  cat >"$dir/haproxy.cfg" <<HAPROXY
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  option http-keep-alive
-  http-reuse always
-frontend vaultwarden
-  bind 127.0.0.1:18455 ssl crt $dir/combined.pem alpn h2,http/1.1
-  option forwardfor
-  http-request set-header X-Real-IP %[src]
-  http-request set-header X-Forwarded-Proto https
-  default_backend vaultwarden
-backend vaultwarden
-  server vw 127.0.0.1:18012
-HAPROXY
+  # maxconn: room under the file limit valgrind leaves (HAProxy wants two per connection).
+  haproxy_setup "$dir" 18012 18455 1 4000
   # -db: in the foreground, one process; SIGUSR1 below stops it softly.
   server=(haproxy -db -f "$dir/haproxy.cfg")
 fi

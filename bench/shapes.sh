@@ -51,31 +51,7 @@ vg_pid=$!
 nginx_setup "$dir" 18102 18546 "$limit"
 nginx -c "$dir/nginx.conf" -e "$dir/nginx-error.log"
 
-cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"
-# HAProxy as the wiki has it: HTTP/2 and HTTP/1.1 in, keep-alive and
-# connection reuse to the upstream, WebSocket upgrades passed (timeout tunnel).
-cat >"$dir/haproxy.cfg" <<HAPROXY
-global
-  nbthread 2
-  maxconn $(((limit - 100) / 2))
-  pidfile $dir/haproxy.pid
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout tunnel 1h
-  option http-keep-alive
-  http-reuse always
-frontend vaultwarden
-  bind 127.0.0.1:18547 ssl crt $dir/combined.pem alpn h2,http/1.1
-  option forwardfor
-  http-request set-header X-Real-IP %[src]
-  http-request set-header X-Forwarded-Proto https
-  default_backend vaultwarden
-backend vaultwarden
-  server vw 127.0.0.1:18102
-HAPROXY
+haproxy_setup "$dir" 18102 18547 2 $(((limit - 100) / 2))
 haproxy -D -f "$dir/haproxy.cfg"
 sleep 1
 
