@@ -99,12 +99,6 @@ pub struct Peer {
     text: HeaderValue,
 }
 
-impl Peer {
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
-}
-
 impl From<IpAddr> for Peer {
     /// An IPv4-mapped IPv6 address is its IPv4 one (fail2ban and access
     /// lists see the plain address).
