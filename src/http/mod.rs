@@ -2,6 +2,7 @@
 //! client's address, access rules.
 
 pub mod access;
+pub mod chunked;
 pub mod client_cert;
 pub mod client_ip;
 pub mod header_line;
@@ -9,3 +10,4 @@ pub mod headers;
 pub mod host;
 pub mod names;
 pub mod path;
+pub mod response_head;

@@ -5,16 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::body::{self, BodyEnd, Ended, OnEnd, Pace, ProxyBody, Replay};
+use super::body::{self, BoxError, Ended, OnEnd, Pace, ProxyBody, Replay};
 use super::client::ClientConn;
 use super::error::ProxyError;
+use super::exchange::UpstreamBody;
 use super::upstream::{SendFailure, Upstream};
 use crate::config::Config;
 use crate::conn_limit::{Caps, Slot};
@@ -57,11 +56,11 @@ struct Ahead {
 /// Reads `body` into `ahead` until its end, until more than `limit` bytes
 /// came, or until `deadline`.
 async fn read_ahead(
-    body: &mut Incoming,
+    body: &mut UpstreamBody,
     ahead: &mut Ahead,
     limit: usize,
     deadline: tokio::time::Instant,
-) -> Result<(), hyper::Error> {
+) -> Result<(), BoxError> {
     // Announced as longer than judged answers are: not read at all.
     if http_body::Body::size_hint(body).lower() > limit as u64 {
         return Ok(());
@@ -165,10 +164,9 @@ pub async fn forward(
         let paced = Pace::new(limited, limits.idle, limits.min_rate);
         let ends = sent.clone();
         let metered = OnEnd::new(paced, move |how, _| ends.set(how)).counting_into(log.bytes_in.clone());
-        (body::boxed(metered.map_frame(sanitize_trailers)), Some(sent))
+        (body::boxed(metered), Some(sent))
     };
     let req = Request::from_parts(parts, body);
-    let sent_how = || sent.as_ref().map_or(Some(BodyEnd::Complete), |s| s.get());
     let timeout = upstream.response_timeout;
     let deadline = async {
         if let Some(sent) = &sent {
@@ -178,20 +176,14 @@ pub async fn forward(
     };
     // A body the client broke (bad chunk, too large, stalled, vanished)
     // is the client's fault, not Vaultwarden's.
-    let failed = |e: &(dyn std::error::Error + 'static)| {
-        if sent_how() == Some(BodyEnd::Error) {
-            ProxyError::from_body_failure(e, limits.max)
-        } else {
-            upstream.unreachable(e)
-        }
-    };
     let sending = async {
         upstream.send(req, worker).await.map_err(|e| match e {
             SendFailure::Connect(e) => e,
-            SendFailure::Send(e) => failed(&e),
+            SendFailure::Send { error, client: true } => ProxyError::from_body_failure(&*error, limits.max),
+            SendFailure::Send { error, client: false } => upstream.unreachable(&*error),
         })
     };
-    let (resp, sender) = tokio::select! {
+    let resp = tokio::select! {
         r = sending => r?,
         _ = deadline => return Err(upstream.timed_out()),
     };
@@ -209,7 +201,7 @@ pub async fn forward(
                 // unjudged with what came so far, after at most the response timeout.
                 let deadline = tokio::time::Instant::now() + timeout;
                 if let Err(e) = read_ahead(&mut body, &mut ahead, BODY_PREFIX, deadline).await {
-                    return Err(upstream.unreachable(&e));
+                    return Err(upstream.unreachable(&*e));
                 }
                 // Longer than Vaultwarden's refusals: passed on unjudged.
                 if ahead.complete {
@@ -218,35 +210,17 @@ pub async fn forward(
             }
         }
     }
-    let body = Replay::new(ahead.data.freeze(), ahead.trailers, body);
-    // The connection is free again once the request has been sent whole
-    // and its answer read to the end. Otherwise (an answer abandoned
-    // half-way, or given before the request body was all sent) it goes
-    // with this request: the next one must not wait behind it.
-    let body = body.map_frame(sanitize_trailers);
-    if http_body::Body::is_end_stream(&body) {
-        if sent_how() == Some(BodyEnd::Complete) {
-            upstream.idle(worker).put(sender);
-        }
+    // The answer's body gives its connection back when read to the end
+    // (`exchange.rs`); the permits are held until then, or until the client
+    // stops reading.
+    if http_body::Body::is_end_stream(&body) && ahead.data.is_empty() && ahead.trailers.is_none() {
         return Ok(Response::from_parts(parts, body::boxed(body)));
     }
-    let idle = upstream.idle(worker).clone();
-    let body = OnEnd::new(body, move |how, _| {
-        drop(permits);
-        if how == BodyEnd::Complete && sent.as_ref().is_none_or(|s| s.get() == Some(BodyEnd::Complete)) {
-            idle.put(sender);
-        }
-    });
-    Ok(Response::from_parts(parts, body::boxed(body)))
-}
-
-/// Applies [`headers::sanitize_trailers`] to a trailers frame; data passes.
-fn sanitize_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
-    match frame.into_trailers() {
-        Ok(mut trailers) => {
-            headers::sanitize_trailers(&mut trailers);
-            Frame::trailers(trailers)
-        }
-        Err(frame) => frame,
+    if ahead.data.is_empty() && ahead.trailers.is_none() {
+        let body = OnEnd::new(body, move |_, _| drop(permits));
+        return Ok(Response::from_parts(parts, body::boxed(body)));
     }
+    let body = Replay::new(ahead.data.freeze(), ahead.trailers, body);
+    let body = OnEnd::new(body, move |_, _| drop(permits));
+    Ok(Response::from_parts(parts, body::boxed(body)))
 }

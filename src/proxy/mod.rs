@@ -7,8 +7,10 @@ pub mod body;
 mod classify;
 mod client;
 pub mod error;
+mod exchange;
 mod forward;
 mod hub;
+mod pool;
 pub mod upstream;
 
 use std::sync::Arc;

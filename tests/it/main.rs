@@ -37,5 +37,6 @@ mod shutdown;
 mod smuggling;
 mod systemd;
 mod tls;
+mod upstream_answers;
 mod upstream_connections;
 mod vaultwarden;

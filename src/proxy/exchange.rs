@@ -1,0 +1,473 @@
+//! One request and its answer over an HTTP/1.1 connection to Vaultwarden:
+//! the head written, the body streamed (with its length, or chunked), the
+//! answer's head read while the body is still going, and the answer's body
+//! read by the client's own task as the client takes it.
+//!
+//! Our own rather than hyper's client: hyper's runs each connection in a
+//! task of its own and hands every request and answer across channels
+//! (three tasks and their wake-ups per request, 12.4k instructions, and the
+//! cache lines of a second HTTP/1.1 state machine: BENCHMARKS.md). Here the
+//! request's task does the system calls itself. The wire rules are in the
+//! pure `http::response_head` and `http::chunked`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header;
+use http::{Method, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::body::{BoxError, ProxyBody};
+use super::pool::{Conn, Idle};
+use crate::http::chunked::{self, Decoded, Decoder};
+use crate::http::headers;
+use crate::http::response_head::{self, Framing, Head};
+
+/// How a request's body is delimited on the way to Vaultwarden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// No body (and no length said).
+    Nothing,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: HTTP/2 bodies of unknown length.
+    Chunked,
+}
+
+impl Sending {
+    /// From the client's `Content-Length` (checked by hyper, or by h2
+    /// against the DATA it carries) and whether a body follows. Methods that
+    /// carry a body get `Content-Length: 0` for an empty one, as HTTP/2's
+    /// `POST` without DATA frames must reach a server that wants a length.
+    pub fn of(parts: &http::request::Parts, body_follows: bool) -> Sending {
+        let declared =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| response_head::digits(v.as_bytes()));
+        match declared {
+            Some(n) => Sending::Length(n),
+            None if body_follows => Sending::Chunked,
+            None if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => Sending::Length(0),
+            None => Sending::Nothing,
+        }
+    }
+}
+
+/// The request head as Vaultwarden gets it: request line, the fields
+/// (framing ones replaced by ours), the blank line.
+pub fn request_head(parts: &http::request::Parts, sending: Sending) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(64 + target.len() + parts.headers.len() * 48);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match sending {
+        Sending::Nothing => {}
+        Sending::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Sending::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// A kept connection closed with nothing of an answer on it and nothing
+    /// of the request body taken: the request may go again on another.
+    Unanswered(BoxError),
+    /// The client's body failed (too large, too slow, malformed).
+    Body(BoxError),
+    /// Vaultwarden's side failed.
+    Upstream(BoxError),
+}
+
+/// What went wrong on Vaultwarden's side, in words for the log.
+#[derive(Debug, thiserror::Error)]
+enum Broken {
+    #[error("Vaultwarden closed the connection before answering")]
+    ClosedBeforeAnswer,
+    #[error("Vaultwarden closed the connection in the middle of the answer's body")]
+    ClosedMidBody,
+    #[error("more than {MAX_INFORMATIONAL} informational answers")]
+    EndlessInformational,
+    #[error("the request body is longer than its Content-Length")]
+    BodyTooLong,
+    #[error("the request body is shorter than its Content-Length")]
+    BodyTooShort,
+}
+
+/// The most 1xx heads skipped before the answer.
+const MAX_INFORMATIONAL: usize = 8;
+
+/// The first read of an answer, and how far later reads grow when they fill up.
+const FIRST_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
+/// Sends `head` and `body` on `conn` and reads the answer's head. `reused`:
+/// `conn` was kept from an earlier request. The answer's body, once read
+/// to the end with the request sent whole, puts `conn` back into `idle`.
+pub async fn exchange(
+    mut conn: Conn,
+    reused: bool,
+    head: &[u8],
+    body: Option<&mut ProxyBody>,
+    sending: Sending,
+    head_request: bool,
+    idle: &Arc<Idle>,
+) -> Result<Response<UpstreamBody>, Failure> {
+    let mut touched = false;
+    let mut sent: Option<Result<(), SendError>> = None;
+    let answer = {
+        let (mut rd, mut wr) = conn.tcp.split();
+        let sending = send(&mut wr, head, body, sending, &mut touched);
+        let reading = read_head(&mut rd, &mut conn.buf, head_request);
+        tokio::pin!(sending, reading);
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut reading => break answer,
+                done = &mut sending, if sent.is_none() => match done {
+                    // The client broke its body: nothing more to wait for.
+                    Err(SendError::Body(e)) => return Err(Failure::Body(e)),
+                    // Vaultwarden may have answered and closed (a refusal
+                    // before the whole body): its answer is still read.
+                    done => sent = Some(done),
+                },
+            }
+        }
+    };
+    let head = match answer {
+        Ok(head) => head,
+        Err(e) => {
+            let cause = match sent {
+                Some(Err(SendError::Write(w))) => w.into(),
+                _ => e.error,
+            };
+            return Err(if reused && !e.answered && !touched {
+                Failure::Unanswered(cause)
+            } else {
+                Failure::Upstream(cause)
+            });
+        }
+    };
+    // An answer before the whole request went: the rest of the body is
+    // not sent, and the connection goes with this request.
+    let keep = head.keep_alive && matches!(sent, Some(Ok(())));
+    let Head { status, headers, framing, .. } = head;
+    let mut resp = Response::new(UpstreamBody::new(conn, framing, keep, idle));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+enum SendError {
+    Write(std::io::Error),
+    Body(BoxError),
+}
+
+/// Writes the head, then the body as `sending` says.
+async fn send(
+    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    head: &[u8],
+    body: Option<&mut ProxyBody>,
+    sending: Sending,
+    touched: &mut bool,
+) -> Result<(), SendError> {
+    wr.write_all(head).await.map_err(SendError::Write)?;
+    let Some(body) = body else { return Ok(()) };
+    let mut sent: u64 = 0;
+    let mut trailers = None;
+    let mut prefix = Vec::with_capacity(20);
+    loop {
+        *touched = true;
+        let frame = match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Err(SendError::Body(e)),
+            Some(Ok(frame)) => frame,
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                break;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match sending {
+            Sending::Length(n) if sent > n => return Err(SendError::Body(Broken::BodyTooLong.into())),
+            Sending::Chunked => {
+                prefix.clear();
+                chunked::chunk_start(data.len(), &mut prefix);
+                let mut out = Buf::chain(Buf::chain(&prefix[..], data), &b"\r\n"[..]);
+                wr.write_all_buf(&mut out).await.map_err(SendError::Write)?;
+            }
+            _ => {
+                let mut data = data;
+                wr.write_all_buf(&mut data).await.map_err(SendError::Write)?;
+            }
+        }
+    }
+    match sending {
+        Sending::Length(n) if sent < n => return Err(SendError::Body(Broken::BodyTooShort.into())),
+        Sending::Chunked => {
+            if let Some(t) = trailers.as_mut() {
+                headers::sanitize_trailers(t);
+            }
+            let mut end = Vec::new();
+            chunked::end(trailers.as_ref(), &mut end);
+            wr.write_all(&end).await.map_err(SendError::Write)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+struct ReadError {
+    error: BoxError,
+    /// Some of an answer came.
+    answered: bool,
+}
+
+/// Reads the answer's head into `buf`, skipping informational ones; the
+/// bytes after it stay in `buf`.
+async fn read_head(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Head, ReadError> {
+    let mut informational = 0;
+    loop {
+        if !buf.is_empty() {
+            match response_head::parse(buf, head_request) {
+                Ok(Some(head)) => {
+                    if !head.status.is_informational() {
+                        return Ok(head);
+                    }
+                    informational += 1;
+                    if informational > MAX_INFORMATIONAL {
+                        return Err(ReadError { error: Broken::EndlessInformational.into(), answered: true });
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ReadError { error: e.into(), answered: true }),
+            }
+        }
+        buf.reserve(FIRST_READ);
+        match rd.read_buf(buf).await {
+            Ok(0) => {
+                let answered = !buf.is_empty() || informational > 0;
+                return Err(ReadError { error: Broken::ClosedBeforeAnswer.into(), answered });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let answered = !buf.is_empty() || informational > 0;
+                return Err(ReadError { error: e.into(), answered });
+            }
+        }
+    }
+}
+
+enum Reading {
+    Length(u64),
+    Chunked(Decoder),
+    UntilClose,
+    Done,
+}
+
+/// An answer's body, read from its connection as the client takes it.
+/// Read to the end (and the request sent whole), the connection goes back
+/// to the idle stack; dropped before, it is closed with it.
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    reading: Reading,
+    keep: bool,
+    idle: Arc<Idle>,
+    read_size: usize,
+}
+
+impl UpstreamBody {
+    fn new(conn: Conn, framing: Framing, keep: bool, idle: &Arc<Idle>) -> UpstreamBody {
+        let reading = match framing {
+            Framing::Empty | Framing::Length(0) => Reading::Done,
+            Framing::Length(n) => Reading::Length(n),
+            Framing::Chunked => Reading::Chunked(Decoder::default()),
+            Framing::UntilClose => Reading::UntilClose,
+        };
+        let mut body =
+            UpstreamBody { conn: Some(conn), reading, keep, idle: idle.clone(), read_size: FIRST_READ };
+        if matches!(body.reading, Reading::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body is over, whole: its connection goes back if it may.
+    fn finish(&mut self) {
+        self.reading = Reading::Done;
+        if let Some(conn) = self.conn.take() {
+            if self.keep {
+                self.idle.put(conn);
+            }
+        }
+    }
+
+    fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.reading = Reading::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// A frame from what is already buffered, if there is one.
+    fn buffered(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let conn = self.conn.as_mut()?;
+        match &mut self.reading {
+            Reading::Length(left) => {
+                if conn.buf.is_empty() {
+                    return None;
+                }
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(conn.buf.len());
+                let data = conn.buf.split_to(take).freeze();
+                *left -= take as u64;
+                if *left == 0 {
+                    self.finish();
+                }
+                Some(Ok(Frame::data(data)))
+            }
+            Reading::Chunked(decoder) => match decoder.decode(&mut conn.buf) {
+                Ok(Decoded::More) => None,
+                Ok(Decoded::Data(data)) => Some(Ok(Frame::data(data))),
+                Ok(Decoded::End(trailers)) => {
+                    self.finish();
+                    trailers.map(|mut t| {
+                        headers::sanitize_trailers(&mut t);
+                        Ok(Frame::trailers(t))
+                    })
+                }
+                Err(e) => Some(Err(e.into())),
+            },
+            Reading::UntilClose => (!conn.buf.is_empty()).then(|| Ok(Frame::data(conn.buf.split().freeze()))),
+            Reading::Done => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            match this.buffered() {
+                Some(Err(e)) => return this.fail(e),
+                Some(frame) => return Poll::Ready(Some(frame)),
+                None => {}
+            }
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            conn.buf.reserve(this.read_size);
+            let room = conn.buf.capacity() - conn.buf.len();
+            let read = match tokio_util::io::poll_read_buf(Pin::new(&mut conn.tcp), cx, &mut conn.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(read) => read,
+            };
+            match read {
+                Err(e) => return this.fail(e.into()),
+                Ok(0) => {
+                    if matches!(this.reading, Reading::UntilClose) {
+                        this.reading = Reading::Done;
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    return this.fail(Broken::ClosedMidBody.into());
+                }
+                // A read that filled what was free: a large body, read in
+                // larger pieces (fewer system calls and frames).
+                Ok(n) if n >= room => this.read_size = (this.read_size * 2).min(MAX_READ),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.reading, Reading::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.reading {
+            Reading::Length(left) => SizeHint::with_exact(left),
+            Reading::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(req: Request<()>) -> http::request::Parts {
+        req.into_parts().0
+    }
+
+    #[test]
+    fn the_head_carries_our_framing_only() {
+        let p = parts(
+            Request::post("/api/ciphers?x=1")
+                .header("host", "vault.example")
+                .header("content-length", "5")
+                .header("transfer-encoding", "chunked")
+                .body(())
+                .unwrap(),
+        );
+        let head = request_head(&p, Sending::Chunked);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /api/ciphers?x=1 HTTP/1.1\r\nhost: vault.example\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let head = request_head(&p, Sending::Length(5));
+        assert!(String::from_utf8(head)
+            .unwrap()
+            .ends_with("host: vault.example\r\ncontent-length: 5\r\n\r\n"));
+    }
+
+    #[test]
+    fn framing_follows_the_declared_length_then_the_body() {
+        let with = |method: Method, cl: Option<&str>| {
+            let mut b = Request::builder().method(method).uri("/");
+            if let Some(cl) = cl {
+                b = b.header("content-length", cl);
+            }
+            parts(b.body(()).unwrap())
+        };
+        assert_eq!(Sending::of(&with(Method::POST, Some("7")), true), Sending::Length(7));
+        assert_eq!(Sending::of(&with(Method::POST, None), true), Sending::Chunked);
+        assert_eq!(Sending::of(&with(Method::POST, None), false), Sending::Length(0));
+        assert_eq!(Sending::of(&with(Method::GET, None), false), Sending::Nothing);
+        assert_eq!(Sending::of(&with(Method::GET, Some("0")), false), Sending::Length(0));
+    }
+}
