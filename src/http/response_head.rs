@@ -70,9 +70,10 @@ pub enum HeadError {
 /// back as any other, with [`Framing::Empty`], for the caller to skip.
 pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, HeadError> {
     // Where each field's name and value lie in `buf`: the values become
-    // slices of the head's bytes rather than copies of their own.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let (len, code, http11, count) = {
+    // slices of the head's bytes rather than copies of their own. (A Vec of
+    // the fields there are, not an array of the most there may be: zeroing
+    // that cost more than the copies it saves.)
+    let (len, code, http11, spans) = {
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
         let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -87,12 +88,16 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Hea
             Err(e) => return Err(HeadError::Malformed(e)),
         };
         let start = buf.as_ptr() as usize;
-        for (span, field) in spans.iter_mut().zip(resp.headers.iter()) {
-            let name = field.name.as_ptr() as usize - start;
-            let value = field.value.as_ptr() as usize - start;
-            *span = (name, name + field.name.len(), value, value + field.value.len());
-        }
-        (len, resp.code.unwrap_or(0), resp.version == Some(1), resp.headers.len())
+        let spans: Vec<(usize, usize, usize, usize)> = resp
+            .headers
+            .iter()
+            .map(|field| {
+                let name = field.name.as_ptr() as usize - start;
+                let value = field.value.as_ptr() as usize - start;
+                (name, name + field.name.len(), value, value + field.value.len())
+            })
+            .collect();
+        (len, resp.code.unwrap_or(0), resp.version == Some(1), spans)
     };
     if len > MAX_HEAD {
         return Err(HeadError::TooLarge);
@@ -105,8 +110,8 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Hea
         return Err(HeadError::UnaskedUpgrade);
     }
     let bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_start, name_end, value_start, value_end) in &spans {
         let name = HeaderName::from_bytes(&bytes[name_start..name_end]).map_err(|_| HeadError::Field)?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(value_start..value_end))
             .map_err(|_| HeadError::Field)?;
