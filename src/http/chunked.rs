@@ -1,5 +1,5 @@
 //! The chunked transfer coding (RFC 9112 §7.1): decoding Vaultwarden's
-//! answers and encoding request bodies of unknown length. Pure: the decoder
+//! answers, and the start of each chunk of a request body of unknown length. Pure: the decoder
 //! takes bytes from a buffer the caller fills and never reads on its own.
 //!
 //! Strict and bounded: a size line, the CRLF after each chunk and the
@@ -137,9 +137,10 @@ fn size_line(line: &[u8]) -> Result<u64, ChunkError> {
         return Err(ChunkError::Size);
     }
     let (hex, rest) = line.split_at(digits);
-    match rest.first() {
-        None | Some(b';' | b' ' | b'\t') => {}
-        Some(_) => return Err(ChunkError::Size),
+    // Only whitespace before an extension's `;` (RFC 9112 §7.1.1's BWS).
+    let after_space = rest.iter().position(|b| *b != b' ' && *b != b'\t').map_or(&[][..], |at| &rest[at..]);
+    if !matches!(after_space.first(), None | Some(b';')) {
+        return Err(ChunkError::Size);
     }
     // Extensions are ignored, but never a bare CR inside them.
     if rest.iter().any(|b| *b == b'\r' || *b == 0) {
@@ -168,23 +169,22 @@ pub fn chunk_start(len: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
 }
 
-/// The end of a chunked body with `trailers` (already checked for what may
-/// be forwarded).
-pub fn end(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The end of a chunked body with `trailers`.
+    fn end(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"0\r\n");
+        for (name, value) in trailers.into_iter().flatten() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 
     /// The data, the trailers and what was left after the end.
     type Whole = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_body_with_extensions_and_trailers() {
-        let raw = b"5;name=v\r\nhello\r\n1\r\n \r\n0\r\nX-Sum: 1\r\n\r\nNEXT";
+        let raw = b"5 ;name=v\r\nhello\r\n1\r\n \r\n0\r\nX-Sum: 1\r\n\r\nNEXT";
         for step in [1, 2, 3, 7, raw.len()] {
             let (data, trailers, rest) = decode_in_steps(raw, step).unwrap();
             assert_eq!(data, b"hello ");
@@ -227,7 +227,9 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_refused() {
-        let cases: [(&[u8], ChunkError); 12] = [
+        let cases: [(&[u8], ChunkError); 14] = [
+            (b"5 x\r\n", ChunkError::Size),
+            (b"5\tanything\r\n", ChunkError::Size),
             (b"x\r\n", ChunkError::Size),
             (b"\r\n", ChunkError::Size),
             (b"5\n", ChunkError::Size),

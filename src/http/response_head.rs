@@ -125,7 +125,8 @@ pub fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Hea
     {
         Framing::Empty
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        if !chunked_only(&headers) {
+        // HTTP/1.0 has no transfer codings: such an answer is faulty (RFC 9112 §6.1).
+        if !http11 || !chunked_only(&headers) {
             return Err(HeadError::TransferEncoding);
         }
         // Both: the coding wins, and the connection is not trusted with
@@ -282,6 +283,7 @@ mod tests {
                 HeadError::TransferEncoding,
             ),
             ("HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n", HeadError::TransferEncoding),
+            ("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::TransferEncoding),
             ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", HeadError::UnaskedUpgrade),
             ("HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n", HeadError::Status(600)),
             ("HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n", HeadError::Status(99)),

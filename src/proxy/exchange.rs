@@ -13,6 +13,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
@@ -55,9 +56,39 @@ impl Sending {
     }
 }
 
+/// A request as it goes to Vaultwarden: its head in bytes and what the
+/// exchange must know of it.
+pub struct Outgoing {
+    head: Vec<u8>,
+    sending: Sending,
+    /// The answer has no body whatever its head says.
+    head_request: bool,
+    /// Safe to send again if a kept connection closed with no answer: GET,
+    /// HEAD, OPTIONS (RFC 9110 §9.2.1). Not every idempotent method: a
+    /// Bitwarden client's body-less DELETE of a cipher, run twice, answers
+    /// 404 to a deletion that worked. Anything else goes again only if
+    /// none of it could be written.
+    safe: bool,
+    /// How long a write of the body may wait for Vaultwarden to read.
+    stall: Duration,
+}
+
+impl Outgoing {
+    pub fn new(parts: &http::request::Parts, body_follows: bool, stall: Duration) -> Outgoing {
+        let sending = Sending::of(parts, body_follows);
+        Outgoing {
+            head: request_head(parts, sending),
+            sending,
+            head_request: parts.method == Method::HEAD,
+            safe: parts.method.is_safe(),
+            stall,
+        }
+    }
+}
+
 /// The request head as Vaultwarden gets it: request line, the fields
 /// (framing ones replaced by ours), the blank line.
-pub fn request_head(parts: &http::request::Parts, sending: Sending) -> Vec<u8> {
+fn request_head(parts: &http::request::Parts, sending: Sending) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut out = Vec::with_capacity(64 + target.len() + parts.headers.len() * 48);
     out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -111,6 +142,13 @@ enum Broken {
     BodyTooLong,
     #[error("the request body is shorter than its Content-Length")]
     BodyTooShort,
+    #[error("Vaultwarden read none of the request body for {0:?}")]
+    Stalled(Duration),
+}
+
+/// Whether `e` is Vaultwarden leaving the request body unread too long.
+pub fn stalled(e: &BoxError) -> bool {
+    matches!(e.downcast_ref::<Broken>(), Some(Broken::Stalled(_)))
 }
 
 /// The most 1xx heads skipped before the answer.
@@ -120,24 +158,22 @@ const MAX_INFORMATIONAL: usize = 8;
 const FIRST_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
-/// Sends `head` and `body` on `conn` and reads the answer's head. `reused`:
+/// Sends `req` and `body` on `conn` and reads the answer's head. `reused`:
 /// `conn` was kept from an earlier request. The answer's body, once read
 /// to the end with the request sent whole, puts `conn` back into `idle`.
 pub async fn exchange(
     mut conn: Conn,
     reused: bool,
-    head: &[u8],
+    req: &Outgoing,
     body: Option<&mut ProxyBody>,
-    sending: Sending,
-    head_request: bool,
     idle: &Arc<Idle>,
 ) -> Result<Response<UpstreamBody>, Failure> {
-    let mut touched = false;
+    let mut progress = Progress::default();
     let mut sent: Option<Result<(), SendError>> = None;
     let answer = {
         let (mut rd, mut wr) = conn.tcp.split();
-        let sending = send(&mut wr, head, body, sending, &mut touched);
-        let reading = read_head(&mut rd, &mut conn.buf, head_request);
+        let sending = send(&mut wr, req, body, &mut progress);
+        let reading = read_head(&mut rd, &mut conn.buf, req.head_request);
         tokio::pin!(sending, reading);
         loop {
             tokio::select! {
@@ -147,8 +183,16 @@ pub async fn exchange(
                     // The client broke its body: nothing more to wait for.
                     Err(SendError::Body(e)) => return Err(Failure::Body(e)),
                     // Vaultwarden may have answered and closed (a refusal
-                    // before the whole body): its answer is still read.
-                    done => sent = Some(done),
+                    // before the whole body), or stopped reading: an answer
+                    // is still read, for as long as it may take.
+                    Err(e) => {
+                        sent = Some(Err(e));
+                        match tokio::time::timeout(req.stall, &mut reading).await {
+                            Ok(answer) => break answer,
+                            Err(_) => break Err(ReadError { error: Broken::ClosedBeforeAnswer.into(), answered: false }),
+                        }
+                    }
+                    Ok(()) => sent = Some(Ok(())),
                 },
             }
         }
@@ -157,10 +201,11 @@ pub async fn exchange(
         Ok(head) => head,
         Err(e) => {
             let cause = match sent {
-                Some(Err(SendError::Write(w))) => w.into(),
+                Some(Err(SendError::Write(w))) => w,
                 _ => e.error,
             };
-            return Err(if reused && !e.answered && !touched {
+            let again = req.safe || !progress.head_written;
+            return Err(if reused && !e.answered && !progress.body_taken && again {
                 Failure::Unanswered(cause)
             } else {
                 Failure::Upstream(cause)
@@ -178,37 +223,64 @@ pub async fn exchange(
 }
 
 enum SendError {
-    Write(std::io::Error),
+    Write(BoxError),
     Body(BoxError),
 }
 
-/// Writes the head, then the body as `sending` says.
+/// How far a request got, for whether it may be sent again.
+#[derive(Default)]
+struct Progress {
+    /// The whole head was handed to the system.
+    head_written: bool,
+    /// Some of the client's body was taken: it cannot be sent again.
+    body_taken: bool,
+}
+
+/// Writes all of `buf` within `stall`.
+async fn write_within<B: Buf>(
+    wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    buf: &mut B,
+    stall: Duration,
+) -> Result<(), SendError> {
+    match tokio::time::timeout(stall, wr.write_all_buf(buf)).await {
+        Ok(written) => written.map_err(|e| SendError::Write(e.into())),
+        Err(_) => Err(SendError::Write(Broken::Stalled(stall).into())),
+    }
+}
+
+/// Writes the head, then the body as `req.sending` says.
 async fn send(
     wr: &mut tokio::net::tcp::WriteHalf<'_>,
-    head: &[u8],
+    req: &Outgoing,
     body: Option<&mut ProxyBody>,
-    sending: Sending,
-    touched: &mut bool,
+    progress: &mut Progress,
 ) -> Result<(), SendError> {
-    wr.write_all(head).await.map_err(SendError::Write)?;
+    // A head nearly always fits the socket's empty send buffer at once: the
+    // clock is started only for what does not.
+    let taken = match wr.as_ref().try_write(&req.head) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(SendError::Write(e.into())),
+    };
+    if taken < req.head.len() {
+        write_within(wr, &mut &req.head[taken..], req.stall).await?;
+    }
+    progress.head_written = true;
     let Some(body) = body else { return Ok(()) };
+    let sending = req.sending;
     let mut sent: u64 = 0;
-    let mut trailers = None;
     let mut prefix = Vec::with_capacity(20);
     loop {
-        *touched = true;
+        progress.body_taken = true;
         let frame = match body.frame().await {
             None => break,
             Some(Err(e)) => return Err(SendError::Body(e)),
             Some(Ok(frame)) => frame,
         };
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                break;
-            }
-        };
+        // Trailers are not passed on: hyper's client, before this one, sent
+        // only those a `Trailer` field announced, and the proxy removes that
+        // hop-by-hop field; RFC 9110 §6.5.1 forbids many fields there anyway.
+        let Ok(data) = frame.into_data() else { break };
         if data.is_empty() {
             continue;
         }
@@ -219,24 +291,17 @@ async fn send(
                 prefix.clear();
                 chunked::chunk_start(data.len(), &mut prefix);
                 let mut out = Buf::chain(Buf::chain(&prefix[..], data), &b"\r\n"[..]);
-                wr.write_all_buf(&mut out).await.map_err(SendError::Write)?;
+                write_within(wr, &mut out, req.stall).await?;
             }
             _ => {
                 let mut data = data;
-                wr.write_all_buf(&mut data).await.map_err(SendError::Write)?;
+                write_within(wr, &mut data, req.stall).await?;
             }
         }
     }
     match sending {
         Sending::Length(n) if sent < n => return Err(SendError::Body(Broken::BodyTooShort.into())),
-        Sending::Chunked => {
-            if let Some(t) = trailers.as_mut() {
-                headers::sanitize_trailers(t);
-            }
-            let mut end = Vec::new();
-            chunked::end(trailers.as_ref(), &mut end);
-            wr.write_all(&end).await.map_err(SendError::Write)?;
-        }
+        Sending::Chunked => write_within(wr, &mut &b"0\r\n\r\n"[..], req.stall).await?,
         _ => {}
     }
     Ok(())
@@ -325,8 +390,13 @@ impl UpstreamBody {
     /// The body is over, whole: its connection goes back if it may.
     fn finish(&mut self) {
         self.reading = Reading::Done;
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             if self.keep {
+                // Reads grown by a download leave a large allocation behind
+                // the empty buffer: an idle connection does not keep it.
+                if self.read_size > FIRST_READ {
+                    conn.buf = BytesMut::new();
+                }
                 self.idle.put(conn);
             }
         }

@@ -13,7 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::body::{self, BoxError, Ended, OnEnd, Pace, ProxyBody, Replay};
 use super::client::ClientConn;
 use super::error::ProxyError;
-use super::exchange::UpstreamBody;
+use super::exchange::{self, UpstreamBody};
 use super::upstream::{SendFailure, Upstream};
 use crate::config::Config;
 use crate::conn_limit::{Caps, Slot};
@@ -180,6 +180,7 @@ pub async fn forward(
         upstream.send(req, worker).await.map_err(|e| match e {
             SendFailure::Connect(e) => e,
             SendFailure::Send { error, client: true } => ProxyError::from_body_failure(&*error, limits.max),
+            SendFailure::Send { error, client: false } if exchange::stalled(&error) => upstream.timed_out(),
             SendFailure::Send { error, client: false } => upstream.unreachable(&*error),
         })
     };

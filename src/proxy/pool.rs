@@ -23,6 +23,11 @@ const MAX_IDLE: usize = 1024;
 /// An idle connection unused for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
+/// How often idle connections are looked over for ones Vaultwarden closed
+/// (its keep-alive is 5 s by default): their descriptors are let go within
+/// this time, not left half-closed until the next request or for ever.
+pub const SWEEP: Duration = Duration::from_secs(2);
+
 /// A connection to Vaultwarden and what was read from it but not yet used.
 pub struct Conn {
     pub tcp: TcpStream,
@@ -76,6 +81,13 @@ impl Idle {
         if idle.len() < MAX_IDLE {
             idle.push_back((conn, now));
         }
+    }
+
+    /// Lets go of every connection that is closed, sent something unasked
+    /// or idled past its time, wherever it is in the stack.
+    pub fn sweep(&self) {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(conn, since)| since.elapsed() < IDLE_TIMEOUT && conn.is_reusable());
     }
 
     #[cfg(test)]
@@ -139,6 +151,27 @@ mod tests {
         settle(&idle).await;
         assert!(idle.take().is_none());
         assert_eq!(idle.len(), 0, "and it is let go");
+    }
+
+    #[tokio::test]
+    async fn a_sweep_lets_go_of_closed_connections_anywhere_in_the_stack() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let idle = Idle::default();
+        let (first, first_server) = pair(&listener).await;
+        let (second, _second_server) = pair(&listener).await;
+        idle.put(first);
+        idle.put(second);
+        // The oldest one closes: take() would not reach it while the other is there.
+        drop(first_server);
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            idle.sweep();
+            if idle.len() == 1 {
+                break;
+            }
+        }
+        assert_eq!(idle.len(), 1, "the closed one went, the open one stays");
+        assert!(idle.take().is_some());
     }
 
     #[tokio::test]

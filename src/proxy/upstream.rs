@@ -3,10 +3,10 @@
 //! and the one hyper HTTP/1.1 client handshake every other outgoing
 //! connection uses (hubs, `/healthz`, the probe, the ACME client).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -14,8 +14,8 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 
 use super::body::{BoxError, ProxyBody};
 use super::error::ProxyError;
-use super::exchange::{self, Failure, Sending, UpstreamBody};
-use super::pool::{Conn, Idle};
+use super::exchange::{self, Failure, Outgoing, UpstreamBody};
+use super::pool::{self, Conn, Idle};
 use crate::config::Config;
 
 /// A request that finds a kept connection just closing is sent on another
@@ -76,6 +76,29 @@ where
     handshake(tcp(addr, timeout).await?, upgrades).await
 }
 
+/// `idle`, looked over every [`pool::SWEEP`] by a task that ends with them
+/// (a reload's new generation has its own). No task when there is no
+/// runtime to run it (unit tests building a configuration).
+fn sweeping(idle: Vec<Arc<Idle>>) -> Vec<Arc<Idle>> {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let watched: Vec<Weak<Idle>> = idle.iter().map(Arc::downgrade).collect();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(pool::SWEEP).await;
+                let mut alive = false;
+                for stack in watched.iter().filter_map(Weak::upgrade) {
+                    stack.sweep();
+                    alive = true;
+                }
+                if !alive {
+                    return;
+                }
+            }
+        });
+    }
+    idle
+}
+
 /// Vaultwarden, as the proxy reaches it.
 pub struct Upstream {
     url: String,
@@ -96,7 +119,7 @@ impl Upstream {
             authority: config.upstream.authority.clone(),
             connect_timeout: config.timeouts.upstream_connect,
             response_timeout: config.timeouts.upstream_response,
-            idle: (0..config.limits.workers.max(1)).map(|_| Arc::default()).collect(),
+            idle: sweeping((0..config.limits.workers.max(1)).map(|_| Arc::default()).collect()),
         }
     }
 
@@ -124,9 +147,9 @@ impl Upstream {
     ) -> Result<Response<UpstreamBody>, SendFailure> {
         let (parts, mut body) = req.into_parts();
         let body_follows = !http_body::Body::is_end_stream(&body);
-        let sending = Sending::of(&parts, body_follows);
-        let head = exchange::request_head(&parts, sending);
-        let head_request = parts.method == Method::HEAD;
+        // A body Vaultwarden stops reading is cut after as long as an answer may take.
+        let outgoing = Outgoing::new(&parts, body_follows, self.response_timeout);
+        drop(parts);
         let idle = self.idle(worker);
         let mut attempts = 0;
         loop {
@@ -142,7 +165,7 @@ impl Upstream {
                 ),
             };
             let body = body_follows.then_some(&mut body);
-            match exchange::exchange(conn, reused, &head, body, sending, head_request, idle).await {
+            match exchange::exchange(conn, reused, &outgoing, body, idle).await {
                 Ok(resp) => return Ok(resp),
                 Err(Failure::Unanswered(_)) if reused => continue,
                 Err(Failure::Unanswered(error) | Failure::Upstream(error)) => {

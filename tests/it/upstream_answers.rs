@@ -284,3 +284,99 @@ async fn http2_bodies_go_chunked_or_with_their_length_and_an_empty_post_says_zer
     let seen = String::from_utf8_lossy(&h.upstream.received()[before..]).into_owned();
     assert!(seen.ends_with("content-length: 0\r\n\r\n"), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_request_body_vaultwarden_stops_reading_ends_in_504_not_a_hang() {
+    // Reads the head, then nothing: the upload fills the socket buffers and stops.
+    let silent = Upstream::script(|mut conn| async move {
+        conn.read_head().await;
+        std::future::pending::<()>().await;
+    })
+    .start()
+    .await;
+    let toml = ProxyToml::new().extra("[timeouts]\nupstream_response = \"500ms\"");
+    let h = Harness::in_front_of(silent, toml).await;
+    let mut h1 = h.h1().await;
+    let body = Bytes::from(vec![b'x'; 64 << 20]);
+    let req = Request::post("/api/ciphers/1/attachment/2")
+        .header("host", "localhost")
+        .body(Full::new(body))
+        .unwrap();
+    let resp = within("an answer to an upload nobody reads", h1.send_request(req)).await.unwrap();
+    assert_eq!(resp.status(), 504);
+}
+
+/// Every connection answers its first request and closes on reading its
+/// second, unanswered: a kept connection that Vaultwarden ends just as a
+/// request goes out on it.
+async fn one_answer_per_connection() -> Upstream {
+    Upstream::script(|mut conn| async move {
+        use tokio::io::AsyncWriteExt;
+        let head = conn.read_head().await;
+        if head.is_empty() {
+            return;
+        }
+        let answer = format!("HTTP/1.1 200 OK\r\nx-conn: {}\r\ncontent-length: 2\r\n\r\nok", conn.number());
+        if conn.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        conn.read_head().await;
+    })
+    .start()
+    .await
+}
+
+#[tokio::test]
+async fn a_kept_connection_that_closes_unanswered_retries_a_get_but_never_a_post() {
+    let h = Harness::in_front_of(
+        one_answer_per_connection().await,
+        ProxyToml::new().extra("[limits]\nworkers = 1"),
+    )
+    .await;
+    let mut h1 = h.h1().await;
+    assert_eq!(ask(&mut h1, "GET", "/api/sync").await.0, 200);
+    // Vaultwarden may have acted on a POST it did not answer: never sent twice.
+    let (status, _, _) = ask(&mut h1, "POST", "/api/ciphers").await;
+    assert_eq!(status, 502);
+    let posts = h.upstream.heads().iter().filter(|head| head.starts_with("POST /api/ciphers ")).count();
+    assert_eq!(posts, 1, "{:?}", h.upstream.heads());
+    assert_eq!(ask(&mut h1, "GET", "/api/sync").await.0, 200);
+    // A GET is safe to send again, on a new connection.
+    let (status, conn, body) = ask(&mut h1, "GET", "/api/accounts/revision-date").await;
+    assert_eq!((status, body.unwrap().as_ref()), (200, &b"ok"[..]));
+    let gets =
+        h.upstream.heads().iter().filter(|head| head.starts_with("GET /api/accounts/revision-date ")).count();
+    assert_eq!(gets, 2, "sent, unanswered, sent again: {:?}", h.upstream.heads());
+    assert_eq!(conn, "2");
+}
+
+/// Sockets of this process in CLOSE_WAIT (the peer closed, we have not)
+/// whose peer is 127.0.0.1:`port`.
+fn half_closed_to(port: u16) -> usize {
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let remote =
+                cols.get(2).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            remote == Some(port) && cols.get(3) == Some(&"08")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn an_idle_connection_vaultwarden_closes_is_let_go_without_waiting_for_a_request() {
+    // Closes each connection 50 ms after its first answer, as Vaultwarden's
+    // keep-alive ends an idle one.
+    let upstream = Upstream::numbering().close_after_first().start().await;
+    let port = upstream.addr.port();
+    let h = Harness::in_front_of(upstream, ProxyToml::new()).await;
+    let mut h1 = h.h1().await;
+    let (status, _, _) = ask(&mut h1, "GET", "/api/sync").await;
+    assert_eq!(status, 200);
+    until("Vaultwarden's close to be seen", || half_closed_to(port) == 1).await;
+    // No request comes: the proxy's sweep closes its side all the same.
+    until("the half-closed connection to be let go", || half_closed_to(port) == 0).await;
+}
