@@ -7,15 +7,19 @@
 //! record, a 9-byte record and a system call per 16 KiB. Here, while h2 keeps
 //! writing, up to 64 KiB is gathered: four full records and one call.
 //!
-//! A flush is put off by waking the task again at once: h2 flushes on
-//! every wake-up, so the next flush with nothing new sends everything. It is
-//! put off again and again while at least [`LAZY`] bytes arrive between
-//! flushes (a download), and once for smaller writes: the connection's task
-//! then runs after the stream tasks that were ready in the same turn, and
-//! their answers (each a HEADERS and a short DATA frame) go out together, in
-//! one record and one system call rather than one each. With many streams
-//! in flight that was a third of the system calls of an HTTP/2 GET
-//! (BENCHMARKS.md); a lone answer waits one turn of an idle scheduler.
+//! Writes of at least [`LAZY`] bytes (and what follows them) are gathered
+//! here, and a flush is put off while that much arrives between flushes:
+//! the task is woken again at once, and h2 flushes on every wake-up, so the
+//! next flush with nothing new sends everything.
+//!
+//! A small write with nothing gathered is put off once instead (`Pending`,
+//! the task woken at once), without a copy: h2 keeps it in its own buffer,
+//! and by the time the connection's task runs again the stream tasks that
+//! were ready in the same turn have queued their answers (each a HEADERS and
+//! a short DATA frame), which then go out together, in one record and one
+//! system call rather than one each. With many streams in flight that was a
+//! third of the system calls of an HTTP/2 GET (BENCHMARKS.md); a lone
+//! answer waits one turn of an idle scheduler.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -30,9 +34,6 @@ const LIMIT: usize = 64 * 1024;
 /// coming between flushes.
 const LAZY: usize = 16 * 1024;
 
-/// The first allocation for a batch of small writes.
-const SMALL: usize = 4 * 1024;
-
 pub struct WriteBatch<IO> {
     inner: IO,
     pending: Vec<u8>,
@@ -40,13 +41,13 @@ pub struct WriteBatch<IO> {
     written: usize,
     /// Bytes taken since the last flush.
     fresh: usize,
-    /// The last flush was put off: the next one writes.
-    deferred: bool,
+    /// A small write was put off once: the next one goes through.
+    held: bool,
 }
 
 impl<IO> WriteBatch<IO> {
     pub fn new(inner: IO) -> Self {
-        WriteBatch { inner, pending: Vec::new(), written: 0, fresh: 0, deferred: false }
+        WriteBatch { inner, pending: Vec::new(), written: 0, fresh: 0, held: false }
     }
 }
 
@@ -88,13 +89,25 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteBatch<IO> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if self.pending.is_empty() && total < LAZY {
+            // Small, and nothing gathered before it: put off once, the task
+            // woken at once. h2 keeps the bytes in its own buffer, adds the
+            // frames other streams finish in the meantime, and sends them
+            // all in the write that follows, which goes straight through.
+            if !self.held {
+                self.held = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.held = false;
+            return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        }
         if self.pending.len() + total > LIMIT && !self.pending.is_empty() {
             ready!(self.poll_drain(cx))?;
         }
-        // One allocation per batch of large writes, not a regrowth (and
-        // copy) at 16 and 32 KiB; small ones start small.
+        // One allocation per batch, not a regrowth (and copy) at 16 and 32 KiB.
         if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(if total >= LAZY { LIMIT.max(total) } else { SMALL });
+            self.pending.reserve_exact(LIMIT.max(total));
         }
         // Takes what fits (at least the first slice, whatever its size).
         let mut taken = 0;
@@ -114,12 +127,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteBatch<IO> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // Large writes are put off while they keep coming (a download);
-        // small ones once, so that the answers other streams finish in the
-        // same turn go out with them.
-        let more = self.fresh >= LAZY || (self.fresh > 0 && !self.deferred);
-        if more && self.pending.len() < LIMIT {
-            self.deferred = true;
+        if self.fresh >= LAZY && self.pending.len() < LIMIT {
             // More may follow in this same turn; if not, the flush that comes
             // with the wake-up sends it.
             self.fresh = 0;
@@ -127,7 +135,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteBatch<IO> {
             return Poll::Ready(Ok(()));
         }
         self.fresh = 0;
-        self.deferred = false;
         ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -212,20 +219,29 @@ mod tests {
         assert_eq!(batch.pending.capacity(), 0, "the buffer is given back");
     }
 
+    /// One write as h2 makes it: whether it was taken, and whether it asked
+    /// to be polled again.
+    fn write_once(batch: &mut WriteBatch<Counting>, bytes: &[u8]) -> (Poll<usize>, bool) {
+        let woken = std::sync::Arc::new(Woken::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let polled = Pin::new(batch).poll_write(&mut cx, bytes).map(Result::unwrap);
+        (polled, woken.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     #[tokio::test]
-    async fn small_writes_wait_one_turn_for_the_answers_of_other_streams() {
+    async fn a_small_write_waits_one_turn_for_the_answers_of_other_streams() {
         let mut batch = WriteBatch::new(Counting::default());
-        batch.write_all(b"HEADERS and a short answer").await.unwrap();
-        assert!(flush_once(&mut batch), "put off once, the task woken");
+        assert_eq!(write_once(&mut batch, b"HEADERS"), (Poll::Pending, true), "put off once, the task woken");
         assert_eq!(batch.inner.writes, 0);
-        // Another stream's answer, finished in the same turn.
-        batch.write_all(b"; another").await.unwrap();
-        assert!(!flush_once(&mut batch), "not put off twice in a row");
-        assert_eq!(batch.inner.data, b"HEADERS and a short answer; another");
-        assert_eq!((batch.inner.writes, batch.inner.flushes), (1, 1), "one write for both");
-        // Nothing new: a flush that writes nothing, and asks for nothing.
+        // h2 writes again what it holds, with another stream's answer added.
+        assert_eq!(write_once(&mut batch, b"HEADERS; another"), (Poll::Ready(16), false));
+        assert_eq!(batch.inner.data, b"HEADERS; another", "straight through, nothing copied here");
         assert!(!flush_once(&mut batch));
-        assert_eq!(batch.pending.capacity(), 0, "the buffer is given back");
+        assert_eq!((batch.inner.writes, batch.inner.flushes), (1, 1));
+        assert_eq!(batch.pending.capacity(), 0, "nothing held");
+        // The next turn's first small write is put off again.
+        assert_eq!(write_once(&mut batch, b"next"), (Poll::Pending, true));
     }
 
     #[tokio::test]
