@@ -165,8 +165,10 @@ fn trailers(fields: &[httparse::Header<'_>]) -> Result<Option<HeaderMap>, ChunkE
 
 /// Writes the start of a chunk of `len` bytes (`len` > 0) into `out`.
 pub fn chunk_start(len: usize, out: &mut Vec<u8>) {
+    use std::io::Write;
     debug_assert!(len > 0, "a chunk of 0 bytes is the end");
-    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    // Into `out` itself: no string of its own per chunk.
+    let _ = write!(out, "{len:x}\r\n");
 }
 
 #[cfg(test)]

@@ -10,4 +10,5 @@ pub mod headers;
 pub mod host;
 pub mod names;
 pub mod path;
+pub mod request_head;
 pub mod response_head;

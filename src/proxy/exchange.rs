@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header;
 use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -26,35 +25,8 @@ use super::body::{BoxError, ProxyBody};
 use super::pool::{Conn, Idle};
 use crate::http::chunked::{self, Decoded, Decoder};
 use crate::http::headers;
+use crate::http::request_head::{self, Sending};
 use crate::http::response_head::{self, Framing, Head};
-
-/// How a request's body is delimited on the way to Vaultwarden.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sending {
-    /// No body (and no length said).
-    Nothing,
-    /// `Content-Length: n`.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`: HTTP/2 bodies of unknown length.
-    Chunked,
-}
-
-impl Sending {
-    /// From the client's `Content-Length` (checked by hyper, or by h2
-    /// against the DATA it carries) and whether a body follows. Methods that
-    /// carry a body get `Content-Length: 0` for an empty one, as HTTP/2's
-    /// `POST` without DATA frames must reach a server that wants a length.
-    pub fn of(parts: &http::request::Parts, body_follows: bool) -> Sending {
-        let declared =
-            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| response_head::digits(v.as_bytes()));
-        match declared {
-            Some(n) => Sending::Length(n),
-            None if body_follows => Sending::Chunked,
-            None if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) => Sending::Length(0),
-            None => Sending::Nothing,
-        }
-    }
-}
 
 /// A request as it goes to Vaultwarden: its head in bytes and what the
 /// exchange must know of it.
@@ -77,7 +49,7 @@ impl Outgoing {
     pub fn new(parts: &http::request::Parts, body_follows: bool, stall: Duration) -> Outgoing {
         let sending = Sending::of(parts, body_follows);
         Outgoing {
-            head: request_head(parts, sending),
+            head: request_head::encode(parts, sending),
             sending,
             head_request: parts.method == Method::HEAD,
             safe: parts.method.is_safe(),
@@ -86,43 +58,13 @@ impl Outgoing {
     }
 }
 
-/// The request head as Vaultwarden gets it: request line, the fields
-/// (framing ones replaced by ours), the blank line.
-fn request_head(parts: &http::request::Parts, sending: Sending) -> Vec<u8> {
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(64 + target.len() + parts.headers.len() * 48);
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    match sending {
-        Sending::Nothing => {}
-        Sending::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Sending::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 /// Why an exchange failed.
 #[derive(Debug)]
 pub enum Failure {
     /// A kept connection closed with nothing of an answer on it and nothing
-    /// of the request body taken: the request may go again on another.
-    Unanswered(BoxError),
+    /// of the request body taken: the request may go again on another (the
+    /// cause is Vaultwarden ending an idle connection, not worth a word).
+    Unanswered,
     /// The client's body failed (too large, too slow, malformed).
     Body(BoxError),
     /// Vaultwarden's side failed.
@@ -200,16 +142,14 @@ pub async fn exchange(
     let head = match answer {
         Ok(head) => head,
         Err(e) => {
-            let cause = match sent {
+            let again = req.safe || !progress.head_written;
+            if reused && !e.answered && !progress.body_taken && again {
+                return Err(Failure::Unanswered);
+            }
+            return Err(Failure::Upstream(match sent {
                 Some(Err(SendError::Write(w))) => w,
                 _ => e.error,
-            };
-            let again = req.safe || !progress.head_written;
-            return Err(if reused && !e.answered && !progress.body_taken && again {
-                Failure::Unanswered(cause)
-            } else {
-                Failure::Upstream(cause)
-            });
+            }));
         }
     };
     // An answer before the whole request went: the rest of the body is
@@ -492,52 +432,5 @@ impl Body for UpstreamBody {
             Reading::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::Request;
-
-    fn parts(req: Request<()>) -> http::request::Parts {
-        req.into_parts().0
-    }
-
-    #[test]
-    fn the_head_carries_our_framing_only() {
-        let p = parts(
-            Request::post("/api/ciphers?x=1")
-                .header("host", "vault.example")
-                .header("content-length", "5")
-                .header("transfer-encoding", "chunked")
-                .body(())
-                .unwrap(),
-        );
-        let head = request_head(&p, Sending::Chunked);
-        assert_eq!(
-            String::from_utf8(head).unwrap(),
-            "POST /api/ciphers?x=1 HTTP/1.1\r\nhost: vault.example\r\ntransfer-encoding: chunked\r\n\r\n"
-        );
-        let head = request_head(&p, Sending::Length(5));
-        assert!(String::from_utf8(head)
-            .unwrap()
-            .ends_with("host: vault.example\r\ncontent-length: 5\r\n\r\n"));
-    }
-
-    #[test]
-    fn framing_follows_the_declared_length_then_the_body() {
-        let with = |method: Method, cl: Option<&str>| {
-            let mut b = Request::builder().method(method).uri("/");
-            if let Some(cl) = cl {
-                b = b.header("content-length", cl);
-            }
-            parts(b.body(()).unwrap())
-        };
-        assert_eq!(Sending::of(&with(Method::POST, Some("7")), true), Sending::Length(7));
-        assert_eq!(Sending::of(&with(Method::POST, None), true), Sending::Chunked);
-        assert_eq!(Sending::of(&with(Method::POST, None), false), Sending::Length(0));
-        assert_eq!(Sending::of(&with(Method::GET, None), false), Sending::Nothing);
-        assert_eq!(Sending::of(&with(Method::GET, Some("0")), false), Sending::Length(0));
     }
 }

@@ -214,10 +214,12 @@ pub async fn forward(
     // The answer's body gives its connection back when read to the end
     // (`exchange.rs`); the permits are held until then, or until the client
     // stops reading.
-    if http_body::Body::is_end_stream(&body) && ahead.data.is_empty() && ahead.trailers.is_none() {
-        return Ok(Response::from_parts(parts, body::boxed(body)));
-    }
     if ahead.data.is_empty() && ahead.trailers.is_none() {
+        // Nothing read ahead: an answer without a body already gave its
+        // connection back, and holds nothing.
+        if http_body::Body::is_end_stream(&body) {
+            return Ok(Response::from_parts(parts, body::boxed(body)));
+        }
         let body = OnEnd::new(body, move |_, _| drop(permits));
         return Ok(Response::from_parts(parts, body::boxed(body)));
     }

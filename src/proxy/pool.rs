@@ -4,9 +4,10 @@
 //! There is one upstream, so a pool needs no keys: the most recently used
 //! idle connection is taken first (it is the likeliest to be alive and warm)
 //! and a connection goes back only once its answer has been read to the end,
-//! so a request never waits behind another one's download. No task watches
-//! an idle connection: whether Vaultwarden closed it (or sent something
-//! unasked) is looked up when it is taken, from what the reactor already knows.
+//! so a request never waits behind another one's download. No task per
+//! idle connection: whether Vaultwarden closed it (or sent something
+//! unasked) is looked up, from what the reactor already knows, when it is
+//! taken and by a sweep of the whole stack every [`SWEEP`].
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -167,10 +167,9 @@ impl Upstream {
             let body = body_follows.then_some(&mut body);
             match exchange::exchange(conn, reused, &outgoing, body, idle).await {
                 Ok(resp) => return Ok(resp),
-                Err(Failure::Unanswered(_)) if reused => continue,
-                Err(Failure::Unanswered(error) | Failure::Upstream(error)) => {
-                    return Err(SendFailure::Send { error, client: false })
-                }
+                // Only a kept connection answers that way (`exchange`).
+                Err(Failure::Unanswered) => continue,
+                Err(Failure::Upstream(error)) => return Err(SendFailure::Send { error, client: false }),
                 Err(Failure::Body(error)) => return Err(SendFailure::Send { error, client: true }),
             }
         }

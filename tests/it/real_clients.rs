@@ -65,17 +65,7 @@ fn connections_used(log: &LogCapture) -> (Vec<String>, usize) {
 /// Established server-side TCP connections on `port` (this process is the
 /// proxy), for failure messages: Chromium may also hold a spare, unused one.
 fn established_on(port: u16) -> usize {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|text| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
-        .filter(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let local_port =
-                cols.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            local_port == Some(port) && cols.get(3) == Some(&"01")
-        })
-        .count()
+    tcp_sockets(End::Local, port, "01")
 }
 
 /// Drives Chromium through the hub page; returns its stdout, the client

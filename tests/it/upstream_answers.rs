@@ -350,20 +350,9 @@ async fn a_kept_connection_that_closes_unanswered_retries_a_get_but_never_a_post
     assert_eq!(conn, "2");
 }
 
-/// Sockets of this process in CLOSE_WAIT (the peer closed, we have not)
-/// whose peer is 127.0.0.1:`port`.
+/// Sockets in CLOSE_WAIT (the peer closed, we have not) whose peer is `port`.
 fn half_closed_to(port: u16) -> usize {
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            let remote =
-                cols.get(2).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            remote == Some(port) && cols.get(3) == Some(&"08")
-        })
-        .count()
+    tcp_sockets(End::Remote, port, "08")
 }
 
 #[tokio::test]

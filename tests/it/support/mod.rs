@@ -428,3 +428,31 @@ pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     })
     .await
 }
+
+/// Which end of a TCP socket a port is matched against in [`tcp_sockets`].
+pub enum End {
+    Local,
+    Remote,
+}
+
+/// TCP sockets (IPv4 and IPv6) in `state` (the kernel's hex code: `01`
+/// established, `08` CLOSE_WAIT) whose `end` is on `port`, from /proc/net/tcp*.
+pub fn tcp_sockets(end: End, port: u16, state: &str) -> usize {
+    let column = match end {
+        End::Local => 1,
+        End::Remote => 2,
+    };
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let on = cols
+                .get(column)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            on == Some(port) && cols.get(3) == Some(&state)
+        })
+        .count()
+}
